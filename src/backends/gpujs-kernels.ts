@@ -1,0 +1,101 @@
+/**
+ * GPU.js kernel sources for one cell step over a batch of keys.
+ *
+ * Every kernel's output is [columns, batch]: thread.y is the key, thread.x the unit, so one
+ * kernel call covers all keys of the batch. Per layer there are two calls: a `gates` kernel (the
+ * affine part, W_ih x + W_hh h + biases, where all the FLOPs are) and an `update` kernel (the
+ * pointwise gate nonlinearities). The head is one more call. Gate order is PyTorch's (model.ts).
+ *
+ * These functions are transpiled by GPU.js to GLSL, WGSL, WebAssembly or JavaScript, so they
+ * use only what GPU.js can translate: numbers, 2D indexing, loops bounded by constants, Math.exp.
+ * tanh is written as 2 / (1 + e^(-2v)) - 1 because GLSL ES 1.0 has no tanh; it saturates
+ * correctly to +-1 in float32 (e^(-2v) overflowing to Infinity gives -1).
+ */
+/* eslint-disable @typescript-eslint/no-explicit-any */
+
+interface KernelThis {
+  thread: { x: number; y: number };
+  constants: { inputSize: number; hiddenSize: number; gateRows: number };
+}
+
+/** rnn and lstm: output [gateRows, B], one pre-activation per gate row and key. */
+export function gatesSummed(this: KernelThis, x: any, h: any, wih: any, whh: any, bih: any, bhh: any): number {
+  const r = this.thread.x;
+  const b = this.thread.y;
+  let s = bih[r] + bhh[r];
+  for (let j = 0; j < this.constants.inputSize; j++) {
+    s += wih[r][j] * x[b][j];
+  }
+  for (let j = 0; j < this.constants.hiddenSize; j++) {
+    s += whh[r][j] * h[b][j];
+  }
+  return s;
+}
+
+/**
+ * gru: output [2 * gateRows, B]. Rows [0, 3H) are W_ih x + b_ih, rows [3H, 6H) are
+ * W_hh h + b_hh, kept apart because the reset gate scales only the hidden part of n.
+ */
+export function gatesSplit(this: KernelThis, x: any, h: any, wih: any, whh: any, bih: any, bhh: any): number {
+  const r = this.thread.x;
+  const b = this.thread.y;
+  const rows = this.constants.gateRows;
+  if (r < rows) {
+    let s = bih[r];
+    for (let j = 0; j < this.constants.inputSize; j++) {
+      s += wih[r][j] * x[b][j];
+    }
+    return s;
+  }
+  let s = bhh[r - rows];
+  for (let j = 0; j < this.constants.hiddenSize; j++) {
+    s += whh[r - rows][j] * h[b][j];
+  }
+  return s;
+}
+
+/** rnn: output [H, B]. */
+export function updateRnn(this: KernelThis, g: any): number {
+  return 2 / (1 + Math.exp(-2 * g[this.thread.y][this.thread.x])) - 1;
+}
+
+/** lstm: output [2H, B]; columns [0, H) are h', [H, 2H) are c' (so a row starts with h'). */
+export function updateLstm(this: KernelThis, g: any, c: any): number {
+  const H = this.constants.hiddenSize;
+  const b = this.thread.y;
+  let j = this.thread.x;
+  if (j >= H) {
+    j = j - H;
+  }
+  const ig = 1 / (1 + Math.exp(-g[b][j]));
+  const fg = 1 / (1 + Math.exp(-g[b][H + j]));
+  const gg = 2 / (1 + Math.exp(-2 * g[b][2 * H + j])) - 1;
+  const cNext = fg * c[b][j] + ig * gg;
+  if (this.thread.x < H) {
+    const og = 1 / (1 + Math.exp(-g[b][3 * H + j]));
+    return og * (2 / (1 + Math.exp(-2 * cNext)) - 1);
+  }
+  return cNext;
+}
+
+/** gru: output [H, B] from the split gates of gatesSplit. */
+export function updateGru(this: KernelThis, g: any, h: any): number {
+  const H = this.constants.hiddenSize;
+  const b = this.thread.y;
+  const j = this.thread.x;
+  const r = 1 / (1 + Math.exp(-(g[b][j] + g[b][3 * H + j])));
+  const z = 1 / (1 + Math.exp(-(g[b][H + j] + g[b][4 * H + j])));
+  const n = 2 / (1 + Math.exp(-2 * (g[b][2 * H + j] + r * g[b][5 * H + j]))) - 1;
+  return (1 - z) * n + z * h[b][j];
+}
+
+/** head: output [K, B] logits (softmax, if any, is applied on readback). */
+export function headLogits(this: KernelThis, x: any, w: any, bias: any): number {
+  const k = this.thread.x;
+  const b = this.thread.y;
+  let s = bias[k];
+  for (let j = 0; j < this.constants.hiddenSize; j++) {
+    s += w[k][j] * x[b][j];
+  }
+  return s;
+}

@@ -1,0 +1,184 @@
+/**
+ * Builds an ONNX graph for ONE time step of a model (all layers and the head) with a dynamic
+ * batch dimension, so onnxruntime's native LSTM/GRU/RNN operators run the cell math.
+ *
+ * The ONNX protobuf is written by the few lines of encoder below rather than a dependency: the
+ * graph uses eight message types, and the npm packages that wrap onnx.proto are unmaintained and
+ * pull in protobufjs 6.
+ *
+ * Departures from the model file's (PyTorch) gate order, required by the ONNX operator spec:
+ * - LSTM: ONNX stacks gates as i, o, f, c; PyTorch as i, f, g, o (g is ONNX's c).
+ * - GRU:  ONNX stacks gates as z, r, h; PyTorch as r, z, n (n is ONNX's h). PyTorch's GRU is
+ *         ONNX's `linear_before_reset = 1`.
+ * - RNN:  the same single block; ONNX's default activation is tanh, as in PyTorch.
+ */
+import type { LayerWeights, RnnModel } from '../core/model.js';
+
+// ---- minimal protobuf writer ------------------------------------------------------------
+
+class ProtoWriter {
+  private readonly parts: Uint8Array[] = [];
+  private length = 0;
+
+  private push(bytes: Uint8Array): void {
+    this.parts.push(bytes);
+    this.length += bytes.length;
+  }
+
+  private varint(value: number): void {
+    const out: number[] = [];
+    let v = value;
+    while (v > 127) {
+      out.push((v % 128) | 128);
+      v = Math.floor(v / 128);
+    }
+    out.push(v);
+    this.push(Uint8Array.from(out));
+  }
+
+  private key(field: number, wireType: number): void {
+    this.varint(field * 8 + wireType);
+  }
+
+  int(field: number, value: number): this {
+    this.key(field, 0);
+    this.varint(value);
+    return this;
+  }
+
+  bytes(field: number, value: Uint8Array): this {
+    this.key(field, 2);
+    this.varint(value.length);
+    this.push(value);
+    return this;
+  }
+
+  string(field: number, value: string): this {
+    return this.bytes(field, new TextEncoder().encode(value));
+  }
+
+  message(field: number, value: ProtoWriter): this {
+    return this.bytes(field, value.finish());
+  }
+
+  finish(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let offset = 0;
+    for (const p of this.parts) {
+      out.set(p, offset);
+      offset += p.length;
+    }
+    return out;
+  }
+}
+
+// ONNX enum values (onnx.proto).
+const FLOAT = 1;
+const INT64 = 7;
+const ATTR_INT = 2;
+
+type Dim = number | string;
+
+function tensor(name: string, dims: readonly number[], data: Float32Array | BigInt64Array, elemType: number): ProtoWriter {
+  const t = new ProtoWriter();
+  for (const d of dims) t.int(1, d);
+  t.int(2, elemType);
+  t.string(8, name);
+  t.bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return t;
+}
+
+function valueInfo(name: string, dims: readonly Dim[]): ProtoWriter {
+  const shape = new ProtoWriter();
+  for (const d of dims) shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
+  const tensorType = new ProtoWriter().int(1, FLOAT).message(2, shape);
+  return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
+}
+
+function node(op: string, inputs: readonly string[], outputs: readonly string[], attrs: Record<string, number> = {}): ProtoWriter {
+  const n = new ProtoWriter();
+  for (const i of inputs) n.string(1, i);
+  for (const o of outputs) n.string(2, o);
+  n.string(4, op);
+  for (const [name, value] of Object.entries(attrs)) {
+    n.message(5, new ProtoWriter().string(1, name).int(3, value).int(20, ATTR_INT));
+  }
+  return n;
+}
+
+// ---- gate reordering ------------------------------------------------------------------
+
+/** ONNX block i takes PyTorch block ONNX_BLOCKS[cell][i]. */
+const ONNX_BLOCKS = { rnn: [0], lstm: [0, 3, 1, 2], gru: [1, 0, 2] } as const;
+
+function reorderRows(src: Float64Array, layer: LayerWeights, cols: number): Float32Array {
+  const H = layer.hiddenSize;
+  const out = new Float32Array(src.length);
+  ONNX_BLOCKS[layer.cell].forEach((from, to) => {
+    out.set(src.subarray(from * H * cols, (from + 1) * H * cols), to * H * cols);
+  });
+  return out;
+}
+
+export interface OnnxStepGraph {
+  readonly bytes: Uint8Array;
+  /** Input names of each state segment, in model.stateSegments order. */
+  readonly stateInputs: readonly string[];
+  /** Output names of each state segment, in model.stateSegments order. */
+  readonly stateOutputs: readonly string[];
+  readonly input: string;
+  readonly output: string;
+}
+
+export function buildStepGraph(model: RnnModel): OnnxStepGraph {
+  const graph = new ProtoWriter().string(2, `${model.name}-step`);
+  const stateInputs: string[] = [];
+  const stateOutputs: string[] = [];
+  graph.message(11, valueInfo('x', [1, 'batch', model.inputSize]));
+  let x = 'x';
+  model.layers.forEach((layer, k) => {
+    const H = layer.hiddenSize;
+    const rows = layer.gates * H;
+    graph.message(5, tensor(`W${k}`, [1, rows, layer.inputSize], reorderRows(layer.weightIh, layer, layer.inputSize), FLOAT));
+    graph.message(5, tensor(`R${k}`, [1, rows, H], reorderRows(layer.weightHh, layer, H), FLOAT));
+    const bias = new Float32Array(2 * rows);
+    bias.set(reorderRows(layer.biasIh, layer, 1), 0);
+    bias.set(reorderRows(layer.biasHh, layer, 1), rows);
+    graph.message(5, tensor(`B${k}`, [1, 2 * rows], bias, FLOAT));
+    const h = `h${k}`;
+    const hOut = `h${k}_next`;
+    graph.message(11, valueInfo(h, [1, 'batch', H]));
+    graph.message(12, valueInfo(hOut, [1, 'batch', H]));
+    stateInputs.push(h);
+    stateOutputs.push(hOut);
+    const common = [x, `W${k}`, `R${k}`, `B${k}`, '', h];
+    if (layer.cell === 'lstm') {
+      const c = `c${k}`;
+      const cOut = `c${k}_next`;
+      graph.message(11, valueInfo(c, [1, 'batch', H]));
+      graph.message(12, valueInfo(cOut, [1, 'batch', H]));
+      stateInputs.push(c);
+      stateOutputs.push(cOut);
+      graph.message(1, node('LSTM', [...common, c], ['', hOut, cOut], { hidden_size: H }));
+    } else if (layer.cell === 'gru') {
+      graph.message(1, node('GRU', common, ['', hOut], { hidden_size: H, linear_before_reset: 1 }));
+    } else {
+      graph.message(1, node('RNN', common, ['', hOut], { hidden_size: H }));
+    }
+    // Y_h of one time step is [1, batch, H], exactly the X shape the next layer expects.
+    x = hOut;
+  });
+  const lastH = model.layers[model.layers.length - 1]!.hiddenSize;
+  graph.message(5, tensor('head_w', [model.outputSize, lastH], Float32Array.from(model.head.weight), FLOAT));
+  graph.message(5, tensor('head_b', [model.outputSize], Float32Array.from(model.head.bias), FLOAT));
+  graph.message(5, tensor('axis0', [1], BigInt64Array.from([0n]), INT64));
+  graph.message(1, node('Squeeze', [x, 'axis0'], ['last_h']));
+  const softmax = model.head.kind === 'softmax';
+  graph.message(1, node('Gemm', ['last_h', 'head_w', 'head_b'], [softmax ? 'logits' : 'y'], { transB: 1 }));
+  if (softmax) graph.message(1, node('Softmax', ['logits'], ['y'], { axis: 1 }));
+  graph.message(12, valueInfo('y', ['batch', model.outputSize]));
+
+  const opset = new ProtoWriter().string(1, '').int(2, 17);
+  const modelProto = new ProtoWriter().int(1, 8).string(2, 'rnnstream').message(8, opset).message(7, graph);
+  return { bytes: modelProto.finish(), stateInputs, stateOutputs, input: 'x', output: 'y' };
+}
