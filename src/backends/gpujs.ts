@@ -12,7 +12,8 @@
  * GPU.js kernel class actually ran and fails loudly if it is not the one asked for.
  */
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { softmaxInPlace } from '../core/cells.js';
 import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
@@ -79,9 +80,27 @@ export function detectGlRenderer(): { software: boolean; description: string } {
   return { software: false, description: hw ? `hardware GL driver ${hw}` : 'hardware renderer (no software rasterizer loaded)' };
 }
 
+function findLibrary(name: string): boolean {
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/usr/lib',
+    '/usr/local/lib',
+    '/lib/x86_64-linux-gnu',
+    '/lib64',
+  ];
+  return dirs.some((d) => existsSync(join(d, name)));
+}
+
 /** Installs Dawn's navigator.gpu (the `webgpu` npm package) and asks it for an adapter. */
 async function ensureWebGpuAdapter(GPU: any): Promise<string> {
   const g = globalThis as any;
+  if (!g.navigator?.gpu && process.platform === 'linux' && !findLibrary('libvulkan.so.1')) {
+    // Dawn would only print its own warning and return no adapter; say why up front instead.
+    throw new BackendUnavailableError('webgpu', 'no Vulkan loader (libvulkan.so.1) on this host, so Dawn can reach no GPU');
+  }
   if (!g.navigator?.gpu) {
     let dawn: any;
     try {

@@ -25,6 +25,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ModelFileError } from './errors.js';
+import { formatZodIssues } from './validation.js';
 
 export const CELL_KINDS = ['rnn', 'lstm', 'gru'] as const;
 export type CellKind = (typeof CELL_KINDS)[number];
@@ -209,15 +210,6 @@ function flatten(m: readonly (readonly number[])[]): Float64Array {
   const out = new Float64Array(m.length * cols);
   m.forEach((row, r) => out.set(row, r * cols));
   return out;
-}
-
-function formatZodIssues(error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
-    const path = issue.path
-      .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
-      .join('');
-    return `${path || '(root)'}: ${issue.message}`;
-  });
 }
 
 /** Hash of everything that changes what the model computes (not its name or provenance). */

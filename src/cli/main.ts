@@ -1,0 +1,181 @@
+#!/usr/bin/env -S node --max-semi-space-size=64
+/**
+ * `rnnstream`: the command line. Every command validates its arguments once; bad usage, a
+ * missing file or an invalid model file prints one clear message and exits with code 2.
+ */
+import { writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { listBackends, resolveBackend } from '../backends/registry.js';
+import { BACKEND_NAMES } from '../backends/types.js';
+import { ModelFileError, RnnStreamError, UsageError } from '../core/errors.js';
+import { loadModelFile } from '../core/model.js';
+import { randomModelFile } from '../core/random-model.js';
+import { generateBallEvents } from '../fixtures/ball.js';
+import { generateStockEvents } from '../fixtures/stock.js';
+import { consoleLogger } from '../observability/console-logger.js';
+import { loadPipeline, pipelineNames } from '../pipeline/registry.js';
+import { deadLetterJson, replay } from '../replay/replay.js';
+import { formatReplaySummary } from './format.js';
+
+const positiveInt = (name: string) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+  return n;
+};
+const nonNegativeInt = (name: string) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got "${value}"`);
+  return n;
+};
+
+function progressBar(enabled: boolean) {
+  if (!enabled) return undefined;
+  const bar = new cliProgress.SingleBar(
+    { format: 'replay |{bar}| {percentage}% {value}/{total} MB', stream: process.stderr, hideCursor: true, clearOnComplete: true },
+    cliProgress.Presets.shades_classic,
+  );
+  const mb = (b: number): number => Number((b / 1e6).toFixed(1));
+  return {
+    start: (total: number) => bar.start(mb(total), 0),
+    update: (bytes: number) => bar.update(mb(bytes)),
+    stop: () => bar.stop(),
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('rnnstream')
+    .description('Recurrent neural networks over live streams: per-key hidden state, batched GPU.js kernels, Kafka and fixture replay.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('replay')
+    .description('replay a JSON Lines fixture through the pipeline operators and print a summary')
+    .requiredOption('--pipeline <name>', `pipeline to run (${pipelineNames().join(', ')})`)
+    .option('--input <file.jsonl>', "fixture to replay (default: the pipeline's fixture)")
+    .option('--model <model.json>', "model file (default: the pipeline's model)")
+    .addOption(new Option('--backend <backend>', 'compute backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .option('--out <preds.jsonl>', 'write predictions as JSON Lines')
+    .option('--dead-letters <file.jsonl>', 'write dead letters as JSON Lines (default: report them on stderr)')
+    .addOption(new Option('--pace <pace>', 'emit as fast as possible, or spaced by event time').choices(['max', 'realtime']).default('max'))
+    .option('--batch-size <n>', 'most events per micro-batch', positiveInt('--batch-size'), 4096)
+    .option('--threads <n>', 'CPU threads for the onnx backend', positiveInt('--threads'))
+    .option('--json', 'print the summary as one JSON object')
+    .action(async (opts) => {
+      const json = Boolean(opts.json);
+      let shownDeadLetters = 0;
+      const summary = await replay(
+        {
+          pipeline: opts.pipeline,
+          input: opts.input,
+          model: opts.model,
+          backend: opts.backend,
+          out: opts.out,
+          deadLetters: opts.deadLetters,
+          pace: opts.pace,
+          maxBatchSize: opts.batchSize,
+          threads: opts.threads,
+        },
+        {
+          logger: consoleLogger('warn'),
+          progress: progressBar(!json && process.stderr.isTTY === true),
+          onDeadLetter: (d) => {
+            if (shownDeadLetters++ < 20) process.stderr.write(`dead-letter ${deadLetterJson(d)}\n`);
+            else if (shownDeadLetters === 21) process.stderr.write('dead-letter ... (more not shown; use --dead-letters <file>)\n');
+          },
+        },
+      );
+      process.stdout.write((json ? JSON.stringify(summary) : formatReplaySummary(summary)) + '\n');
+    });
+
+  program
+    .command('fixtures')
+    .description('generate a seeded synthetic fixture (ball trajectories or stock ticks) as JSON Lines')
+    .addArgument(new Command().createArgument('<kind>', 'ball or stock').choices(['ball', 'stock']))
+    .option('--keys <n>', 'balls or symbols', positiveInt('--keys'))
+    .option('--seed <n>', 'random seed', nonNegativeInt('--seed'), 1)
+    .option('--ticks <n>', 'stock: ticks per symbol', positiveInt('--ticks'))
+    .option('--out <file.jsonl>', 'output file, gzip-compressed when it ends in .gz (default: stdout)')
+    .action((kind: 'ball' | 'stock', opts) => {
+      const events =
+        kind === 'ball'
+          ? generateBallEvents({ keys: opts.keys ?? 2000, seed: opts.seed })
+          : generateStockEvents({ keys: opts.keys ?? 40, seed: opts.seed, ...(opts.ticks ? { ticks: opts.ticks } : {}) });
+      const text = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
+      if (opts.out) {
+        writeFileSync(opts.out, String(opts.out).endsWith('.gz') ? gzipSync(text, { level: 9 }) : text);
+        process.stderr.write(`wrote ${events.length} ${kind} events to ${opts.out}\n`);
+      } else {
+        process.stdout.write(text);
+      }
+    });
+
+  program
+    .command('random-model')
+    .description("write a pipeline's seeded random (untrained) model file")
+    .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+    .option('--seed <n>', 'random seed (default: the pipeline’s)', nonNegativeInt('--seed'))
+    .option('--out <model.json>', "output file (default: the pipeline's model file)")
+    .action(async (opts) => {
+      const pipeline = await loadPipeline(opts.pipeline);
+      const spec = { ...pipeline.randomModel, features: pipeline.featureNames, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) };
+      const out = opts.out ?? pipeline.modelFile;
+      writeFileSync(out, JSON.stringify(randomModelFile(spec)) + '\n');
+      process.stderr.write(`wrote a seeded random ${pipeline.name} model to ${out}\n`);
+    });
+
+  program
+    .command('backends')
+    .description('try every compute backend on this host and say which work, and why the others do not')
+    .option('--pipeline <name>', "probe with this pipeline's model", 'ball-direction')
+    .action(async (opts) => {
+      const pipeline = await loadPipeline(opts.pipeline);
+      const model = loadModelFile(pipeline.modelFile);
+      for (const provider of listBackends()) {
+        try {
+          const { backend } = await resolveBackend(provider.name, model);
+          process.stdout.write(`${provider.name.padEnd(10)} ok    ${backend.detail}\n`);
+          backend.dispose();
+        } catch (err) {
+          const reason = err instanceof RnnStreamError && 'reason' in err ? String(err.reason) : (err as Error).message;
+          process.stdout.write(`${provider.name.padEnd(10)} no    ${reason}\n`);
+        }
+      }
+      const auto = await resolveBackend('auto', model);
+      process.stdout.write(`auto picks ${auto.backend.name}\n`);
+      auto.backend.dispose();
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed the message (and help for --help, whose code is 0).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof UsageError || err instanceof ModelFileError) {
+      process.stderr.write(`rnnstream: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof RnnStreamError) {
+      process.stderr.write(`rnnstream: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`rnnstream: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '');
+if (invokedDirectly) {
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

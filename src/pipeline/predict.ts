@@ -1,0 +1,113 @@
+/**
+ * The one operator chain every mode runs (fixture replay, the Kafka service, tests):
+ * raw records -> decodeEvents -> rnnByKey -> prediction records and dead letters, in input order.
+ */
+import { map, pipe, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import type { StepBackend } from '../backends/types.js';
+import { RnnStreamError } from '../core/errors.js';
+import type { RnnModel } from '../core/model.js';
+import type { BoundedQueue } from '../operators/bounded-queue.js';
+import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js';
+import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
+import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
+import type { KeyStateStore } from '../state/key-state-store.js';
+import type { PipelineDefinition } from './define.js';
+
+export interface PredictionRecord {
+  readonly kind: 'prediction';
+  readonly key: string;
+  /** 1-based index of the event in its key's state history. */
+  readonly seq: number;
+  /** The most probable label (softmax head) or the first output value (linear head). */
+  readonly prediction: string | number;
+  readonly head: 'softmax' | 'linear';
+  /** Label (softmax) or output (linear) names, in `output` order. */
+  readonly names: readonly string[];
+  /** Probabilities (softmax) or values (linear), float32 as the backend computed them. */
+  readonly output: Float32Array;
+  /** Ground truth carried by the event, when it has one (fixtures). */
+  readonly label?: string;
+  readonly source: SourcePosition;
+}
+
+/** `{label: probability}` or `{output: value}` of a prediction. */
+export function namedOutputs(p: PredictionRecord): Record<string, number> {
+  const named: Record<string, number> = {};
+  p.names.forEach((n, k) => (named[n] = p.output[k]!));
+  return named;
+}
+
+export type PipelineOutput = PredictionRecord | DeadLetter;
+
+export interface PredictOptions extends DecodeOptions {
+  readonly backend: StepBackend;
+  readonly store: KeyStateStore<unknown>;
+  readonly maxBatchSize?: number;
+  readonly maxWaitMs?: number;
+  readonly scheduler?: SchedulerLike;
+  readonly queue?: BoundedQueue;
+}
+
+export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
+  if (model.features.join(',') !== pipeline.featureNames.join(',')) {
+    throw new RnnStreamError(
+      `model "${model.name}" expects features [${model.features.join(', ')}] but pipeline "${pipeline.name}" computes [${pipeline.featureNames.join(', ')}]`,
+    );
+  }
+}
+
+export function toPredictionRecord(pipeline: PipelineDefinition, model: RnnModel, step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>): PredictionRecord {
+  const { names } = model.head;
+  const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
+  const out = step.output;
+  let prediction: string | number;
+  if (model.head.kind === 'softmax') {
+    let best = 0;
+    for (let k = 1; k < out.length; k++) if (out[k]! > out[best]!) best = k;
+    prediction = names[best]!;
+  } else {
+    prediction = out[0]!;
+  }
+  return {
+    kind: 'prediction',
+    key: step.key,
+    seq: step.seq,
+    prediction,
+    head: model.head.kind,
+    names,
+    output: out,
+    label: pipeline.label?.(item.event),
+    source: item.source,
+  };
+}
+
+export function predict(pipeline: PipelineDefinition, model: RnnModel, options: PredictOptions): OperatorFunction<RawRecord, PipelineOutput> {
+  checkModelFitsPipeline(pipeline, model);
+  return pipe(
+    decodeEvents(pipeline.schema, options),
+    rnnByKey<Decoded<unknown>, unknown>({
+      backend: options.backend,
+      store: options.store,
+      keyOf: (r) => (r.kind === 'event' ? pipeline.key(r.event) : undefined),
+      eventOf: (r) => (r as EventRecord<unknown>).event,
+      positionOf: (r) => r.source,
+      features: pipeline.features,
+      maxBatchSize: options.maxBatchSize,
+      maxWaitMs: options.maxWaitMs,
+      scheduler: options.scheduler,
+      queue: options.queue,
+    }),
+    map((step): PipelineOutput => {
+      switch (step.kind) {
+        case 'step':
+          return toPredictionRecord(pipeline, model, step);
+        case 'passthrough':
+          return step.item as DeadLetter;
+        case 'rejected': {
+          const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
+          return { kind: 'dead-letter', reason: step.reason, source: item.source, raw: item.raw };
+        }
+      }
+    }),
+  );
+}

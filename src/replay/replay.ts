@@ -1,0 +1,204 @@
+/**
+ * Fixture replay: a recorded JSON Lines file through the very operators the Kafka service runs
+ * (pipeline/predict.ts), predictions out as JSON Lines, and a summary with throughput and, when
+ * the fixture carries labels, accuracy overall and by step index.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { lastValueFrom, tap } from 'rxjs';
+import { z } from 'zod';
+import { resolveBackend, type SkippedBackend } from '../backends/registry.js';
+import { BACKEND_NAMES } from '../backends/types.js';
+import { UsageError } from '../core/errors.js';
+import { describeModel, loadModelFile } from '../core/model.js';
+import { formatZodIssues } from '../core/validation.js';
+import { readFixture, fixtureSize } from '../adapters/fixture-source.js';
+import { BoundedQueue } from '../operators/bounded-queue.js';
+import { describePosition, type DeadLetter } from '../operators/records.js';
+import { silentLogger, type Logger } from '../observability/logger.js';
+import { predict, type PipelineOutput, type PredictionRecord } from '../pipeline/predict.js';
+import { loadPipeline } from '../pipeline/registry.js';
+import { KeyStateStore } from '../state/key-state-store.js';
+import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
+
+export const replayOptionsSchema = z
+  .object({
+    pipeline: z.string().min(1),
+    input: z.string().min(1).optional(),
+    model: z.string().min(1).optional(),
+    backend: z.enum(['auto', ...BACKEND_NAMES]).default('auto'),
+    out: z.string().min(1).optional(),
+    deadLetters: z.string().min(1).optional(),
+    pace: z.enum(['max', 'realtime']).default('max'),
+    maxBatchSize: z.int().positive().default(4096),
+    maxWaitMs: z.number().nonnegative().default(2),
+    keyCapacity: z.int().positive().default(1_000_000),
+    idleTtlMs: z.number().positive().optional(),
+    threads: z.int().positive().optional(),
+  })
+  .strict();
+export type ReplayOptions = z.input<typeof replayOptionsSchema>;
+
+export interface ReplaySummary {
+  readonly pipeline: string;
+  readonly input: string;
+  readonly model: { readonly name: string; readonly hash: string; readonly architecture: string; readonly trained: boolean };
+  readonly backend: { readonly name: string; readonly detail: string; readonly requested: string; readonly skipped: readonly SkippedBackend[] };
+  readonly events: number;
+  readonly keys: number;
+  readonly predictions: number;
+  readonly deadLettered: number;
+  readonly evictions: number;
+  readonly seconds: number;
+  readonly eventsPerSecond: number;
+  readonly setupSeconds: number;
+  readonly accuracy?: AccuracyReport;
+}
+
+export interface ReplayIo {
+  readonly logger?: Logger;
+  /** Where dead letters go when no --dead-letters file is given. */
+  readonly onDeadLetter?: (deadLetter: DeadLetter) => void;
+  /** Progress over bytes of the input file. */
+  readonly progress?: { start(totalBytes: number): void; update(bytes: number): void; stop(): void };
+}
+
+/** Buffered JSON Lines writer: one write per 256 KiB instead of one per record. */
+class JsonLinesWriter {
+  private buffer: string[] = [];
+  private bytes = 0;
+  private readonly stream: WriteStream;
+  private failed: Error | undefined;
+
+  constructor(readonly path: string) {
+    this.stream = createWriteStream(path);
+    this.stream.on('error', (err) => (this.failed = err));
+  }
+
+  write(line: string): void {
+    this.buffer.push(line);
+    this.bytes += line.length + 1;
+    if (this.bytes > 1 << 18) this.flush();
+  }
+
+  private flush(): void {
+    if (this.failed) throw new UsageError(`cannot write ${this.path}: ${this.failed.message}`);
+    if (this.buffer.length === 0) return;
+    this.stream.write(this.buffer.join('\n') + '\n');
+    this.buffer = [];
+    this.bytes = 0;
+  }
+
+  async close(): Promise<void> {
+    this.flush();
+    await new Promise<void>((resolve, reject) => this.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    if (this.failed) throw new UsageError(`cannot write ${this.path}: ${this.failed.message}`);
+  }
+}
+
+/**
+ * One prediction as a JSON line. Written by hand because it runs once per event: outputs are
+ * float32, printed with 7 significant digits (all a float32 holds, and stable across modes).
+ */
+export function predictionJson(p: PredictionRecord): string {
+  let fields = '';
+  for (let k = 0; k < p.names.length; k++) {
+    fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
+  }
+  const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
+  const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${JSON.stringify(describePosition(p.source))}}`;
+}
+
+export function formatFloat32(v: number): string {
+  // Probabilities are in [0, 1]: rounding to 7 decimals is 7 significant digits or fewer and
+  // far cheaper than toPrecision; other values take the general path.
+  if (v >= 0 && v <= 1) return String(Math.round(v * 1e7) / 1e7);
+  return String(Number(v.toPrecision(7)));
+}
+
+export const deadLetterJson = (d: DeadLetter): string =>
+  JSON.stringify({ reason: d.reason, source: describePosition(d.source), raw: typeof d.raw === 'string' ? d.raw : Buffer.from(d.raw).toString('base64') });
+
+export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise<ReplaySummary> {
+  const parsedOptions = replayOptionsSchema.safeParse(options);
+  if (!parsedOptions.success) throw new UsageError(`replay options: ${formatZodIssues(parsedOptions.error).join('; ')}`);
+  const opts = parsedOptions.data;
+  const logger = io.logger ?? silentLogger;
+  const setupStart = performance.now();
+
+  const pipeline = await loadPipeline(opts.pipeline);
+  const input = opts.input ?? pipeline.defaultFixture;
+  const totalBytes = fixtureSize(input);
+  const model = loadModelFile(opts.model ?? pipeline.modelFile);
+  const resolution = await resolveBackend(opts.backend, model, { logger, ...(opts.threads ? { threads: opts.threads } : {}) });
+  const { backend } = resolution;
+  const store = new KeyStateStore(model, { capacity: opts.keyCapacity, ...(opts.idleTtlMs ? { idleTtlMs: opts.idleTtlMs } : {}) });
+  const queue = new BoundedQueue(opts.maxBatchSize * 4);
+  const out = opts.out ? new JsonLinesWriter(opts.out) : undefined;
+  const dlq = opts.deadLetters ? new JsonLinesWriter(opts.deadLetters) : undefined;
+  const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
+  const keys = new Set<string>();
+  let predictions = 0;
+  let deadLettered = 0;
+  const setupSeconds = (performance.now() - setupStart) / 1000;
+
+  const timeOf = (line: string): number | undefined => {
+    try {
+      const t = (JSON.parse(line) as { t?: unknown }).t;
+      return typeof t === 'number' ? t * 1000 : typeof t === 'string' ? Date.parse(t) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+
+  io.progress?.start(totalBytes);
+  const started = performance.now();
+  try {
+    await lastValueFrom(
+      readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b) }).pipe(
+        predict(pipeline, model, { backend, store, queue, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs }),
+        tap((record: PipelineOutput) => {
+          if (record.kind === 'prediction') {
+            predictions++;
+            keys.add(record.key);
+            if (record.label !== undefined) accuracy?.add(record.seq, record.prediction === record.label);
+            out?.write(predictionJson(record));
+          } else {
+            deadLettered++;
+            if (dlq) dlq.write(deadLetterJson(record));
+            else io.onDeadLetter?.(record);
+          }
+        }),
+      ),
+      { defaultValue: undefined },
+    );
+  } finally {
+    io.progress?.stop();
+    backend.dispose();
+    await out?.close();
+    await dlq?.close();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const events = predictions + deadLettered;
+  const stats = store.stats;
+  return {
+    pipeline: pipeline.name,
+    input,
+    model: {
+      name: model.name,
+      hash: model.hash,
+      architecture: describeModel(model),
+      trained: (model.file.training as { kind?: unknown } | undefined)?.kind !== 'random',
+    },
+    backend: { name: backend.name, detail: backend.detail, requested: resolution.requested, skipped: resolution.skipped },
+    events,
+    keys: keys.size,
+    predictions,
+    deadLettered,
+    evictions: stats.evictedByCapacity + stats.evictedByTtl,
+    seconds,
+    eventsPerSecond: seconds > 0 ? events / seconds : 0,
+    setupSeconds,
+    ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
+  };
+}

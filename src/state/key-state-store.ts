@@ -1,0 +1,234 @@
+/**
+ * Per-key recurrent state: every layer's hidden (and LSTM cell) vector for each key, the key's
+ * previous event (so features can use deltas), and how many steps the state has absorbed.
+ *
+ * Bounded two ways, both counted: a capacity (the least recently used key is evicted to admit a
+ * new one) and an idle TTL (a key unseen for longer is evicted). An evicted key that comes back
+ * restarts from zero state, as a brand-new key would.
+ *
+ * Snapshots (one key or all keys) are bytes tagged with the model's content hash; restoring a
+ * snapshot taken with a different model is refused, because hidden units of another model mean
+ * nothing to this one.
+ *
+ * Format (little-endian): "RNS1" | model hash (32 bytes) | stateSize u32 | count u32 |
+ *   count x ( keyBytes u32 | key utf8 | steps f64 | lastSeen f64 | state f32 x stateSize |
+ *             positionBytes u32 | position utf8 JSON | prevBytes u32 | prev utf8 JSON )
+ */
+import { SnapshotError } from '../core/errors.js';
+import type { RnnModel } from '../core/model.js';
+import { z } from 'zod';
+
+export interface KeyState<E> {
+  readonly key: string;
+  /** The model's state vector for this key (model.stateSegments layout); updated in place. */
+  readonly state: Float32Array;
+  /** The last event applied to this key's state. */
+  prev: E | undefined;
+  /** Steps applied since the key was created (or last evicted). */
+  steps: number;
+  /** Scheduler time (ms) the key was last touched. */
+  lastSeen: number;
+  /** Where the last applied event came from (e.g. a Kafka offset), for exactly-once restores. */
+  position: unknown;
+}
+
+export interface StoreCounters {
+  readonly created: number;
+  readonly evictedByCapacity: number;
+  readonly evictedByTtl: number;
+}
+
+export const keyStateStoreOptionsSchema = z
+  .object({
+    /** Most keys held at once. */
+    capacity: z.int().positive().default(1_000_000),
+    /** Evict keys idle for longer than this many ms (absent: never). */
+    idleTtlMs: z.number().positive().optional(),
+  })
+  .strict();
+export type KeyStateStoreOptions = z.input<typeof keyStateStoreOptionsSchema>;
+
+const MAGIC = 'RNS1';
+
+export class KeyStateStore<E = unknown> {
+  private readonly keys = new Map<string, KeyState<E>>();
+  readonly capacity: number;
+  private readonly idleTtlMs: number;
+  private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
+
+  constructor(
+    readonly model: RnnModel,
+    options: KeyStateStoreOptions = {},
+  ) {
+    const parsed = keyStateStoreOptionsSchema.parse(options);
+    this.capacity = parsed.capacity;
+    this.idleTtlMs = parsed.idleTtlMs ?? Number.POSITIVE_INFINITY;
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  get stats(): StoreCounters {
+    return { ...this.counters };
+  }
+
+  /** The key's state if resident and not idle past the TTL; does not touch recency. */
+  get(key: string, now?: number): KeyState<E> | undefined {
+    const entry = this.keys.get(key);
+    if (entry && now !== undefined && now - entry.lastSeen > this.idleTtlMs) {
+      this.keys.delete(key);
+      this.counters.evictedByTtl++;
+      return undefined;
+    }
+    return entry;
+  }
+
+  /** The key's state, created at zero if absent; marks it most recently used at `now`. */
+  acquire(key: string, now: number): KeyState<E> {
+    let entry = this.get(key, now);
+    if (entry) {
+      // Re-insert to keep the Map in least-recently-used-first order.
+      this.keys.delete(key);
+    } else {
+      if (this.keys.size >= this.capacity) this.evictOldest();
+      entry = { key, state: new Float32Array(this.model.stateSize), prev: undefined, steps: 0, lastSeen: now, position: undefined };
+      this.counters.created++;
+    }
+    entry.lastSeen = now;
+    this.keys.set(key, entry);
+    return entry;
+  }
+
+  /** Replaces or inserts a key's state wholesale (used by restore). */
+  set(entry: KeyState<E>): void {
+    if (entry.state.length !== this.model.stateSize) {
+      throw new SnapshotError(`state for key "${entry.key}" has ${entry.state.length} floats; this model needs ${this.model.stateSize}`);
+    }
+    this.keys.delete(entry.key);
+    if (this.keys.size >= this.capacity) this.evictOldest();
+    this.keys.set(entry.key, entry);
+  }
+
+  delete(key: string): boolean {
+    return this.keys.delete(key);
+  }
+
+  /** Evicts every key idle past the TTL at `now`; returns how many. */
+  evictIdle(now: number): number {
+    if (!Number.isFinite(this.idleTtlMs)) return 0;
+    let n = 0;
+    // Map order is least recently used first, so the idle keys are a prefix.
+    for (const [key, entry] of this.keys) {
+      if (now - entry.lastSeen <= this.idleTtlMs) break;
+      this.keys.delete(key);
+      n++;
+    }
+    this.counters.evictedByTtl += n;
+    return n;
+  }
+
+  private evictOldest(): void {
+    const oldest = this.keys.keys().next();
+    if (!oldest.done) {
+      this.keys.delete(oldest.value);
+      this.counters.evictedByCapacity++;
+    }
+  }
+
+  *entries(): IterableIterator<KeyState<E>> {
+    yield* this.keys.values();
+  }
+
+  /** Bytes for the given keys (all resident keys when omitted); absent keys are skipped. */
+  snapshot(keys?: Iterable<string>): Uint8Array {
+    const selected: KeyState<E>[] = [];
+    if (keys) {
+      for (const k of keys) {
+        const e = this.keys.get(k);
+        if (e) selected.push(e);
+      }
+    } else {
+      selected.push(...this.keys.values());
+    }
+    const enc = new TextEncoder();
+    const parts = selected.map((e) => ({
+      e,
+      key: enc.encode(e.key),
+      position: enc.encode(JSON.stringify(e.position ?? null)),
+      prev: enc.encode(JSON.stringify(e.prev ?? null)),
+    }));
+    const S = this.model.stateSize;
+    const size = 4 + 32 + 8 + parts.reduce((n, p) => n + 4 + p.key.length + 16 + 4 * S + 4 + p.position.length + 4 + p.prev.length, 0);
+    const buf = new Uint8Array(size);
+    const view = new DataView(buf.buffer);
+    let o = 0;
+    buf.set(enc.encode(MAGIC), o);
+    o += 4;
+    buf.set(Buffer.from(this.model.hash, 'hex'), o);
+    o += 32;
+    view.setUint32(o, S, true);
+    view.setUint32(o + 4, parts.length, true);
+    o += 8;
+    const bytes = (b: Uint8Array): void => {
+      view.setUint32(o, b.length, true);
+      buf.set(b, o + 4);
+      o += 4 + b.length;
+    };
+    for (const p of parts) {
+      bytes(p.key);
+      view.setFloat64(o, p.e.steps, true);
+      view.setFloat64(o + 8, p.e.lastSeen, true);
+      o += 16;
+      for (let j = 0; j < S; j++, o += 4) view.setFloat32(o, p.e.state[j]!, true);
+      bytes(p.position);
+      bytes(p.prev);
+    }
+    return buf;
+  }
+
+  /** Restores keys from snapshot bytes; returns the restored keys. Refuses another model's state. */
+  restore(bytes: Uint8Array): KeyState<E>[] {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const dec = new TextDecoder();
+    const need = (n: number, o: number, what: string): void => {
+      if (o + n > bytes.length) throw new SnapshotError(`snapshot truncated at byte ${o} while reading ${what}`);
+    };
+    need(44, 0, 'the header');
+    if (dec.decode(bytes.subarray(0, 4)) !== MAGIC) throw new SnapshotError('not an rnnstream state snapshot (bad magic)');
+    const hash = Buffer.from(bytes.subarray(4, 36)).toString('hex');
+    if (hash !== this.model.hash) {
+      throw new SnapshotError(
+        `snapshot was taken with model ${hash.slice(0, 12)}, but this model is ${this.model.hash.slice(0, 12)} (${this.model.name}); refusing foreign state`,
+      );
+    }
+    const S = view.getUint32(36, true);
+    if (S !== this.model.stateSize) throw new SnapshotError(`snapshot state size ${S} != model state size ${this.model.stateSize}`);
+    const count = view.getUint32(40, true);
+    let o = 44;
+    const str = (what: string): string => {
+      need(4, o, what);
+      const n = view.getUint32(o, true);
+      need(n, o + 4, what);
+      const s = dec.decode(bytes.subarray(o + 4, o + 4 + n));
+      o += 4 + n;
+      return s;
+    };
+    const restored: KeyState<E>[] = [];
+    for (let i = 0; i < count; i++) {
+      const key = str(`key ${i}`);
+      need(16 + 4 * S, o, `state of key "${key}"`);
+      const steps = view.getFloat64(o, true);
+      const lastSeen = view.getFloat64(o + 8, true);
+      o += 16;
+      const state = new Float32Array(S);
+      for (let j = 0; j < S; j++, o += 4) state[j] = view.getFloat32(o, true);
+      const position = JSON.parse(str(`position of key "${key}"`)) as unknown;
+      const prev = JSON.parse(str(`previous event of key "${key}"`)) as E | null;
+      const entry: KeyState<E> = { key, state, steps, lastSeen, position: position ?? undefined, prev: prev ?? undefined };
+      this.set(entry);
+      restored.push(entry);
+    }
+    return restored;
+  }
+}
