@@ -1,0 +1,204 @@
+/**
+ * Marble tests for rnnByKey in virtual time (TestScheduler.run): batching by size and by time,
+ * per-key order under interleaving, dead letters and rejected events passing without stopping
+ * the stream, source and backend errors, early unsubscribe, empty and never-ending sources.
+ * Numeric outputs are checked against the float64 reference, key by key.
+ */
+import { firstValueFrom, from, lastValueFrom, map, toArray } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
+import { describe, expect, it } from 'vitest';
+import { ReferenceBackend } from '../src/backends/reference.js';
+import type { StepBackend } from '../src/backends/types.js';
+import { stepNetwork } from '../src/core/cells.js';
+import { QueueOverflowError } from '../src/core/errors.js';
+import { randomModel } from '../src/core/random-model.js';
+import { BoundedQueue } from '../src/operators/bounded-queue.js';
+import { rnnByKey, type KeyedStep, type RnnByKeyConfig } from '../src/operators/rnn-by-key.js';
+import { KeyStateStore } from '../src/state/key-state-store.js';
+
+interface Ev {
+  readonly k: string;
+  readonly v: number;
+  /** A dead letter in disguise: rnnByKey must pass it through without a step. */
+  readonly dead?: boolean;
+}
+
+const model = randomModel({ features: ['v'], layers: [{ cell: 'gru', hiddenSize: 4 }], head: { kind: 'softmax', labels: ['lo', 'hi'] }, seed: 11 });
+
+const V: Record<string, Ev> = {
+  a: { k: 'a', v: 0.5 },
+  b: { k: 'b', v: -1 },
+  c: { k: 'c', v: 2 },
+  d: { k: 'd', v: 0.25 },
+  A: { k: 'a', v: 1.5 },
+  B: { k: 'b', v: 0.75 },
+  x: { k: 'x', v: 0, dead: true },
+  n: { k: 'a', v: Number.NaN },
+};
+
+function config(scheduler: TestScheduler | undefined, overrides: Partial<RnnByKeyConfig<Ev, Ev>> = {}): RnnByKeyConfig<Ev, Ev> {
+  return {
+    backend: new ReferenceBackend(model),
+    store: new KeyStateStore<Ev>(model),
+    keyOf: (e) => (e.dead ? undefined : e.k),
+    eventOf: (e) => e,
+    features: (e, _prev, out) => {
+      out[0] = e.v;
+    },
+    ...(scheduler ? { scheduler } : {}),
+    maxBatchSize: 100,
+    maxWaitMs: 100,
+    ...overrides,
+  };
+}
+
+/** `a1` = key a, 1st step; `-x` = passthrough of x; `!a` = rejected event of key a. */
+const label = (r: KeyedStep<Ev>): string =>
+  r.kind === 'step' ? `${r.key}${r.seq}` : r.kind === 'passthrough' ? `-${r.item.k}` : `!${r.key}`;
+
+const newScheduler = () => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
+
+describe('rnnByKey (marble tests)', () => {
+  it('cuts a batch when it reaches maxBatchSize, and flushes the rest on completion', () => {
+    newScheduler().run(({ cold, expectObservable }) => {
+      const source = cold('-a-b-c---------d-|', V);
+      const out = source.pipe(rnnByKey(config(undefined, { maxBatchSize: 3, maxWaitMs: 1000 })), map(label));
+      expectObservable(out).toBe('-----(xyz)-------(w|)', { x: 'a1', y: 'b1', z: 'c1', w: 'd1' });
+    });
+  });
+
+  it('cuts a batch when maxWaitMs elapses in scheduler time', () => {
+    const scheduler = newScheduler();
+    scheduler.run(({ cold, expectObservable }) => {
+      const source = cold('-a-b------c|', V);
+      const out = source.pipe(rnnByKey(config(scheduler, { maxBatchSize: 100, maxWaitMs: 5 })), map(label));
+      expectObservable(out).toBe('------(xy)-(z|)', { x: 'a1', y: 'b1', z: 'c1' });
+    });
+  });
+
+  it('applies each key’s events in arrival order and emits in input order', () => {
+    newScheduler().run(({ cold, expectObservable }) => {
+      const source = cold('-a-b-A-a-B-|', V);
+      const out = source.pipe(rnnByKey(config(undefined)), map(label));
+      expectObservable(out).toBe('-----------(vwxyz|)', { v: 'a1', w: 'b1', x: 'a2', y: 'a3', z: 'b2' });
+    });
+  });
+
+  it('passes dead letters through in order and rejects non-finite features without stopping', () => {
+    newScheduler().run(({ cold, expectObservable }) => {
+      const source = cold('-a-x-n-A-|', V);
+      const out = source.pipe(rnnByKey(config(undefined)), map(label));
+      // The rejected NaN event does not advance key a: the next event of a is its 2nd step.
+      expectObservable(out).toBe('---------(stuv|)', { s: 'a1', t: '-x', u: '!a', v: 'a2' });
+    });
+  });
+
+  it('propagates a source error', () => {
+    newScheduler().run(({ cold, expectObservable }) => {
+      const source = cold('-a-#', V, new Error('broker gone'));
+      expectObservable(source.pipe(rnnByKey(config(undefined)), map(label))).toBe('---#', undefined, new Error('broker gone'));
+    });
+  });
+
+  it('errors when the backend fails', () => {
+    const failing: StepBackend = {
+      name: 'reference',
+      detail: 'fails',
+      step: () => {
+        throw new Error('kernel exploded');
+      },
+      dispose: () => {},
+    };
+    newScheduler().run(({ cold, expectObservable }) => {
+      const source = cold('-a-b-|', V);
+      expectObservable(source.pipe(rnnByKey(config(undefined, { backend: failing })), map(label))).toBe('-----#', undefined, new Error('kernel exploded'));
+    });
+  });
+
+  it('stops cleanly on early unsubscribe: no emission after, source unsubscribed, queue room returned', () => {
+    const queue = new BoundedQueue(10);
+    const scheduler = newScheduler();
+    scheduler.run(({ cold, expectObservable, expectSubscriptions }) => {
+      const source = cold('-a-b-c-d-|', V);
+      const out = source.pipe(rnnByKey(config(scheduler, { queue, maxBatchSize: 100, maxWaitMs: 50 })), map(label));
+      expectObservable(out, '^----!').toBe('------');
+      expectSubscriptions(source.subscriptions).toBe('^----!');
+    });
+    expect(queue.size).toBe(0);
+  });
+
+  it('completes at once on an empty source and never emits on a silent one', () => {
+    newScheduler().run(({ cold, expectObservable }) => {
+      expectObservable(cold<Ev>('|').pipe(rnnByKey(config(undefined)), map(label))).toBe('|');
+      expectObservable(cold<Ev>('-').pipe(rnnByKey(config(undefined)), map(label))).toBe('-');
+    });
+  });
+});
+
+describe('rnnByKey numerics and flow control', () => {
+  it('gives every key exactly the outputs of the float64 reference stepped alone', async () => {
+    const events: Ev[] = [];
+    for (let t = 0; t < 30; t++) for (const k of ['p', 'q', 'r']) if ((t + k.charCodeAt(0)) % 4 !== 0) events.push({ k, v: Math.sin(t + k.charCodeAt(0)) });
+    const results = await lastValueFrom(from(events).pipe(rnnByKey(config(undefined, { maxBatchSize: 7, maxWaitMs: 0 })), toArray()));
+    const state = new Map<string, Float64Array>();
+    results.forEach((r, i) => {
+      expect(r.kind).toBe('step');
+      if (r.kind !== 'step') return;
+      expect(r.item).toBe(events[i]);
+      const s = state.get(r.key) ?? new Float64Array(model.stateSize);
+      state.set(r.key, s);
+      const expected = stepNetwork(model, [r.item.v], s);
+      for (let k = 0; k < expected.length; k++) expect(r.output[k]).toBeCloseTo(expected[k]!, 6);
+    });
+  });
+
+  it('keeps order with an asynchronous backend', async () => {
+    const reference = new ReferenceBackend(model);
+    const asyncBackend: StepBackend = {
+      name: 'reference',
+      detail: 'async wrapper',
+      step: (...args) => new Promise((resolve) => setTimeout(() => resolve(reference.step(...args)), 1)),
+      dispose: () => {},
+    };
+    const events = Array.from({ length: 40 }, (_, i) => ({ k: `k${i % 3}`, v: i / 10 }));
+    const results = await lastValueFrom(from(events).pipe(rnnByKey(config(undefined, { backend: asyncBackend, maxBatchSize: 8, maxWaitMs: 1 })), toArray()));
+    expect(results.map((r) => r.item)).toEqual(events);
+    expect(results.filter((r) => r.kind === 'step' && r.key === 'k0').map((r) => (r as { seq: number }).seq)).toEqual(
+      Array.from({ length: 14 }, (_, i) => i + 1),
+    );
+  });
+
+  it('errors with QueueOverflowError when a source pushes past the queue capacity', async () => {
+    const queue = new BoundedQueue(3);
+    const events = Array.from({ length: 5 }, (_, i) => ({ k: 'a', v: i }));
+    await expect(firstValueFrom(from(events).pipe(rnnByKey(config(undefined, { queue, maxBatchSize: 100, maxWaitMs: 10 }))))).rejects.toBeInstanceOf(
+      QueueOverflowError,
+    );
+  });
+
+  it('refuses a store smaller than a batch and invalid options, naming the option', () => {
+    const small = new KeyStateStore<Ev>(model, { capacity: 2 });
+    expect(() => rnnByKey(config(undefined, { store: small, maxBatchSize: 10 }))).toThrow(/capacity \(2\) must be >= maxBatchSize \(10\)/);
+    expect(() => rnnByKey(config(undefined, { maxBatchSize: 0 }))).toThrow(/maxBatchSize/);
+  });
+});
+
+describe('BoundedQueue', () => {
+  it('signals pressure when full and releases waiters once drained to resumeAt', async () => {
+    const queue = new BoundedQueue(4, 1);
+    const signals: boolean[] = [];
+    queue.onPressure((full) => signals.push(full));
+    queue.admit(4);
+    expect(queue.full).toBe(true);
+    let resumed = false;
+    const waiting = queue.whenReady().then(() => (resumed = true));
+    queue.release(2);
+    await Promise.resolve();
+    expect(resumed).toBe(false);
+    queue.release(1);
+    await waiting;
+    expect(resumed).toBe(true);
+    expect(signals).toEqual([true, false]);
+    expect(() => new BoundedQueue(0)).toThrow(/capacity/);
+  });
+});
