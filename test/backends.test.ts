@@ -48,8 +48,10 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (name) => {
       }
       const reference = new ReferenceBackend(model);
       const rng = createRng(batch * 31 + modelCase.label.length);
-      const stateK = new Float32Array(batch * model.stateSize);
-      const stateR = new Float32Array(batch * model.stateSize);
+      let stateK = new Float32Array(batch * model.stateSize);
+      let nextK = new Float32Array(batch * model.stateSize);
+      let stateR = new Float32Array(batch * model.stateSize);
+      let nextR = new Float32Array(batch * model.stateSize);
       const outK = new Float32Array(batch * model.outputSize);
       const outR = new Float32Array(batch * model.outputSize);
       const input = new Float32Array(batch * model.inputSize);
@@ -57,8 +59,9 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (name) => {
       try {
         for (let t = 0; t < STEPS; t++) {
           for (let i = 0; i < input.length; i++) input[i] = rng.normal() * 1.5;
-          await backend.step(batch, input, stateK, outK);
-          reference.step(batch, input, stateR, outR);
+          await backend.step(batch, input, stateK, nextK, outK);
+          reference.step(batch, input, stateR, nextR, outR);
+          [stateK, nextK, stateR, nextR] = [nextK, stateK, nextR, stateR];
           worst = Math.max(worst, maxAbsDiff(stateK, stateR), maxAbsDiff(outK, outR));
         }
       } finally {

@@ -26,13 +26,15 @@ const TOLERANCE = 1e-5;
 
 function run(backend: StepBackend, model: RnnModel, c: VectorCase, check: (t: number, b: number, probs: Float32Array) => void): Promise<void> {
   const B = c.inputs[0]!.length;
-  const state = new Float32Array(B * model.stateSize);
+  let state = new Float32Array(B * model.stateSize);
+  let next = new Float32Array(B * model.stateSize);
   const out = new Float32Array(B * model.outputSize);
   const input = new Float32Array(B * model.inputSize);
   const go = async (): Promise<void> => {
     for (let t = 0; t < c.inputs.length; t++) {
       c.inputs[t]!.forEach((row, b) => input.set(row, b * model.inputSize));
-      await backend.step(B, input, state, out);
+      await backend.step(B, input, state, next, out);
+      [state, next] = [next, state];
       for (let b = 0; b < B; b++) check(t, b, out);
     }
   };

@@ -187,7 +187,7 @@ export class GpuJsBackend implements StepBackend {
     }
     const backend = new GpuJsBackend(name, detail, model, mode, gpu);
     // Compile and run the smallest bucket now, so a backend that cannot run fails at selection.
-    const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
+    const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
     if (probe) await probe;
     return backend;
   }
@@ -239,7 +239,7 @@ export class GpuJsBackend implements StepBackend {
    * promise on webgpu) and receives it back settled, so one plan serves the synchronous GL,
    * wasm and cpu kernels and the asynchronous WebGPU ones.
    */
-  private *plan(batch: number, input: Float32Array, state: Float32Array, output: Float32Array): Generator<unknown, void, any> {
+  private *plan(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): Generator<unknown, void, any> {
     const { model } = this;
     const { input: inputArg } = this.gpuJs;
     const bucket = nextBucket(batch);
@@ -274,7 +274,7 @@ export class GpuJsBackend implements StepBackend {
     }
     const logits: Float32Array[] = yield kb.head(x, this.headWeights.w, this.headWeights.b);
 
-    // Read back every layer's new state into the caller's segment-major buffer.
+    // Read back every layer's new state into the caller's segment-major `next` buffer.
     s = 0;
     for (let k = 0; k < model.layers.length; k++) {
       const layer = model.layers[k]!;
@@ -282,10 +282,10 @@ export class GpuJsBackend implements StepBackend {
       const rows: Float32Array[] = this.deviceResident ? yield (updates[k] as any).toArray() : (updates[k] as Float32Array[]);
       const hSeg = model.stateSegments[s]!;
       const hBase = batch * hSeg.offset;
-      for (let b = 0; b < batch; b++) state.set(rows[b]!.subarray(0, H), hBase + b * H);
+      for (let b = 0; b < batch; b++) next.set(rows[b]!.subarray(0, H), hBase + b * H);
       if (layer.cell === 'lstm') {
         const cBase = batch * model.stateSegments[s + 1]!.offset;
-        for (let b = 0; b < batch; b++) state.set(rows[b]!.subarray(H, 2 * H), cBase + b * H);
+        for (let b = 0; b < batch; b++) next.set(rows[b]!.subarray(H, 2 * H), cBase + b * H);
         s += 2;
       } else {
         s += 1;
@@ -314,8 +314,8 @@ export class GpuJsBackend implements StepBackend {
     }
   }
 
-  step(batch: number, input: Float32Array, state: Float32Array, output: Float32Array): void | Promise<void> {
-    const it = this.plan(batch, input, state, output);
+  step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void> {
+    const it = this.plan(batch, input, state, next, output);
     let r = it.next();
     while (!r.done) {
       if (r.value instanceof Promise) return this.finishAsync(it, r.value);

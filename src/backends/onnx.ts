@@ -28,8 +28,8 @@ export function loadOnnxRuntime(): any {
 }
 
 /** Runs the step graph: `feeds` and `fetches` as onnxruntime's InferenceSession takes them. */
-interface SessionRunner {
-  run(feeds: Record<string, unknown>, fetches: Record<string, null>): Record<string, { data: unknown }> | Promise<Record<string, { data: unknown }>>;
+export interface SessionRunner {
+  run(feeds: Record<string, unknown>, fetches: Record<string, unknown>): Record<string, { data: unknown }> | Promise<Record<string, { data: unknown }>>;
   release(): void;
   readonly kind: string;
 }
@@ -41,7 +41,7 @@ interface SessionRunner {
  * batches. So where the package's native binding has the shape we know (onnxruntime-node is
  * pinned), we call it directly; otherwise we use the public API. `detail` says which.
  */
-async function openSession(ort: any, bytes: Uint8Array, options: Record<string, unknown>): Promise<SessionRunner> {
+export async function openSession(ort: any, bytes: Uint8Array, options: Record<string, unknown>): Promise<SessionRunner> {
   try {
     const { binding, initOrt } = require('onnxruntime-node/dist/binding.js');
     if (typeof binding?.InferenceSession === 'function' && typeof initOrt === 'function') {
@@ -59,34 +59,44 @@ async function openSession(ort: any, bytes: Uint8Array, options: Record<string, 
   return { kind: 'public API', run: (f) => session.run(f), release: () => void session.release?.() };
 }
 
+/** Batches at least this large run on the multi-threaded session; smaller ones on one thread. */
+export const PARALLEL_MIN_BATCH = 512;
+
+/**
+ * Two sessions over the same graph. Small batches (the waves of a live stream) run on one
+ * thread: there is too little work to split, and idle worker threads that spin would take the
+ * core the event loop needs between waves. Large batches run on every core with onnxruntime's
+ * default spinning, which is what makes its parallel GEMMs fast.
+ */
+export const sessionOptions = (threads: number): Record<string, unknown> => ({
+  intraOpNumThreads: threads,
+  interOpNumThreads: 1,
+  executionProviders: ['cpu'],
+  graphOptimizationLevel: 'all',
+  ...(threads === 1 ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+});
+
 export class OnnxBackend implements StepBackend {
   readonly name = 'onnx' as const;
-  private readonly fetches: Record<string, null>;
 
   private constructor(
     readonly detail: string,
     private readonly model: RnnModel,
     private readonly ort: any,
-    private readonly session: SessionRunner,
+    private readonly serial: SessionRunner,
+    private readonly parallel: SessionRunner | undefined,
     private readonly graph: OnnxStepGraph,
-  ) {
-    this.fetches = Object.fromEntries([...graph.stateOutputs, graph.output].map((n) => [n, null]));
-  }
+  ) {}
 
   static async create(model: RnnModel, options: BackendOptions): Promise<OnnxBackend> {
     const ort = loadOnnxRuntime();
     const graph = buildStepGraph(model);
     const threads = options.threads ?? availableParallelism();
-    let session: SessionRunner;
+    let serial: SessionRunner;
+    let parallel: SessionRunner | undefined;
     try {
-      session = await openSession(ort, graph.bytes, {
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionProviders: ['cpu'],
-        graphOptimizationLevel: 'all',
-        // Spinning worker threads would steal the cores the event loop needs between steps.
-        extra: { session: { intra_op: { allow_spinning: '0' } } },
-      });
+      serial = await openSession(ort, graph.bytes, sessionOptions(1));
+      if (threads > 1) parallel = await openSession(ort, graph.bytes, sessionOptions(threads));
     } catch (err) {
       throw new BackendUnavailableError('onnx', `onnxruntime rejected the step graph: ${(err as Error).message}`, { cause: err });
     }
@@ -97,33 +107,41 @@ export class OnnxBackend implements StepBackend {
         return '?';
       }
     })();
-    return new OnnxBackend(`onnxruntime-node ${version} (${session.kind}), CPU execution provider, ${threads} intra-op threads`, model, ort, session, graph);
+    const split = parallel ? `1 thread below ${PARALLEL_MIN_BATCH} keys, ${threads} threads from there` : '1 thread';
+    return new OnnxBackend(`onnxruntime-node ${version} (${serial.kind}), CPU execution provider, ${split}`, model, ort, serial, parallel, graph);
   }
 
-  step(batch: number, input: Float32Array, state: Float32Array, output: Float32Array): void | Promise<void> {
+  step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void> {
     const { model, ort, graph } = this;
-    const feeds: Record<string, unknown> = {
-      [graph.input]: new ort.Tensor('float32', input.subarray(0, batch * model.inputSize), [1, batch, model.inputSize]),
-    };
+    const tensor = (data: Float32Array, from: number, length: number, dims: number[]): unknown => new ort.Tensor('float32', data.subarray(from, from + length), dims);
+    const feeds: Record<string, unknown> = { [graph.input]: tensor(input, 0, batch * model.inputSize, [1, batch, model.inputSize]) };
+    // Pre-allocated outputs: onnxruntime writes the new state and the head output straight into
+    // the caller's buffers, with no copy on either side.
+    const fetches: Record<string, unknown> = { [graph.output]: tensor(output, 0, batch * model.outputSize, [1, batch, model.outputSize]) };
     model.stateSegments.forEach((seg, s) => {
-      const block = state.subarray(batch * seg.offset, batch * (seg.offset + seg.size));
-      feeds[graph.stateInputs[s]!] = new ort.Tensor('float32', block, [1, batch, seg.size]);
+      feeds[graph.stateInputs[s]!] = tensor(state, batch * seg.offset, batch * seg.size, [1, batch, seg.size]);
+      fetches[graph.stateOutputs[s]!] = tensor(next, batch * seg.offset, batch * seg.size, [1, batch, seg.size]);
     });
-    const results = this.session.run(feeds, this.fetches);
-    if (results instanceof Promise) return results.then((r) => this.unpack(batch, state, output, r));
-    this.unpack(batch, state, output, results);
+    const session = this.parallel && batch >= PARALLEL_MIN_BATCH ? this.parallel : this.serial;
+    const results = session.run(feeds, fetches);
+    if (results instanceof Promise) return results.then((r) => this.adopt(batch, next, output, r));
+    this.adopt(batch, next, output, results);
   }
 
-  private unpack(batch: number, state: Float32Array, output: Float32Array, results: Record<string, { data: unknown }>): void {
+  /** Copies results only where onnxruntime did not write into the given buffers. */
+  private adopt(batch: number, next: Float32Array, output: Float32Array, results: Record<string, { data: unknown }>): void {
     const { model, graph } = this;
-    model.stateSegments.forEach((seg, s) => {
-      state.set(results[graph.stateOutputs[s]!]!.data as Float32Array, batch * seg.offset);
-    });
-    output.set(results[graph.output]!.data as Float32Array, 0);
+    const place = (name: string, target: Float32Array, at: number, length: number): void => {
+      const data = results[name]!.data as Float32Array;
+      if (data.buffer !== target.buffer || data.byteOffset !== target.byteOffset + at * 4) target.set(data.subarray(0, length), at);
+    };
+    model.stateSegments.forEach((seg, s) => place(graph.stateOutputs[s]!, next, batch * seg.offset, batch * seg.size));
+    place(graph.output, output, 0, batch * model.outputSize);
   }
 
   dispose(): void {
-    this.session.release();
+    this.serial.release();
+    this.parallel?.release();
   }
 }
 

@@ -17,7 +17,7 @@ export class ReferenceBackend implements StepBackend {
     this.keyInput = new Float64Array(model.inputSize);
   }
 
-  step(batch: number, input: Float32Array, state: Float32Array, output: Float32Array): void {
+  step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void {
     const { model, keyState, keyInput } = this;
     const I = model.inputSize;
     for (let b = 0; b < batch; b++) {
@@ -29,7 +29,7 @@ export class ReferenceBackend implements StepBackend {
       const y = stepNetwork(model, keyInput, keyState);
       for (const seg of model.stateSegments) {
         const block = batch * seg.offset + b * seg.size;
-        for (let j = 0; j < seg.size; j++) state[block + j] = keyState[seg.offset + j]!;
+        for (let j = 0; j < seg.size; j++) next[block + j] = keyState[seg.offset + j]!;
       }
       output.set(y, b * model.outputSize);
     }

@@ -6,8 +6,9 @@
  * - `input`:  [B, inputSize] row-major, already normalized features.
  * - `state`:  segment-major. For each segment s of `model.stateSegments` (layer 0 h, layer 0 c
  *             for LSTM, layer 1 h, ...), a [B, s.size] row-major block starting at
- *             `B * s.offset`. Read as the keys' state before the step, overwritten with the
- *             state after it.
+ *             `B * s.offset`: the keys' state before the step. Only read.
+ * - `next`:   the same layout, written with the keys' state after the step. A separate buffer,
+ *             so a backend can write its results straight into it (onnxruntime does).
  * - `output`: [B, outputSize] row-major: softmax probabilities or linear values.
  * Arrays may be longer than B rows need; only the first B rows are read or written.
  */
@@ -25,7 +26,7 @@ export interface StepBackend {
    * Steps `batch` keys once. Synchronous backends return undefined; asynchronous ones (webgpu,
    * onnx) return a promise, and the caller must not touch the arrays until it settles.
    */
-  step(batch: number, input: Float32Array, state: Float32Array, output: Float32Array): void | Promise<void>;
+  step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void>;
   dispose(): void;
 }
 

@@ -185,6 +185,7 @@ export function rnnByKey<In, E>(config: RnnByKeyConfig<In, E>): OperatorFunction
 class WaveStepper<In, E> {
   private readonly input: Float32Array;
   private readonly state: Float32Array;
+  private readonly next: Float32Array;
   private readonly output: Float32Array;
   private readonly raw: Float64Array;
 
@@ -196,6 +197,7 @@ class WaveStepper<In, E> {
     const { model } = config.store;
     this.input = new Float32Array(maxBatchSize * model.inputSize);
     this.state = new Float32Array(maxBatchSize * model.stateSize);
+    this.next = new Float32Array(maxBatchSize * model.stateSize);
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
   }
@@ -238,7 +240,7 @@ class WaveStepper<In, E> {
   ): Promise<void> | undefined {
     const { store, features, backend, eventOf, positionOf } = this.config;
     const { model } = store;
-    const { input, state, output, raw } = this;
+    const { input, state, next, output, raw } = this;
     const { mean, std } = model.normalization;
     const I = model.inputSize;
     const O = model.outputSize;
@@ -282,7 +284,7 @@ class WaveStepper<In, E> {
         const item = items[i]!;
         for (const seg of segments) {
           const from = B * seg.offset + b * seg.size;
-          for (let j = 0; j < seg.size; j++) entry.state[seg.offset + j] = state[from + j]!;
+          for (let j = 0; j < seg.size; j++) entry.state[seg.offset + j] = next[from + j]!;
         }
         entry.prev = eventOf(item);
         entry.steps++;
@@ -293,7 +295,7 @@ class WaveStepper<In, E> {
         results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out };
       }
     };
-    const pending = backend.step(B, input, state, output);
+    const pending = backend.step(B, input, state, next, output);
     if (pending) return pending.then(scatter);
     scatter();
     return undefined;

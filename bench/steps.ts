@@ -1,0 +1,168 @@
+/**
+ * `npm run bench` (part 1): key-steps per second of one LSTM and one GRU step (input 8,
+ * H = 32 and 128) at B = 1, 64, 1024, 8192 keys, for every backend that works on this host,
+ * beside a plain Float32Array loop and onnxruntime-node's own LSTM/GRU operator, all in one run.
+ * Each figure is the median of repeats; ratios are to onnxruntime-node's bare operator.
+ *
+ *   node dist/bench/steps.js [--json] [--quick] [--backends onnx,webasm,...]
+ */
+import { availableParallelism, cpus } from 'node:os';
+import { createRequire } from 'node:module';
+import { resolveBackend } from '../src/backends/registry.js';
+import { loadOnnxRuntime, openSession } from '../src/backends/onnx.js';
+import { buildStepGraph } from '../src/backends/onnx-graph.js';
+import { BACKEND_NAMES, type BackendName, type StepBackend } from '../src/backends/types.js';
+import { BackendUnavailableError } from '../src/core/errors.js';
+import type { CellKind, RnnModel } from '../src/core/model.js';
+import { randomModel } from '../src/core/random-model.js';
+import { Float32LoopCell } from './float32-loop.js';
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const json = args.includes('--json');
+const only = args.includes('--backends') ? args[args.indexOf('--backends') + 1]!.split(',') : undefined;
+
+const CELLS: CellKind[] = ['lstm', 'gru'];
+const HIDDEN = [32, 128];
+const BATCHES = quick ? [1, 1024] : [1, 64, 1024, 8192];
+const INPUT = 8;
+/** Each measurement: at least this many repeats and this long, at most MAX_REPEATS. */
+const MIN_REPEATS = 5;
+const MIN_SECONDS = quick ? 0.15 : 0.4;
+const MAX_REPEATS = 2000;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** Median seconds per call of `fn`, after one warm-up call. */
+async function time(fn: () => void | Promise<void>): Promise<number> {
+  await fn();
+  const samples: number[] = [];
+  const start = performance.now();
+  while (samples.length < MAX_REPEATS && (samples.length < MIN_REPEATS || performance.now() - start < MIN_SECONDS * 1000)) {
+    const t0 = performance.now();
+    await fn();
+    samples.push((performance.now() - t0) / 1000);
+    // A very slow configuration (the reference at B = 8192, H = 128) stops at MIN_REPEATS.
+    if (samples.length >= 3 && performance.now() - start > 10_000) break;
+  }
+  return median(samples);
+}
+
+interface Row {
+  cell: CellKind;
+  hidden: number;
+  batch: number;
+  name: string;
+  keyStepsPerSecond: number | null;
+  ratioToOrt: number | null;
+  note?: string;
+}
+
+function benchModel(cell: CellKind, hidden: number): RnnModel {
+  return randomModel({ features: INPUT, layers: [{ cell, hiddenSize: hidden }], head: { kind: 'softmax', labels: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'] }, seed: 5 });
+}
+
+async function main(): Promise<void> {
+  const ort = loadOnnxRuntime();
+  const require = createRequire(import.meta.url);
+  const ortVersion = require('onnxruntime-node/package.json').version as string;
+  const threads = availableParallelism();
+  const rows: Row[] = [];
+  const unavailable = new Map<string, string>();
+  const backendNames = (BACKEND_NAMES as readonly BackendName[]).filter((n) => !only || only.includes(n));
+
+  for (const cell of CELLS) {
+    for (const hidden of HIDDEN) {
+      const model = benchModel(cell, hidden);
+      const backends: StepBackend[] = [];
+      for (const name of backendNames) {
+        try {
+          backends.push((await resolveBackend(name, model)).backend);
+        } catch (err) {
+          unavailable.set(name, err instanceof BackendUnavailableError ? err.reason : (err as Error).message);
+        }
+      }
+      // onnxruntime's own operator, alone in a graph, with its default session options.
+      const bare = buildStepGraph(model, { head: false });
+      const session = await openSession(ort, bare.bytes, { intraOpNumThreads: threads, executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
+      const loop = new Float32LoopCell(model.layers[0]!);
+
+      for (const batch of BATCHES) {
+        const input = new Float32Array(batch * INPUT).map((_, i) => Math.sin(i));
+        let state = new Float32Array(batch * model.stateSize);
+        let next = new Float32Array(batch * model.stateSize);
+        const output = new Float32Array(batch * model.outputSize);
+        const fetches = Object.fromEntries(bare.stateOutputs.map((n) => [n, null]));
+        const feeds: Record<string, unknown> = { x: new ort.Tensor('float32', input, [1, batch, INPUT]) };
+        bare.stateInputs.forEach((n) => (feeds[n] = new ort.Tensor('float32', new Float32Array(batch * hidden), [1, batch, hidden])));
+        const ortSeconds = await time(async () => {
+          await session.run(feeds, fetches);
+        });
+        const ortRate = batch / ortSeconds;
+        rows.push({ cell, hidden, batch, name: `onnxruntime ${cell.toUpperCase()} op`, keyStepsPerSecond: ortRate, ratioToOrt: 1 });
+
+        const h = new Float32Array(batch * hidden);
+        const c = new Float32Array(batch * hidden);
+        const loopRate = batch / (await time(() => loop.step(batch, input, h, c)));
+        rows.push({ cell, hidden, batch, name: 'Float32Array loop', keyStepsPerSecond: loopRate, ratioToOrt: loopRate / ortRate });
+
+        for (const backend of backends) {
+          const rate = batch / (await time(async () => {
+            await backend.step(batch, input, state, next, output);
+            [state, next] = [next, state];
+          }));
+          rows.push({ cell, hidden, batch, name: backend.name, keyStepsPerSecond: rate, ratioToOrt: rate / ortRate });
+        }
+        if (!json) process.stderr.write(`  ${cell} H=${hidden} B=${batch} done\n`);
+      }
+      session.release();
+      for (const b of backends) b.dispose();
+    }
+  }
+
+  const machine = {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: threads,
+    node: process.version,
+    onnxruntime: ortVersion,
+    date: new Date().toISOString(),
+  };
+  if (json) {
+    process.stdout.write(JSON.stringify({ machine, rows, unavailable: Object.fromEntries(unavailable) }) + '\n');
+    return;
+  }
+  const fmt = (v: number | null): string => (v === null ? 'n/a' : v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : v.toFixed(0));
+  const names = [...new Set(rows.map((r) => r.name.replace(/ (LSTM|GRU) op$/, ' op')))];
+  const lines = [
+    `Key-steps per second, median of repeats (one model step for B keys; input ${INPUT}). ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, onnxruntime-node ${machine.onnxruntime}, ${machine.date}.`,
+    'Each cell: key-steps/s (ratio to onnxruntime\'s bare operator).',
+    '',
+    `| cell | H | B | ${names.join(' | ')} |`,
+    `|---|---|---|${names.map(() => '---').join('|')}|`,
+  ];
+  for (const cell of CELLS) {
+    for (const hidden of HIDDEN) {
+      for (const batch of BATCHES) {
+        const cells = names.map((n) => {
+          const r = rows.find((x) => x.cell === cell && x.hidden === hidden && x.batch === batch && x.name.replace(/ (LSTM|GRU) op$/, ' op') === n);
+          return r ? `${fmt(r.keyStepsPerSecond)} (${r.ratioToOrt!.toFixed(2)}x)` : 'n/a';
+        });
+        lines.push(`| ${cell} | ${hidden} | ${batch} | ${cells.join(' | ')} |`);
+      }
+    }
+  }
+  if (unavailable.size > 0) {
+    lines.push('', 'Backends not measured here:');
+    for (const [name, reason] of unavailable) lines.push(`- ${name}: ${reason}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});
