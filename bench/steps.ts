@@ -26,10 +26,14 @@ const CELLS: CellKind[] = ['lstm', 'gru'];
 const HIDDEN = [32, 128];
 const BATCHES = quick ? [1, 1024] : [1, 64, 1024, 8192];
 const INPUT = 8;
-/** Each measurement: at least this many repeats and this long, at most MAX_REPEATS. */
-const MIN_REPEATS = 5;
-const MIN_SECONDS = quick ? 0.15 : 0.4;
-const MAX_REPEATS = 2000;
+/**
+ * Side by side: every contender is timed in each round, one after another, so a noisy
+ * neighbour on this shared machine slows all of them alike; a round gives each at least
+ * CHUNK_SECONDS of calls. Rates are medians over rounds, and a ratio is the median of the
+ * per-round ratios to onnxruntime's bare operator.
+ */
+const ROUNDS = quick ? 3 : 7;
+const CHUNK_SECONDS = quick ? 0.03 : 0.06;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -37,19 +41,28 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** Median seconds per call of `fn`, after one warm-up call. */
-async function time(fn: () => void | Promise<void>): Promise<number> {
-  await fn();
-  const samples: number[] = [];
-  const start = performance.now();
-  while (samples.length < MAX_REPEATS && (samples.length < MIN_REPEATS || performance.now() - start < MIN_SECONDS * 1000)) {
-    const t0 = performance.now();
-    await fn();
-    samples.push((performance.now() - t0) / 1000);
-    // A very slow configuration (the reference at B = 8192, H = 128) stops at MIN_REPEATS.
-    if (samples.length >= 3 && performance.now() - start > 10_000) break;
+type Contender = () => void | Promise<void>;
+
+/** Seconds per call, per contender per round. */
+async function sideBySide(contenders: Contender[]): Promise<number[][]> {
+  const perCall: number[][] = contenders.map(() => []);
+  for (const fn of contenders) await fn(); // warm-up
+  for (let round = 0; round < ROUNDS; round++) {
+    // Alternate the order each round, so no contender always follows the same neighbour
+    // (onnxruntime's worker threads spin for a while after a run and slow whoever comes next).
+    const order = contenders.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      let calls = 0;
+      const t0 = performance.now();
+      do {
+        await contenders[i]!();
+        calls++;
+      } while (performance.now() - t0 < CHUNK_SECONDS * 1000);
+      perCall[i]!.push((performance.now() - t0) / 1000 / calls);
+    }
   }
-  return median(samples);
+  return perCall;
 }
 
 interface Row {
@@ -93,30 +106,40 @@ async function main(): Promise<void> {
 
       for (const batch of BATCHES) {
         const input = new Float32Array(batch * INPUT).map((_, i) => Math.sin(i));
-        let state = new Float32Array(batch * model.stateSize);
-        let next = new Float32Array(batch * model.stateSize);
-        const output = new Float32Array(batch * model.outputSize);
         const fetches = Object.fromEntries(bare.stateOutputs.map((n) => [n, null]));
         const feeds: Record<string, unknown> = { x: new ort.Tensor('float32', input, [1, batch, INPUT]) };
         bare.stateInputs.forEach((n) => (feeds[n] = new ort.Tensor('float32', new Float32Array(batch * hidden), [1, batch, hidden])));
-        const ortSeconds = await time(async () => {
-          await session.run(feeds, fetches);
-        });
-        const ortRate = batch / ortSeconds;
-        rows.push({ cell, hidden, batch, name: `onnxruntime ${cell.toUpperCase()} op`, keyStepsPerSecond: ortRate, ratioToOrt: 1 });
-
         const h = new Float32Array(batch * hidden);
         const c = new Float32Array(batch * hidden);
-        const loopRate = batch / (await time(() => loop.step(batch, input, h, c)));
-        rows.push({ cell, hidden, batch, name: 'Float32Array loop', keyStepsPerSecond: loopRate, ratioToOrt: loopRate / ortRate });
-
-        for (const backend of backends) {
-          const rate = batch / (await time(async () => {
-            await backend.step(batch, input, state, next, output);
-            [state, next] = [next, state];
-          }));
-          rows.push({ cell, hidden, batch, name: backend.name, keyStepsPerSecond: rate, ratioToOrt: rate / ortRate });
-        }
+        const names = [`onnxruntime ${cell.toUpperCase()} op`, 'Float32Array loop', ...backends.map((b) => b.name)];
+        const contenders: Contender[] = [
+          async () => {
+            await session.run(feeds, fetches);
+          },
+          () => loop.step(batch, input, h, c),
+          ...backends.map((backend): Contender => {
+            let state = new Float32Array(batch * model.stateSize);
+            let next = new Float32Array(batch * model.stateSize);
+            const output = new Float32Array(batch * model.outputSize);
+            return async () => {
+              await backend.step(batch, input, state, next, output);
+              [state, next] = [next, state];
+            };
+          }),
+        ];
+        const seconds = await sideBySide(contenders);
+        const ortRounds = seconds[0]!;
+        names.forEach((name, i) => {
+          const rounds = seconds[i]!;
+          rows.push({
+            cell,
+            hidden,
+            batch,
+            name,
+            keyStepsPerSecond: batch / median(rounds),
+            ratioToOrt: median(rounds.map((s, r) => ortRounds[r]! / s)),
+          });
+        });
         if (!json) process.stderr.write(`  ${cell} H=${hidden} B=${batch} done\n`);
       }
       session.release();
@@ -139,7 +162,7 @@ async function main(): Promise<void> {
   const names = [...new Set(rows.map((r) => r.name.replace(/ (LSTM|GRU) op$/, ' op')))];
   const lines = [
     `Key-steps per second, median of repeats (one model step for B keys; input ${INPUT}). ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, onnxruntime-node ${machine.onnxruntime}, ${machine.date}.`,
-    'Each cell: key-steps/s (ratio to onnxruntime\'s bare operator).',
+    `Each cell: key-steps/s, median of ${ROUNDS} rounds (median per-round ratio to onnxruntime's bare operator).`,
     '',
     `| cell | H | B | ${names.join(' | ')} |`,
     `|---|---|---|${names.map(() => '---').join('|')}|`,

@@ -117,7 +117,7 @@ export class OnnxBackend implements StepBackend {
     const feeds: Record<string, unknown> = { [graph.input]: tensor(input, 0, batch * model.inputSize, [1, batch, model.inputSize]) };
     // Pre-allocated outputs: onnxruntime writes the new state and the head output straight into
     // the caller's buffers, with no copy on either side.
-    const fetches: Record<string, unknown> = { [graph.output]: tensor(output, 0, batch * model.outputSize, [1, batch, model.outputSize]) };
+    const fetches: Record<string, unknown> = { [graph.output]: tensor(output, 0, batch * model.outputSize, [batch, model.outputSize]) };
     model.stateSegments.forEach((seg, s) => {
       feeds[graph.stateInputs[s]!] = tensor(state, batch * seg.offset, batch * seg.size, [1, batch, seg.size]);
       fetches[graph.stateOutputs[s]!] = tensor(next, batch * seg.offset, batch * seg.size, [1, batch, seg.size]);
