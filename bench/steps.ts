@@ -27,13 +27,12 @@ const HIDDEN = [32, 128];
 const BATCHES = quick ? [1, 1024] : [1, 64, 1024, 8192];
 const INPUT = 8;
 /**
- * Side by side: every contender is timed in each round, one after another, so a noisy
- * neighbour on this shared machine slows all of them alike; a round gives each at least
- * CHUNK_SECONDS of calls. Rates are medians over rounds, and a ratio is the median of the
- * per-round ratios to onnxruntime's bare operator.
+ * Side by side: contenders are timed in alternating rounds, so a noisy neighbour on this
+ * shared machine slows them alike; a round gives each at least CHUNK_SECONDS of calls.
+ * Rates are medians over rounds; a ratio is the median of per-round ratios.
  */
-const ROUNDS = quick ? 3 : 7;
-const CHUNK_SECONDS = quick ? 0.03 : 0.06;
+const ROUNDS = quick ? 3 : 11;
+const CHUNK_SECONDS = quick ? 0.03 : 0.08;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -127,19 +126,22 @@ async function main(): Promise<void> {
             };
           }),
         ];
-        const seconds = await sideBySide(contenders);
-        const ortRounds = seconds[0]!;
-        names.forEach((name, i) => {
-          const rounds = seconds[i]!;
+        // Each contender is paired with onnxruntime's operator and the two alternate, so the
+        // ratio compares neighbours in time; the operator's own rate is the median of all pairs.
+        const ortAll: number[] = [];
+        for (let i = 1; i < names.length; i++) {
+          const [ortRounds, rounds] = await sideBySide([contenders[0]!, contenders[i]!]);
+          ortAll.push(...ortRounds!);
           rows.push({
             cell,
             hidden,
             batch,
-            name,
-            keyStepsPerSecond: batch / median(rounds),
-            ratioToOrt: median(rounds.map((s, r) => ortRounds[r]! / s)),
+            name: names[i]!,
+            keyStepsPerSecond: batch / median(rounds!),
+            ratioToOrt: median(rounds!.map((sec, r) => ortRounds![r]! / sec)),
           });
-        });
+        }
+        rows.push({ cell, hidden, batch, name: names[0]!, keyStepsPerSecond: batch / median(ortAll), ratioToOrt: 1 });
         if (!json) process.stderr.write(`  ${cell} H=${hidden} B=${batch} done\n`);
       }
       session.release();
@@ -161,8 +163,8 @@ async function main(): Promise<void> {
   const fmt = (v: number | null): string => (v === null ? 'n/a' : v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : v.toFixed(0));
   const names = [...new Set(rows.map((r) => r.name.replace(/ (LSTM|GRU) op$/, ' op')))];
   const lines = [
-    `Key-steps per second, median of repeats (one model step for B keys; input ${INPUT}). ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, onnxruntime-node ${machine.onnxruntime}, ${machine.date}.`,
-    `Each cell: key-steps/s, median of ${ROUNDS} rounds (median per-round ratio to onnxruntime's bare operator).`,
+    `Key-steps per second (one model step for B keys; input ${INPUT}). ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, onnxruntime-node ${machine.onnxruntime}, ${machine.date}.`,
+    `Each cell: key-steps/s, median of ${ROUNDS} rounds alternating with onnxruntime's bare operator (median per-round ratio to it).`,
     '',
     `| cell | H | B | ${names.join(' | ')} |`,
     `|---|---|---|${names.map(() => '---').join('|')}|`,

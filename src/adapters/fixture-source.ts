@@ -41,7 +41,7 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
     let stopped = false;
     const fileStream = createReadStream(file, { highWaterMark: options.chunkBytes ?? 1 << 20 });
     // zlib inflates on libuv's thread pool, off the event loop that runs the pipeline.
-    const stream = file.endsWith('.gz') ? fileStream.pipe(createGunzip({ chunkSize: options.chunkBytes ?? 1 << 20 })) : fileStream;
+    const stream = file.endsWith('.gz') ? fileStream.pipe(createGunzip({ chunkSize: Math.max(64, options.chunkBytes ?? 1 << 20) })) : fileStream;
     stream.setEncoding('utf8');
     const run = async (): Promise<void> => {
       let line = 0;

@@ -58,6 +58,17 @@ function loadGpuJs(): any {
   }
 }
 
+/** Why GPU.js found no headless-gl context: no package, no display, or no context on it. */
+function whyNoHeadlessGl(): string {
+  try {
+    require('gl');
+  } catch (err) {
+    return `the optional "gl" package is not installed or did not build (${(err as Error).message.split('\n')[0]})`;
+  }
+  if (!process.env.DISPLAY) return 'headless-gl needs an X display and DISPLAY is unset (run under xvfb-run -a)';
+  return `headless-gl could not create a WebGL context on DISPLAY=${process.env.DISPLAY}`;
+}
+
 /**
  * Which renderer headless-gl got. Mesa's software rasterizers (llvmpipe, softpipe, swrast) are
  * CPU code behind a GL API, not a GPU; the loaded driver library is the reliable tell because
@@ -165,12 +176,7 @@ export class GpuJsBackend implements StepBackend {
     const { GPU } = gpuJs;
     let detail: string;
     if (mode === 'headlessgl') {
-      if (!GPU.isHeadlessGLSupported) {
-        throw new BackendUnavailableError(
-          name,
-          'headless-gl has no WebGL context here (the optional "gl" package did not build, or there is no display: run under xvfb-run)',
-        );
-      }
+      if (!GPU.isHeadlessGLSupported) throw new BackendUnavailableError(name, whyNoHeadlessGl());
       detail = `gpu.js headless-gl, ${detectGlRenderer().description}`;
     } else if (mode === 'webgpu') {
       detail = `gpu.js WebGPU on Dawn: ${await ensureWebGpuAdapter(GPU)}`;

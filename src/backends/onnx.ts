@@ -70,7 +70,6 @@ export const PARALLEL_MIN_BATCH = 512;
  */
 export const sessionOptions = (threads: number): Record<string, unknown> => ({
   intraOpNumThreads: threads,
-  interOpNumThreads: 1,
   executionProviders: ['cpu'],
   graphOptimizationLevel: 'all',
   ...(threads === 1 ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
@@ -108,7 +107,9 @@ export class OnnxBackend implements StepBackend {
       }
     })();
     const split = parallel ? `1 thread below ${PARALLEL_MIN_BATCH} keys, ${threads} threads from there` : '1 thread';
-    return new OnnxBackend(`onnxruntime-node ${version} (${serial.kind}), CPU execution provider, ${split}`, model, ort, serial, parallel, graph);
+    const backend = new OnnxBackend(`onnxruntime-node ${version} (${serial.kind}), CPU execution provider, ${split}`, model, ort, serial, parallel, graph);
+    backend.probeInPlace();
+    return backend;
   }
 
   step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void> {
@@ -124,19 +125,32 @@ export class OnnxBackend implements StepBackend {
     });
     const session = this.parallel && batch >= PARALLEL_MIN_BATCH ? this.parallel : this.serial;
     const results = session.run(feeds, fetches);
-    if (results instanceof Promise) return results.then((r) => this.adopt(batch, next, output, r));
-    this.adopt(batch, next, output, results);
+    if (this.writesInPlace) return results instanceof Promise ? results.then(() => undefined) : undefined;
+    if (results instanceof Promise) return results.then((r) => this.copyResults(batch, next, output, r));
+    this.copyResults(batch, next, output, results);
   }
 
-  /** Copies results only where onnxruntime did not write into the given buffers. */
-  private adopt(batch: number, next: Float32Array, output: Float32Array, results: Record<string, { data: unknown }>): void {
+  /**
+   * onnxruntime-node writes pre-allocated outputs in place (and also hands back copies, which we
+   * ignore). `create` checks that once with a probe step; where a version does not, results are
+   * copied from what run() returned.
+   */
+  private writesInPlace = false;
+
+  private probeInPlace(): void {
+    const { model } = this;
+    const next = new Float32Array(model.stateSize).fill(Number.NaN);
+    const output = new Float32Array(model.outputSize).fill(Number.NaN);
+    this.writesInPlace = false;
+    const r = this.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), next, output);
+    if (r instanceof Promise) return; // the public async API: keep copying
+    this.writesInPlace = !next.some(Number.isNaN) && !output.some(Number.isNaN);
+  }
+
+  private copyResults(batch: number, next: Float32Array, output: Float32Array, results: Record<string, { data: unknown }>): void {
     const { model, graph } = this;
-    const place = (name: string, target: Float32Array, at: number, length: number): void => {
-      const data = results[name]!.data as Float32Array;
-      if (data.buffer !== target.buffer || data.byteOffset !== target.byteOffset + at * 4) target.set(data.subarray(0, length), at);
-    };
-    model.stateSegments.forEach((seg, s) => place(graph.stateOutputs[s]!, next, batch * seg.offset, batch * seg.size));
-    place(graph.output, output, 0, batch * model.outputSize);
+    model.stateSegments.forEach((seg, s) => next.set((results[graph.stateOutputs[s]!]!.data as Float32Array).subarray(0, batch * seg.size), batch * seg.offset));
+    output.set((results[graph.output]!.data as Float32Array).subarray(0, batch * model.outputSize), 0);
   }
 
   dispose(): void {
