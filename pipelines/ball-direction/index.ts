@@ -5,7 +5,7 @@
  * so the direction has to come from the hidden state, i.e. from the key's past frames.
  */
 import { z } from 'zod';
-import { COMPASS } from '../../src/fixtures/compass.js';
+import { COMPASS, compassOf } from '../../src/fixtures/compass.js';
 import { definePipeline } from '../../src/pipeline/define.js';
 import { projectPath } from '../../src/paths.js';
 
@@ -30,6 +30,22 @@ export default definePipeline({
     out[1] = e.y;
   },
   label: (e) => e.direction,
+  // Where the ball was seen next: the observed (noisy) displacement's direction.
+  outcome: (prev, next) => compassOf(next.x - prev.x, next.y - prev.y),
+  baselines: {
+    'last displacement': (h) => (h.length >= 2 ? compassOf(h.at(-1)!.x - h.at(-2)!.x, h.at(-1)!.y - h.at(-2)!.y) : undefined),
+    'mean of last three displacements': (h) => {
+      if (h.length < 2) return undefined;
+      const back = h.at(-1 - Math.min(3, h.length - 1))!;
+      return compassOf(h.at(-1)!.x - back.x, h.at(-1)!.y - back.y);
+    },
+  },
+  plot: { kind: 'path', point: (e) => [e.x, e.y] },
+  trainingFixtures: {
+    train: projectPath('fixtures', 'ball-train.jsonl.gz'),
+    validation: projectPath('fixtures', 'ball-validation.jsonl.gz'),
+    test: projectPath('fixtures', 'ball-test.jsonl.gz'),
+  },
   modelFile: projectPath('pipelines', 'ball-direction', 'model.json'),
   defaultFixture: projectPath('fixtures', 'ball.jsonl.gz'),
   randomModel: {

@@ -28,6 +28,16 @@ export default definePipeline({
     out[1] = Math.log1p(e.volume);
   },
   label: (e) => e.move,
+  outcome: (prev, next) => (next.price > prev.price ? 'up' : 'down'),
+  baselines: {
+    'same as the last move': (h) => (h.length >= 2 ? (h.at(-1)!.price > h.at(-2)!.price ? 'up' : 'down') : undefined),
+  },
+  plot: { kind: 'series', value: (e) => e.price },
+  trainingFixtures: {
+    train: projectPath('fixtures', 'stock-train.jsonl.gz'),
+    validation: projectPath('fixtures', 'stock-validation.jsonl.gz'),
+    test: projectPath('fixtures', 'stock-test.jsonl.gz'),
+  },
   modelFile: projectPath('pipelines', 'stock-moves', 'model.json'),
   defaultFixture: projectPath('fixtures', 'stock.jsonl'),
   randomModel: {

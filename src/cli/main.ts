@@ -17,11 +17,19 @@ import { generateStockEvents } from '../fixtures/stock.js';
 import { consoleLogger } from '../observability/console-logger.js';
 import { loadPipeline, pipelineNames } from '../pipeline/registry.js';
 import { deadLetterJson, replay } from '../replay/replay.js';
-import { formatReplaySummary } from './format.js';
+import { formatEvalReport, formatReplaySummary } from './format.js';
+import { evaluate } from '../eval/evaluate.js';
+import { renderEvalReport } from '../eval/report-html.js';
+import { trainPipeline } from '../train/train-pipeline.js';
 
 const positiveInt = (name: string) => (value: string): number => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+  return n;
+};
+const positiveNumber = (name: string) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got "${value}"`);
   return n;
 };
 const nonNegativeInt = (name: string) => (value: string): number => {
@@ -110,6 +118,65 @@ export function buildProgram(): Command {
       } else {
         process.stdout.write(text);
       }
+    });
+
+  program
+    .command('train')
+    .description("train a pipeline's model with truncated BPTT and Adam on its train/validation fixtures")
+    .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+    .option('--train <file.jsonl>', "training fixture (default: the pipeline's)")
+    .option('--validation <file.jsonl>', "validation fixture for early stopping (default: the pipeline's)")
+    .option('--epochs <n>', 'most epochs', positiveInt('--epochs'))
+    .option('--seed <n>', 'random seed (initial weights, sequence order)', nonNegativeInt('--seed'))
+    .addOption(new Option('--cell <cell>', "override the pipeline's cell").choices(['rnn', 'lstm', 'gru']))
+    .option('--hidden <n>', 'override the hidden size', positiveInt('--hidden'))
+    .option('--window <n>', 'BPTT truncation length in steps', positiveInt('--window'))
+    .option('--batch-size <n>', 'sequences per update', positiveInt('--batch-size'))
+    .option('--learning-rate <lr>', 'Adam learning rate', positiveNumber('--learning-rate'))
+    .option('--out <model.json>', "where to write the model (default: the pipeline's model file)")
+    .option('--report <out.html>', 'write loss curves and the gradient norm by distance (rnn vs lstm vs gru) as HTML')
+    .option('--json', 'print the training history as one JSON object')
+    .action(async (opts) => {
+      const json = Boolean(opts.json);
+      const result = await trainPipeline(
+        {
+          pipeline: opts.pipeline,
+          train: opts.train,
+          validation: opts.validation,
+          out: opts.out,
+          report: opts.report,
+          options: {
+            epochs: opts.epochs,
+            seed: opts.seed,
+            cell: opts.cell,
+            hiddenSize: opts.hidden,
+            window: opts.window,
+            batchSize: opts.batchSize,
+            learningRate: opts.learningRate,
+          },
+        },
+        {
+          progress: !json && process.stderr.isTTY === true,
+          log: json ? () => {} : (line) => process.stderr.write(line + '\n'),
+        },
+      );
+      if (json) process.stdout.write(JSON.stringify(result) + '\n');
+    });
+
+  program
+    .command('eval')
+    .description('evaluate a model on a labelled fixture: accuracy, by step, confusion matrix, baselines')
+    .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+    .option('--input <file.jsonl>', "labelled fixture (default: the pipeline's test fixture)")
+    .option('--model <model.json>', "model file (default: the pipeline's model)")
+    .addOption(new Option('--backend <backend>', 'compute backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .option('--report <out.html>', 'write an HTML report with plots')
+    .option('--json', 'print the evaluation as one JSON object')
+    .action(async (opts) => {
+      const report = await evaluate({ pipeline: opts.pipeline, input: opts.input, model: opts.model, backend: opts.backend });
+      if (opts.report) writeFileSync(opts.report, renderEvalReport(report));
+      const { trajectories: _t, baselinesByStep: _b, ...printable } = report;
+      process.stdout.write((opts.json ? JSON.stringify(printable) : formatEvalReport(report)) + '\n');
     });
 
   program

@@ -44,6 +44,8 @@ export type KeyedStep<In> =
       readonly seq: number;
       /** Head output: probabilities (softmax) or values (linear). */
       readonly output: Float32Array;
+      /** The key's previous event (before this one), if its state remembers one. */
+      readonly prev: unknown;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -286,13 +288,14 @@ class WaveStepper<In, E> {
           const from = B * seg.offset + b * seg.size;
           for (let j = 0; j < seg.size; j++) entry.state[seg.offset + j] = next[from + j]!;
         }
+        const prev = entry.prev;
         entry.prev = eventOf(item);
         entry.steps++;
         entry.position = positionOf?.(item);
         // A small typed array of its own lives on V8's heap and is cheaper than a view.
         const out = new Float32Array(O);
         for (let k = 0; k < O; k++) out[k] = output[b * O + k]!;
-        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out };
+        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev };
       }
     };
     const pending = backend.step(B, input, state, next, output);

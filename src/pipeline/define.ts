@@ -19,6 +19,23 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   readonly features: (event: z.output<S>, prev: z.output<S> | undefined, out: Float64Array) => void;
   /** The true label in a fixture event, if it has one (for accuracy). */
   readonly label?: (event: z.output<S>) => string | undefined;
+  /**
+   * What a key's next event reveals about the prediction made at its previous event (where the
+   * ball went, whether the price rose): prequential, live accuracy needs no labels in the data.
+   */
+  readonly outcome?: (prev: z.output<S>, next: z.output<S>) => string | undefined;
+  /**
+   * Honest baselines for evaluation: each predicts the label of the last event of `history`
+   * (a key's events so far, oldest first) or returns undefined when it cannot (the evaluator
+   * then falls back to the majority class).
+   */
+  readonly baselines?: Readonly<Record<string, (history: readonly z.output<S>[]) => string | undefined>>;
+  /** How the evaluation report draws a key's events: a path in the plane, or a time series. */
+  readonly plot?:
+    | { readonly kind: 'path'; readonly point: (event: z.output<S>) => readonly [number, number] }
+    | { readonly kind: 'series'; readonly value: (event: z.output<S>) => number };
+  /** Seeded train / validation / test fixtures (absolute paths). */
+  readonly trainingFixtures?: { readonly train: string; readonly validation: string; readonly test: string };
   /** Absolute path of the model file. */
   readonly modelFile: string;
   /** Absolute path of the fixture `npm start` and `replay` use by default. */

@@ -12,6 +12,7 @@ import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from
 import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 import type { PipelineDefinition } from './define.js';
+import type { PrequentialScore, PrequentialTracker } from './prequential.js';
 
 export interface PredictionRecord {
   readonly kind: 'prediction';
@@ -27,6 +28,8 @@ export interface PredictionRecord {
   readonly output: Float32Array;
   /** Ground truth carried by the event, when it has one (fixtures). */
   readonly label?: string;
+  /** The key's previous prediction, scored by what this event revealed (prequential). */
+  readonly prequential?: PrequentialScore;
   readonly source: SourcePosition;
 }
 
@@ -46,6 +49,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly maxWaitMs?: number;
   readonly scheduler?: SchedulerLike;
   readonly queue?: BoundedQueue;
+  /** Scores each prediction when its key's next event arrives (softmax heads). */
+  readonly prequential?: PrequentialTracker;
 }
 
 export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
@@ -56,7 +61,12 @@ export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnM
   }
 }
 
-export function toPredictionRecord(pipeline: PipelineDefinition, model: RnnModel, step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>): PredictionRecord {
+export function toPredictionRecord(
+  pipeline: PipelineDefinition,
+  model: RnnModel,
+  step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
+  prequential?: PrequentialTracker,
+): PredictionRecord {
   const { names } = model.head;
   const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
   const out = step.output;
@@ -68,6 +78,10 @@ export function toPredictionRecord(pipeline: PipelineDefinition, model: RnnModel
   } else {
     prediction = out[0]!;
   }
+  const score =
+    prequential && typeof prediction === 'string'
+      ? prequential.observe(step.key, step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined, prediction)
+      : undefined;
   return {
     kind: 'prediction',
     key: step.key,
@@ -77,6 +91,7 @@ export function toPredictionRecord(pipeline: PipelineDefinition, model: RnnModel
     names,
     output: out,
     label: pipeline.label?.(item.event),
+    prequential: score,
     source: item.source,
   };
 }
@@ -100,7 +115,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
-          return toPredictionRecord(pipeline, model, step);
+          return toPredictionRecord(pipeline, model, step, options.prequential);
         case 'passthrough':
           return step.item as DeadLetter;
         case 'rejected': {

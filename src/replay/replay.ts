@@ -19,6 +19,7 @@ import { predict, type PipelineOutput, type PredictionRecord } from '../pipeline
 import { loadPipeline } from '../pipeline/registry.js';
 import { KeyStateStore } from '../state/key-state-store.js';
 import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
+import { PrequentialTracker } from '../pipeline/prequential.js';
 
 export const replayOptionsSchema = z
   .object({
@@ -52,12 +53,16 @@ export interface ReplaySummary {
   readonly eventsPerSecond: number;
   readonly setupSeconds: number;
   readonly accuracy?: AccuracyReport;
+  /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
+  readonly prequential?: { readonly scored: number; readonly correct: number; readonly accuracy: number };
 }
 
 export interface ReplayIo {
   readonly logger?: Logger;
   /** Where dead letters go when no --dead-letters file is given. */
   readonly onDeadLetter?: (deadLetter: DeadLetter) => void;
+  /** Every prediction, in output order (evaluation joins them with the events). */
+  readonly onPrediction?: (prediction: PredictionRecord) => void;
   /** Progress over bytes of the input file. */
   readonly progress?: { start(totalBytes: number): void; update(bytes: number): void; stop(): void };
 }
@@ -137,6 +142,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const out = opts.out ? new JsonLinesWriter(opts.out) : undefined;
   const dlq = opts.deadLetters ? new JsonLinesWriter(opts.deadLetters) : undefined;
   const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
+  const prequential = pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(opts.keyCapacity) : undefined;
   const keys = new Set<string>();
   let predictions = 0;
   let deadLettered = 0;
@@ -156,13 +162,14 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   try {
     await lastValueFrom(
       readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b) }).pipe(
-        predict(pipeline, model, { backend, store, queue, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs }),
+        predict(pipeline, model, { backend, store, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs }),
         tap((record: PipelineOutput) => {
           if (record.kind === 'prediction') {
             predictions++;
             keys.add(record.key);
             if (record.label !== undefined) accuracy?.add(record.seq, record.prediction === record.label);
             out?.write(predictionJson(record));
+            io.onPrediction?.(record);
           } else {
             deadLettered++;
             if (dlq) dlq.write(deadLetterJson(record));
@@ -200,5 +207,6 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     eventsPerSecond: seconds > 0 ? events / seconds : 0,
     setupSeconds,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
+    ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy } } : {}),
   };
 }

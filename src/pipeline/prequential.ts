@@ -1,0 +1,49 @@
+/**
+ * Prequential (live) accuracy: each prediction is scored when its key's next event arrives and
+ * reveals what actually happened (pipeline.outcome). Needs no labels in the data, so it runs
+ * the same in replay and in the Kafka service, and is identical for the same events.
+ */
+export interface PrequentialScore {
+  /** What the key's previous event predicted. */
+  readonly predicted: string;
+  /** What this event revealed about it. */
+  readonly outcome: string;
+  readonly hit: boolean;
+}
+
+export class PrequentialTracker {
+  private readonly last = new Map<string, string>();
+  private scoredCount = 0;
+  private correctCount = 0;
+
+  /** @param capacity most keys remembered (least recently seen forgotten first). */
+  constructor(private readonly capacity = 1_000_000) {}
+
+  get scored(): number {
+    return this.scoredCount;
+  }
+
+  get correct(): number {
+    return this.correctCount;
+  }
+
+  get accuracy(): number {
+    return this.scoredCount > 0 ? this.correctCount / this.scoredCount : 0;
+  }
+
+  /**
+   * Scores the key's previous prediction against `outcome` (undefined when this event reveals
+   * nothing, e.g. the key's first event), then remembers `prediction` for the next one.
+   */
+  observe(key: string, outcome: string | undefined, prediction: string): PrequentialScore | undefined {
+    const predicted = this.last.get(key);
+    this.last.delete(key);
+    if (this.last.size >= this.capacity) this.last.delete(this.last.keys().next().value!);
+    this.last.set(key, prediction);
+    if (predicted === undefined || outcome === undefined) return undefined;
+    const hit = predicted === outcome;
+    this.scoredCount++;
+    if (hit) this.correctCount++;
+    return { predicted, outcome, hit };
+  }
+}
