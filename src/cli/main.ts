@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Partitioners } from 'kafkajs';
 import cliProgress from 'cli-progress';
 import { listBackends, resolveBackend } from '../backends/registry.js';
 import { BACKEND_NAMES } from '../backends/types.js';
@@ -21,6 +22,12 @@ import { formatEvalReport, formatReplaySummary } from './format.js';
 import { evaluate } from '../eval/evaluate.js';
 import { renderEvalReport } from '../eval/report-html.js';
 import { trainPipeline } from '../train/train-pipeline.js';
+import { fixtureSize } from '../adapters/fixture-source.js';
+import { createKafka } from '../adapters/kafka/client.js';
+import { defaultTopics, resolveServiceConfig } from '../service/config.js';
+import { createServiceLogger } from '../service/logger.js';
+import { produceFixture } from '../service/produce.js';
+import { startService } from '../service/run.js';
 
 const positiveInt = (name: string) => (value: string): number => {
   const n = Number(value);
@@ -130,6 +137,7 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'random seed (initial weights, sequence order)', nonNegativeInt('--seed'))
     .addOption(new Option('--cell <cell>', "override the pipeline's cell").choices(['rnn', 'lstm', 'gru']))
     .option('--hidden <n>', 'override the hidden size', positiveInt('--hidden'))
+    .option('--layers <n>', 'override the number of stacked layers', positiveInt('--layers'))
     .option('--window <n>', 'BPTT truncation length in steps', positiveInt('--window'))
     .option('--batch-size <n>', 'sequences per update', positiveInt('--batch-size'))
     .option('--learning-rate <lr>', 'Adam learning rate', positiveNumber('--learning-rate'))
@@ -150,6 +158,7 @@ export function buildProgram(): Command {
             seed: opts.seed,
             cell: opts.cell,
             hiddenSize: opts.hidden,
+            layers: opts.layers,
             window: opts.window,
             batchSize: opts.batchSize,
             learningRate: opts.learningRate,
@@ -177,6 +186,88 @@ export function buildProgram(): Command {
       if (opts.report) writeFileSync(opts.report, renderEvalReport(report));
       const { trajectories: _t, baselinesByStep: _b, ...printable } = report;
       process.stdout.write((opts.json ? JSON.stringify(printable) : formatEvalReport(report)) + '\n');
+    });
+
+  program
+    .command('run')
+    .description('run a pipeline as a Kafka consumer-group service (predictions, dead letters, state changelog, /metrics)')
+    .option('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+    .option('--brokers <list>', 'comma-separated host:port list')
+    .option('--group <id>', 'consumer group (default rnnstream-<pipeline>)')
+    .option('--input-topic <topic>', 'input topic (default <pipeline>.input)')
+    .option('--output-topic <topic>', 'predictions topic (default <pipeline>.predictions)')
+    .option('--dlq-topic <topic>', 'dead-letter topic (default <pipeline>.dead-letters)')
+    .option('--changelog-topic <topic>', 'state changelog topic (default <pipeline>.changelog)')
+    .option('--config <file.json>', 'JSON config file (any option; flags and RNNSTREAM_* variables override it)')
+    .option('--backend <backend>', 'compute backend (default auto)')
+    .option('--model <model.json>', "model file (default: the pipeline's)")
+    .option('--http-host <host>', 'metrics/health endpoint host (default 127.0.0.1)')
+    .option('--http-port <port>', 'metrics/health endpoint port (default 9464; 0 picks a free port)', nonNegativeInt('--http-port'))
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
+    .option('--ssl', 'connect to the brokers over TLS')
+    .option('--sasl-mechanism <mechanism>', 'plain, scram-sha-256 or scram-sha-512')
+    .option('--sasl-username <user>', 'SASL user name (the password comes from RNNSTREAM_SASL_PASSWORD or --sasl-password-file)')
+    .option('--sasl-password-file <file>', 'file whose first line is the SASL password')
+    .action(async (opts) => {
+      const flags: Record<string, unknown> = {
+        pipeline: opts.pipeline,
+        brokers: opts.brokers?.split(',').map((b: string) => b.trim()).filter(Boolean),
+        group: opts.group,
+        inputTopic: opts.inputTopic,
+        outputTopic: opts.outputTopic,
+        dlqTopic: opts.dlqTopic,
+        changelogTopic: opts.changelogTopic,
+        backend: opts.backend,
+        model: opts.model,
+        logLevel: opts.logLevel,
+        ssl: opts.ssl ? true : undefined,
+        http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
+        sasl:
+          opts.saslMechanism || opts.saslUsername || opts.saslPasswordFile
+            ? { mechanism: opts.saslMechanism, username: opts.saslUsername, passwordFile: opts.saslPasswordFile }
+            : undefined,
+      };
+      const resolved = resolveServiceConfig({ file: opts.config, flags });
+      const logger = createServiceLogger(resolved.config.logLevel);
+      const service = await startService(resolved, logger);
+      let signals = 0;
+      const onSignal = (signal: string): void => {
+        signals++;
+        if (signals > 1) {
+          logger.warn({ signal }, 'second signal: exiting now without a graceful shutdown');
+          process.exit(130);
+        }
+        logger.info({ signal }, 'shutting down');
+        void service.stop();
+      };
+      process.on('SIGTERM', () => onSignal('SIGTERM'));
+      process.on('SIGINT', () => onSignal('SIGINT'));
+      await service.done;
+    });
+
+  program
+    .command('produce')
+    .description("write a fixture into a Kafka topic, keyed by the pipeline's key")
+    .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+    .requiredOption('--brokers <list>', 'comma-separated host:port list')
+    .option('--input <file.jsonl>', "fixture (default: the pipeline's)")
+    .option('--topic <topic>', 'topic (default <pipeline>.input)')
+    .addOption(new Option('--pace <pace>', 'as fast as possible, or spaced by event time').choices(['max', 'realtime']).default('max'))
+    .action(async (opts) => {
+      const pipeline = await loadPipeline(opts.pipeline);
+      const input = opts.input ?? pipeline.defaultFixture;
+      fixtureSize(input);
+      const resolved = resolveServiceConfig({ env: {}, flags: { pipeline: pipeline.name, brokers: String(opts.brokers).split(',').map((b) => b.trim()).filter(Boolean), logLevel: 'warn' } });
+      const logger = createServiceLogger('warn');
+      const kafka = createKafka({ brokers: resolved.config.brokers, clientId: 'rnnstream-produce', ssl: false }, logger);
+      const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+      await producer.connect();
+      try {
+        const r = await produceFixture(producer, pipeline, input, { topic: opts.topic ?? defaultTopics(pipeline.name).inputTopic, pace: opts.pace });
+        process.stderr.write(`produced ${r.messages} messages to ${opts.topic ?? defaultTopics(pipeline.name).inputTopic} in ${r.seconds.toFixed(2)} s\n`);
+      } finally {
+        await producer.disconnect();
+      }
     });
 
   program

@@ -30,7 +30,10 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOptions = {}): OperatorFunction<RawRecord, Decoded<z.output<S>>> {
   const maxBytes = options.maxBytes ?? 1 << 20;
   return map((raw): Decoded<z.output<S>> => {
-    const reject = (reason: string): Decoded<z.output<S>> => ({ kind: 'dead-letter', reason, source: raw.source, raw: raw.value });
+    const reject = (reason: string): Decoded<z.output<S>> =>
+      raw.messageKey === undefined
+        ? { kind: 'dead-letter', reason, source: raw.source, raw: raw.value }
+        : { kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
     const size = typeof raw.value === 'string' ? raw.value.length : raw.value.byteLength;
     if (size > maxBytes) return reject(`message too large: ${size} bytes, the limit is ${maxBytes}`);
     let text: string;

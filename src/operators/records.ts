@@ -23,6 +23,8 @@ export function describePosition(p: SourcePosition): string {
 export interface RawRecord {
   readonly value: string | Uint8Array;
   readonly source: SourcePosition;
+  /** The Kafka message key, if any (dead letters keep it). */
+  readonly messageKey?: string;
 }
 
 /** A valid, typed event with its source. */
@@ -41,6 +43,7 @@ export interface DeadLetter {
   readonly source: SourcePosition;
   /** The original input, as received. */
   readonly raw: string | Uint8Array;
+  readonly messageKey?: string;
 }
 
 export type Decoded<E> = EventRecord<E> | DeadLetter;

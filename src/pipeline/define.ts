@@ -40,8 +40,10 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   readonly modelFile: string;
   /** Absolute path of the fixture `npm start` and `replay` use by default. */
   readonly defaultFixture: string;
-  /** The seeded random model used where no trained model exists yet. */
+  /** The architecture, and the seeded random model used where no trained model exists yet. */
   readonly randomModel: Omit<RandomModelSpec, 'features'>;
+  /** Training options that suit this pipeline (rnnstream train's defaults for it). */
+  readonly training?: Readonly<Record<string, number | string>>;
 }
 
 export function definePipeline<S extends z.ZodType>(definition: PipelineDefinition<S>): PipelineDefinition<S> {

@@ -9,7 +9,7 @@ import type { RnnModel } from '../core/model.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js';
 import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
-import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
+import { rnnByKey, type KeyedStep, type StateCapture } from '../operators/rnn-by-key.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 import type { PipelineDefinition } from './define.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
@@ -30,6 +30,18 @@ export interface PredictionRecord {
   readonly label?: string;
   /** The key's previous prediction, scored by what this event revealed (prequential). */
   readonly prequential?: PrequentialScore;
+  /** The key's state right after this event (only with `captureState`). */
+  readonly state?: StateCapture<unknown>;
+  readonly source: SourcePosition;
+}
+
+/**
+ * An event not applied because the key's (restored) state already reflects it: a redelivery
+ * after a crash or a rebalance. It has no output, but its offset is done.
+ */
+export interface SkippedRecord {
+  readonly kind: 'skipped';
+  readonly key: string;
   readonly source: SourcePosition;
 }
 
@@ -40,7 +52,7 @@ export function namedOutputs(p: PredictionRecord): Record<string, number> {
   return named;
 }
 
-export type PipelineOutput = PredictionRecord | DeadLetter;
+export type PipelineOutput = PredictionRecord | DeadLetter | SkippedRecord;
 
 export interface PredictOptions extends DecodeOptions {
   readonly backend: StepBackend;
@@ -51,6 +63,10 @@ export interface PredictOptions extends DecodeOptions {
   readonly queue?: BoundedQueue;
   /** Scores each prediction when its key's next event arrives (softmax heads). */
   readonly prequential?: PrequentialTracker;
+  /** Attach each key's state after each step to its prediction (see rnnByKey). */
+  readonly captureState?: boolean;
+  /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
+  readonly alreadyApplied?: (key: string, source: SourcePosition) => boolean;
 }
 
 export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
@@ -92,6 +108,7 @@ export function toPredictionRecord(
     output: out,
     label: pipeline.label?.(item.event),
     prequential: score,
+    state: step.captured,
     source: item.source,
   };
 }
@@ -103,7 +120,11 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     rnnByKey<Decoded<unknown>, unknown>({
       backend: options.backend,
       store: options.store,
-      keyOf: (r) => (r.kind === 'event' ? pipeline.key(r.event) : undefined),
+      keyOf: (r) => {
+        if (r.kind !== 'event') return undefined;
+        const key = pipeline.key(r.event);
+        return options.alreadyApplied?.(key, r.source) ? undefined : key;
+      },
       eventOf: (r) => (r as EventRecord<unknown>).event,
       positionOf: (r) => r.source,
       features: pipeline.features,
@@ -111,13 +132,14 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       maxWaitMs: options.maxWaitMs,
       scheduler: options.scheduler,
       queue: options.queue,
+      captureState: options.captureState,
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
           return toPredictionRecord(pipeline, model, step, options.prequential);
         case 'passthrough':
-          return step.item as DeadLetter;
+          return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {
           const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
           return { kind: 'dead-letter', reason: step.reason, source: item.source, raw: item.raw };

@@ -170,7 +170,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
             if (record.label !== undefined) accuracy?.add(record.seq, record.prediction === record.label);
             out?.write(predictionJson(record));
             io.onPrediction?.(record);
-          } else {
+          } else if (record.kind === 'dead-letter') {
             deadLettered++;
             if (dlq) dlq.write(deadLetterJson(record));
             else io.onDeadLetter?.(record);

@@ -151,8 +151,16 @@ export class KeyStateStore<E = unknown> {
     } else {
       selected.push(...this.keys.values());
     }
+    return this.encode(selected);
+  }
+
+  /**
+   * Snapshot bytes of the given key states, which need not be resident: the Kafka service
+   * encodes the state each key had right after the last event of a produced chunk.
+   */
+  encode(entries: Iterable<Readonly<Omit<KeyState<E>, 'prev'>> & { readonly prev: E | undefined }>): Uint8Array {
     const enc = new TextEncoder();
-    const parts = selected.map((e) => ({
+    const parts = [...entries].map((e) => ({
       e,
       key: enc.encode(e.key),
       position: enc.encode(JSON.stringify(e.position ?? null)),

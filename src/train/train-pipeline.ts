@@ -49,7 +49,8 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
     ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
     : undefined;
   let barEpoch = 0;
-  const result = train(pipeline, trainData, valData, req.options, {
+  const options = { ...pipeline.training, ...Object.fromEntries(Object.entries(req.options).filter(([, v]) => v !== undefined)) } as TrainOptions;
+  const result = train(pipeline, trainData, valData, options, {
     onProgress: (epoch, fraction) => {
       if (!bar) return;
       if (epoch !== barEpoch) {
@@ -62,7 +63,7 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
       bar?.stop();
       io.log(
         `epoch ${String(e.epoch).padStart(3)}  train loss ${e.trainLoss.toFixed(4)} acc ${(100 * e.trainAccuracy).toFixed(1)}%  ` +
-          `validation loss ${e.valLoss.toFixed(4)} acc ${(100 * e.valAccuracy).toFixed(1)}%  |grad| ${e.gradNorm.toFixed(3)}  ${e.seconds.toFixed(1)}s`,
+          `validation loss ${e.valLoss.toFixed(4)} acc ${(100 * e.valAccuracy).toFixed(1)}%  |grad| ${e.gradNorm.toFixed(3)}  lr ${e.learningRate.toPrecision(2)}  ${e.seconds.toFixed(1)}s`,
       );
     },
   });
@@ -73,7 +74,7 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
   io.log(`best epoch ${result.bestEpoch}; wrote ${out} (${result.seconds.toFixed(1)} s)`);
 
   if (req.report) {
-    const opts = trainOptionsSchema.parse(req.options);
+    const opts = trainOptionsSchema.parse(options);
     const byDistance: Record<string, number[]> = {};
     for (const cell of ['rnn', 'lstm', 'gru'] as const) {
       byDistance[`${cell} (untrained)`] = hiddenGradientByDistance(initialModel(pipeline, trainData, { ...opts, cell }), valData, REPORT_STEPS);

@@ -27,8 +27,10 @@ export const trainOptionsSchema = z
     learningRate: z.number().positive().default(0.005),
     /** Clip the global gradient norm to this. */
     clipNorm: z.number().positive().default(1),
+    /** Halve the learning rate after this many epochs without a better validation loss. */
+    decayPatience: z.int().positive().default(2),
     /** Stop after this many epochs without a better validation loss. */
-    patience: z.int().positive().default(5),
+    patience: z.int().positive().default(6),
     /** Override the pipeline's architecture. */
     cell: z.enum(['rnn', 'lstm', 'gru']).optional(),
     hiddenSize: z.int().positive().optional(),
@@ -45,6 +47,7 @@ export interface EpochReport {
   readonly valAccuracy: number;
   /** Mean global gradient norm before clipping. */
   readonly gradNorm: number;
+  readonly learningRate: number;
   readonly seconds: number;
 }
 
@@ -83,7 +86,7 @@ class Adam {
   private t = 0;
   constructor(
     size: number,
-    private readonly lr: number,
+    public lr: number,
     private readonly beta1 = 0.9,
     private readonly beta2 = 0.999,
     private readonly eps = 1e-8,
@@ -168,6 +171,7 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
   const history: EpochReport[] = [];
   let best = { loss: Infinity, epoch: 0, theta: net.theta.slice() };
   const order = trainSet.map((_, i) => i);
+  let sinceDecay = 0;
 
   for (let epoch = 1; epoch <= opts.epochs; epoch++) {
     const epochStart = performance.now();
@@ -212,12 +216,21 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
       valLoss: val.loss,
       valAccuracy: val.accuracy,
       gradNorm: normSum / Math.max(1, updates),
+      learningRate: adam.lr,
       seconds: (performance.now() - epochStart) / 1000,
     };
     history.push(report);
     callbacks.onEpoch?.(report);
-    if (val.loss < best.loss) best = { loss: val.loss, epoch, theta: net.theta.slice() };
-    else if (epoch - best.epoch >= opts.patience) break;
+    if (val.loss < best.loss) {
+      best = { loss: val.loss, epoch, theta: net.theta.slice() };
+      sinceDecay = 0;
+    } else if (epoch - best.epoch >= opts.patience) {
+      break;
+    } else if (++sinceDecay >= opts.decayPatience) {
+      // Reduce on plateau: the fine structure of the task needs smaller steps late in training.
+      adam.lr /= 2;
+      sinceDecay = 0;
+    }
   }
   net.theta.set(best.theta);
   const seconds = (performance.now() - started) / 1000;

@@ -1,0 +1,186 @@
+/**
+ * State follows partitions (after Quix Streams' state): the changelog topic is partitioned like
+ * the input, so the state of the keys of input partition p is in changelog partition p. When a
+ * partition is assigned, its changelog partition is read from the beginning to its end and
+ * restored into the store before any of the partition's events are processed; when a partition
+ * is revoked, its keys leave the store.
+ *
+ * kafkajs reads only through consumer groups, and joining a group takes seconds, so one reader
+ * (a consumer in a group of its own, owning every changelog partition) is started with the
+ * service and kept: a restore seeks a partition to its beginning, resumes it, reads to the end
+ * offset taken when the restore began, and pauses it again.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Admin, Consumer, Kafka } from 'kafkajs';
+import { SnapshotError } from '../../core/errors.js';
+import type { Logger } from '../../observability/logger.js';
+import type { KeyStateStore } from '../../state/key-state-store.js';
+
+export interface RestoreReport {
+  readonly partitions: readonly number[];
+  readonly keys: number;
+  readonly messages: number;
+  readonly refused: number;
+  readonly seconds: number;
+}
+
+interface Job {
+  readonly end: bigint;
+  /** The next offset to apply: batches fetched before the seek to 0 are recognised and skipped. */
+  next: bigint;
+  readonly keys: Set<string>;
+  messages: number;
+  refused: number;
+  resolve(): void;
+}
+
+export class ChangelogRestorer {
+  private readonly restored = new Map<number, Promise<void>>();
+  private readonly jobs = new Map<number, Job>();
+  private reader: Consumer | undefined;
+  private ready: Promise<void> | undefined;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly admin: Admin,
+    private readonly changelogTopic: string,
+    private readonly group: string,
+    private readonly store: KeyStateStore<unknown>,
+    private readonly logger: Logger,
+    private readonly onRestored: (r: RestoreReport) => void = () => {},
+  ) {}
+
+  /** Starts the reader (joining its own group); restores wait for it. */
+  start(): Promise<void> {
+    return (this.ready ??= (async () => {
+      const reader = this.kafka.consumer({ groupId: `${this.group}.changelog-reader.${randomUUID()}`, allowAutoTopicCreation: true, maxWaitTimeInMs: 100 });
+      this.reader = reader;
+      await reader.connect();
+      await reader.subscribe({ topic: this.changelogTopic, fromBeginning: true });
+      let joined!: () => void;
+      const hasJoined = new Promise<void>((r) => (joined = r));
+      reader.on(reader.events.GROUP_JOIN, () => joined());
+      await reader.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: async ({ batch }) => this.apply(batch.partition, batch.messages) });
+      await hasJoined;
+    })());
+  }
+
+  async stop(): Promise<void> {
+    await this.reader?.disconnect();
+  }
+
+  private apply(partition: number, messages: { offset: string; key: Buffer | null; value: Buffer | null }[]): void {
+    const job = this.jobs.get(partition);
+    if (!job) {
+      // Not being restored: stop reading it until a restore asks for it.
+      this.reader!.pause([{ topic: this.changelogTopic, partitions: [partition] }]);
+      return;
+    }
+    for (const m of messages) {
+      const offset = BigInt(m.offset);
+      if (offset >= job.end) break;
+      if (offset < job.next) continue;
+      // A gap means a batch fetched before the seek: wait for the one from the beginning.
+      if (offset > job.next) return;
+      job.next = offset + 1n;
+      if (!m.value) continue;
+      job.messages++;
+      try {
+        for (const e of this.store.restore(m.value)) job.keys.add(e.key);
+      } catch (err) {
+        // State written by another model (or corrupt) is refused: that key starts from zero
+        // state, as a new key would.
+        if (!(err instanceof SnapshotError)) throw err;
+        if (job.refused++ === 0) this.logger.warn({ key: m.key?.toString(), reason: err.message }, 'changelog state refused');
+      }
+    }
+    if (job.next >= job.end) this.finish(partition);
+  }
+
+  private finish(partition: number): void {
+    const job = this.jobs.get(partition);
+    if (!job) return;
+    this.jobs.delete(partition);
+    this.reader?.pause([{ topic: this.changelogTopic, partitions: [partition] }]);
+    job.resolve();
+  }
+
+  /** Resolves once `partition`'s state is restored (starting the restore if needed). */
+  ensure(partition: number): Promise<void> {
+    return this.restored.get(partition) ?? this.restore([partition]);
+  }
+
+  /** A new assignment: restore newly assigned partitions, drop the state of revoked ones. */
+  assign(partitions: readonly number[]): void {
+    const now = new Set(partitions);
+    const revoked = [...this.restored.keys()].filter((p) => !now.has(p));
+    if (revoked.length) {
+      for (const p of revoked) this.restored.delete(p);
+      let dropped = 0;
+      for (const e of [...this.store.entries()]) {
+        const pos = e.position as { kind?: string; partition?: number } | undefined;
+        if (pos?.kind === 'kafka' && pos.partition !== undefined && revoked.includes(pos.partition)) {
+          this.store.delete(e.key);
+          dropped++;
+        }
+      }
+      this.logger.info({ revoked, droppedKeys: dropped }, 'partitions revoked');
+    }
+    const added = partitions.filter((p) => !this.restored.has(p));
+    if (added.length) void this.restore(added).catch(() => {});
+  }
+
+  private restore(partitions: number[]): Promise<void> {
+    const run = this.read(partitions);
+    for (const p of partitions) this.restored.set(p, run);
+    // A failed restore must be retried by the next batch, not remembered as done.
+    run.catch(() => partitions.forEach((p) => this.restored.get(p) === run && this.restored.delete(p)));
+    return run;
+  }
+
+  private async read(partitions: number[]): Promise<void> {
+    const started = performance.now();
+    await this.start();
+    let ends: Map<number, bigint>;
+    try {
+      const offsets = await this.admin.fetchTopicOffsets(this.changelogTopic);
+      ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, BigInt(o.high)]));
+    } catch (err) {
+      // No changelog topic yet: nothing was ever written, so there is nothing to restore.
+      this.logger.info({ partitions, reason: (err as Error).message }, 'no state to restore');
+      this.onRestored({ partitions, keys: 0, messages: 0, refused: 0, seconds: (performance.now() - started) / 1000 });
+      return;
+    }
+    const keys = new Set<string>();
+    let messages = 0;
+    let refused = 0;
+    const waits: Promise<void>[] = [];
+    for (const [partition, end] of ends) {
+      if (end === 0n) continue;
+      waits.push(
+        new Promise<void>((resolve) => {
+          const job: Job = {
+            end,
+            next: 0n,
+            keys,
+            messages: 0,
+            refused: 0,
+            resolve: () => {
+              messages += job.messages;
+              refused += job.refused;
+              resolve();
+            },
+          };
+          this.jobs.set(partition, job);
+        }),
+      );
+      this.reader!.seek({ topic: this.changelogTopic, partition, offset: '0' });
+      this.reader!.resume([{ topic: this.changelogTopic, partitions: [partition] }]);
+    }
+    if (waits.length) this.logger.info({ partitions: [...ends.keys()], topic: this.changelogTopic }, 'restoring state');
+    await Promise.all(waits);
+    const report = { partitions, keys: keys.size, messages, refused, seconds: (performance.now() - started) / 1000 };
+    this.logger.info(report, 'state restored');
+    this.onRestored(report);
+  }
+}

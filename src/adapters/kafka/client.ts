@@ -1,0 +1,48 @@
+/**
+ * Builds the kafkajs client from the service configuration: brokers, TLS, SASL, and kafkajs's
+ * own logs routed into our logger (never its console logger). Credentials go to kafkajs only.
+ */
+import { readFileSync } from 'node:fs';
+import { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry, type SASLOptions } from 'kafkajs';
+import type { Logger } from '../../observability/logger.js';
+
+export interface KafkaConnection {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+  readonly ssl: boolean | { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; rejectUnauthorized: boolean };
+  readonly sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string } | undefined;
+  readonly saslPassword?: string | undefined;
+}
+
+function kafkaLogCreator(logger: Logger) {
+  return () =>
+    ({ level, log }: LogEntry): void => {
+      const { message, ...fields } = log;
+      const entry = { component: 'kafkajs', ...fields };
+      if (level === KafkaLogLevel.ERROR) logger.error(entry, message);
+      else if (level === KafkaLogLevel.WARN) logger.warn(entry, message);
+      else if (level === KafkaLogLevel.INFO) logger.debug(entry, message);
+    };
+}
+
+export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
+  const ssl =
+    typeof c.ssl === 'boolean'
+      ? c.ssl
+      : {
+          rejectUnauthorized: c.ssl.rejectUnauthorized,
+          ...(c.ssl.ca ? { ca: [readFileSync(c.ssl.ca, 'utf8')] } : {}),
+          ...(c.ssl.cert ? { cert: readFileSync(c.ssl.cert, 'utf8') } : {}),
+          ...(c.ssl.key ? { key: readFileSync(c.ssl.key, 'utf8') } : {}),
+        };
+  const config: KafkaConfig = {
+    clientId: c.clientId,
+    brokers: [...c.brokers],
+    ssl,
+    logLevel: KafkaLogLevel.INFO,
+    logCreator: kafkaLogCreator(logger),
+    retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 5000 },
+    ...(c.sasl && c.saslPassword ? { sasl: { mechanism: c.sasl.mechanism, username: c.sasl.username, password: c.saslPassword } as SASLOptions } : {}),
+  };
+  return new Kafka(config);
+}

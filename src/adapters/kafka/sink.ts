@@ -1,0 +1,134 @@
+/**
+ * Writes a chunk of pipeline outputs to Kafka and only then commits their input offsets:
+ *
+ *   1. predictions (output topic) and dead letters (DLQ topic), keyed like the input; await acks
+ *   2. each touched key's state after its last event of the chunk (changelog topic, the input's
+ *      partition); await acks
+ *   3. commit, per input partition, the offset after the chunk's last event
+ *
+ * A snapshot in the changelog therefore never runs ahead of acknowledged outputs, and a commit
+ * never runs ahead of either: a crash at any point loses nothing, and redelivered events that the
+ * restored state already reflects are recognised and not applied twice. A failing produce is
+ * retried with exponential backoff until it succeeds or the service is stopped; it never skips.
+ */
+import type { Consumer, Message, Producer, TopicMessages } from 'kafkajs';
+import { RnnStreamError } from '../../core/errors.js';
+import type { Logger } from '../../observability/logger.js';
+import type { DeadLetter } from '../../operators/records.js';
+import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
+import { formatFloat32 } from '../../replay/replay.js';
+import type { KeyStateStore } from '../../state/key-state-store.js';
+
+export interface SinkTopics {
+  readonly outputTopic: string;
+  readonly dlqTopic: string;
+  readonly changelogTopic: string;
+}
+
+export interface SinkHooks {
+  /** Called after a chunk is acknowledged and committed. */
+  onAcked?(chunk: readonly PipelineOutput[]): void;
+  onRetry?(attempt: number, err: Error): void;
+}
+
+const sourceObject = (r: { source: PipelineOutput['source'] }) =>
+  r.source.kind === 'kafka' ? { topic: r.source.topic, partition: r.source.partition, offset: r.source.offset } : r.source;
+
+/** The prediction as the output topic carries it: replay's JSON line, with the source as an object. */
+export function predictionMessageValue(p: PredictionRecord): string {
+  let fields = '';
+  for (let k = 0; k < p.names.length; k++) fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
+  const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}},"source":${JSON.stringify(sourceObject(p))}}`;
+}
+
+export function deadLetterMessageValue(d: DeadLetter): string {
+  const raw = typeof d.raw === 'string' ? d.raw : Buffer.from(d.raw);
+  const text = typeof raw === 'string' ? raw : raw.toString('utf8');
+  const utf8 = typeof raw === 'string' || Buffer.from(text, 'utf8').equals(raw);
+  return JSON.stringify({ reason: d.reason, source: sourceObject(d), ...(utf8 ? { raw: text } : { rawBase64: (raw as Buffer).toString('base64') }) });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class KafkaSink {
+  private stopped = false;
+
+  constructor(
+    private readonly producer: Producer,
+    private readonly consumer: Consumer,
+    private readonly topics: SinkTopics,
+    private readonly store: KeyStateStore<unknown>,
+    private readonly logger: Logger,
+    private readonly hooks: SinkHooks = {},
+  ) {}
+
+  /** Stops retrying (a hard stop); a chunk not yet acknowledged is then left uncommitted. */
+  abort(): void {
+    this.stopped = true;
+  }
+
+  async write(chunk: readonly PipelineOutput[]): Promise<void> {
+    const predictions: Message[] = [];
+    const deadLetters: Message[] = [];
+    const lastState = new Map<string, PredictionRecord>();
+    const commits = new Map<string, { topic: string; partition: number; offset: bigint }>();
+    for (const r of chunk) {
+      if (r.source.kind === 'kafka') {
+        const id = `${r.source.topic}\u0000${r.source.partition}`;
+        const offset = BigInt(r.source.offset);
+        const c = commits.get(id);
+        if (!c || offset > c.offset) commits.set(id, { topic: r.source.topic, partition: r.source.partition, offset });
+      }
+      if (r.kind === 'prediction') {
+        predictions.push({ key: r.key, value: predictionMessageValue(r) });
+        if (r.state) lastState.set(r.key, r);
+      } else if (r.kind === 'dead-letter') {
+        deadLetters.push({ key: r.messageKey ?? null, value: deadLetterMessageValue(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
+      }
+    }
+    const outputs: TopicMessages[] = [];
+    if (predictions.length) outputs.push({ topic: this.topics.outputTopic, messages: predictions });
+    if (deadLetters.length) outputs.push({ topic: this.topics.dlqTopic, messages: deadLetters });
+    if (outputs.length) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages: outputs, acks: -1 }));
+
+    if (lastState.size) {
+      const messages: Message[] = [];
+      for (const [key, p] of lastState) {
+        const s = p.state!;
+        const partition = p.source.kind === 'kafka' ? p.source.partition : undefined;
+        const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
+        messages.push(partition === undefined ? { key, value } : { key, value, partition });
+      }
+      await this.retrying('produce state changelog', () => this.producer.send({ topic: this.topics.changelogTopic, messages, acks: -1 }));
+    }
+
+    if (commits.size) {
+      const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (c.offset + 1n).toString() }));
+      try {
+        await this.consumer.commitOffsets(offsets);
+      } catch (err) {
+        // After a rebalance the partition may belong to another member now: its next owner
+        // resumes from the last commit and skips what the changelog shows as applied.
+        this.logger.warn({ err: (err as Error).message, offsets }, 'offset commit failed; the partition will be resumed from its last commit');
+      }
+    }
+    this.hooks.onAcked?.(chunk);
+  }
+
+  private async retrying(what: string, send: () => Promise<unknown>): Promise<void> {
+    let delay = 100;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await send();
+        return;
+      } catch (err) {
+        if (this.stopped) throw new RnnStreamError(`${what} failed and the service is stopping: ${(err as Error).message}`, { cause: err });
+        this.hooks.onRetry?.(attempt, err as Error);
+        this.logger.warn({ attempt, err: (err as Error).message, retryInMs: delay }, `${what} failed; retrying`);
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+}

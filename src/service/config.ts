@@ -1,0 +1,200 @@
+/**
+ * The Kafka service's configuration: one readonly object, checked once by zod. Every option can
+ * come from a JSON config file, from RNNSTREAM_* environment variables, or from the command line
+ * (in rising precedence). A bad value is reported with its field and where it came from; secrets
+ * (the SASL password) are read from the environment or a file and never printed.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { BACKEND_NAMES } from '../backends/types.js';
+import { UsageError } from '../core/errors.js';
+import { formatPath } from '../core/validation.js';
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: 'expected host:port' });
+
+export const serviceConfigSchema = z
+  .object({
+    pipeline: z.string().min(1),
+    brokers: z.array(hostPort).min(1, { message: 'expected at least one broker' }),
+    clientId: z.string().min(1).default('rnnstream'),
+    /** Consumer group; instances with the same group share the input partitions. */
+    group: z.string().min(1).optional(),
+    inputTopic: z.string().min(1).optional(),
+    outputTopic: z.string().min(1).optional(),
+    dlqTopic: z.string().min(1).optional(),
+    changelogTopic: z.string().min(1).optional(),
+    backend: z.enum(['auto', ...BACKEND_NAMES]).default('auto'),
+    model: z.string().min(1).optional(),
+    maxBatchSize: z.int().positive().default(1024),
+    maxWaitMs: z.number().nonnegative().default(5),
+    /** Events in flight between the consumer and the broker's acknowledgement of their outputs. */
+    queueCapacity: z.int().positive().default(16384),
+    keyCapacity: z.int().positive().default(1_000_000),
+    idleTtlMs: z.number().positive().optional(),
+    maxMessageBytes: z.int().positive().default(1 << 20),
+    /** Outputs produced per request (and offsets committed per acknowledgement). */
+    produceBatchSize: z.int().positive().default(2000),
+    produceLingerMs: z.number().nonnegative().default(10),
+    fromBeginning: z.boolean().default(true),
+    /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
+    sessionTimeoutMs: z.int().min(3000).default(30_000),
+    http: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.int().min(0).max(65535).default(9464),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 9464 }),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ssl: z
+      .union([
+        z.boolean(),
+        z
+          .object({
+            ca: z.string().min(1).optional(),
+            cert: z.string().min(1).optional(),
+            key: z.string().min(1).optional(),
+            rejectUnauthorized: z.boolean().default(true),
+          })
+          .strict(),
+      ])
+      .default(false),
+    sasl: z
+      .object({
+        mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+        username: z.string().min(1),
+        /** A file holding the password (first line); or set RNNSTREAM_SASL_PASSWORD. */
+        passwordFile: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export type ServiceConfig = z.output<typeof serviceConfigSchema>;
+export type ServiceConfigInput = z.input<typeof serviceConfigSchema>;
+
+/** The resolved configuration plus the secret, kept apart so logging the config cannot leak it. */
+export interface ResolvedConfig {
+  readonly config: Readonly<ServiceConfig> & {
+    readonly group: string;
+    readonly inputTopic: string;
+    readonly outputTopic: string;
+    readonly dlqTopic: string;
+    readonly changelogTopic: string;
+  };
+  readonly saslPassword: string | undefined;
+}
+
+/** Default topic names for a pipeline: `<pipeline>.input`, `.predictions`, `.dead-letters`, `.changelog`. */
+export const defaultTopics = (pipeline: string) => ({
+  inputTopic: `${pipeline}.input`,
+  outputTopic: `${pipeline}.predictions`,
+  dlqTopic: `${pipeline}.dead-letters`,
+  changelogTopic: `${pipeline}.changelog`,
+});
+
+const ENV: Record<string, (v: string) => Record<string, unknown>> = {
+  RNNSTREAM_PIPELINE: (v) => ({ pipeline: v }),
+  RNNSTREAM_BROKERS: (v) => ({ brokers: v.split(',').map((s) => s.trim()).filter(Boolean) }),
+  RNNSTREAM_GROUP: (v) => ({ group: v }),
+  RNNSTREAM_INPUT_TOPIC: (v) => ({ inputTopic: v }),
+  RNNSTREAM_OUTPUT_TOPIC: (v) => ({ outputTopic: v }),
+  RNNSTREAM_DLQ_TOPIC: (v) => ({ dlqTopic: v }),
+  RNNSTREAM_CHANGELOG_TOPIC: (v) => ({ changelogTopic: v }),
+  RNNSTREAM_BACKEND: (v) => ({ backend: v }),
+  RNNSTREAM_MODEL: (v) => ({ model: v }),
+  RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),
+  RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
+  RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
+  RNNSTREAM_SSL: (v) => ({ ssl: v === 'true' || v === '1' }),
+  RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
+  RNNSTREAM_SASL_USERNAME: (v) => ({ sasl: { username: v } }),
+  RNNSTREAM_SASL_PASSWORD_FILE: (v) => ({ sasl: { passwordFile: v } }),
+};
+
+type Layer = { readonly source: string; readonly values: Record<string, unknown> };
+
+function merge(target: Record<string, unknown>, source: Record<string, unknown>): Record<string, unknown> {
+  for (const [k, v] of Object.entries(source)) {
+    if (v === undefined) continue;
+    const existing = target[k];
+    target[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object' && !Array.isArray(existing)
+        ? merge({ ...(existing as Record<string, unknown>) }, v as Record<string, unknown>)
+        : v;
+  }
+  return target;
+}
+
+/** Which layer set a top-level field last, for error messages. */
+function sourceOf(layers: readonly Layer[], path: readonly PropertyKey[]): string {
+  for (let i = layers.length - 1; i >= 0; i--) {
+    let v: unknown = layers[i]!.values;
+    for (const p of path) v = v && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[p] : undefined;
+    if (v !== undefined) return layers[i]!.source;
+  }
+  return 'defaults';
+}
+
+export interface ConfigSources {
+  /** Path of a JSON config file. */
+  readonly file?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Options given on the command line (undefined entries are ignored). */
+  readonly flags?: Record<string, unknown>;
+}
+
+export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
+  const layers: Layer[] = [];
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read config file ${sources.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    try {
+      layers.push({ source: `config file ${sources.file}`, values: JSON.parse(text) as Record<string, unknown> });
+    } catch (err) {
+      throw new UsageError(`config file ${sources.file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  const env = sources.env ?? process.env;
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, map] of Object.entries(ENV)) if (env[name] !== undefined && env[name] !== '') merge(fromEnv, map(env[name]!));
+  layers.push({ source: 'environment (RNNSTREAM_*)', values: fromEnv });
+  layers.push({ source: 'command line', values: sources.flags ?? {} });
+  const merged = layers.reduce((acc, l) => merge(acc, l.values), {} as Record<string, unknown>);
+  const parsed = serviceConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${formatPath(i.path) || '(root)'} (from ${sourceOf(layers, i.path)}): ${i.message}`);
+    throw new UsageError(`invalid service configuration:\n  - ${lines.join('\n  - ')}`);
+  }
+  const c = parsed.data;
+  let saslPassword: string | undefined;
+  if (c.sasl) {
+    if (c.sasl.passwordFile) {
+      try {
+        saslPassword = readFileSync(c.sasl.passwordFile, 'utf8').split('\n')[0]!.trim();
+      } catch (err) {
+        throw new UsageError(`cannot read sasl.passwordFile ${c.sasl.passwordFile}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+      }
+    } else {
+      saslPassword = env.RNNSTREAM_SASL_PASSWORD;
+    }
+    if (!saslPassword) throw new UsageError('sasl: a password is required: set RNNSTREAM_SASL_PASSWORD or sasl.passwordFile (--sasl-password-file)');
+  }
+  const topics = defaultTopics(c.pipeline);
+  return {
+    config: Object.freeze({
+      ...c,
+      group: c.group ?? `rnnstream-${c.pipeline}`,
+      inputTopic: c.inputTopic ?? topics.inputTopic,
+      outputTopic: c.outputTopic ?? topics.outputTopic,
+      dlqTopic: c.dlqTopic ?? topics.dlqTopic,
+      changelogTopic: c.changelogTopic ?? topics.changelogTopic,
+    }),
+    saslPassword,
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * Prometheus metrics of the service (prom-client), on their own registry so tests and several
+ * services in one process do not collide.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class ServiceMetrics {
+  readonly registry = new Registry();
+  readonly eventsIn = new Counter({ name: 'rnnstream_events_in_total', help: 'Input messages consumed', registers: [this.registry] });
+  readonly predictionsOut = new Counter({ name: 'rnnstream_predictions_out_total', help: 'Predictions acknowledged by the broker', registers: [this.registry] });
+  readonly deadLetters = new Counter({ name: 'rnnstream_dead_letters_total', help: 'Dead letters acknowledged by the broker', registers: [this.registry] });
+  readonly skipped = new Counter({
+    name: 'rnnstream_events_skipped_total',
+    help: 'Redelivered events already reflected in restored state (not applied twice)',
+    registers: [this.registry],
+  });
+  readonly batchSize = new Histogram({
+    name: 'rnnstream_step_batch_keys',
+    help: 'Keys per backend step (one wave of a micro-batch)',
+    buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384],
+    registers: [this.registry],
+  });
+  readonly stepSeconds = new Histogram({
+    name: 'rnnstream_step_seconds',
+    help: 'Latency of one backend step',
+    buckets: [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1],
+    registers: [this.registry],
+  });
+  readonly keysResident = new Gauge({ name: 'rnnstream_keys_resident', help: 'Keys with state in memory', registers: [this.registry] });
+  readonly evictions = new Gauge({ name: 'rnnstream_evictions', help: 'Keys evicted from the state store (capacity or idle TTL), since start', registers: [this.registry] });
+  readonly consumerLag = new Gauge({ name: 'rnnstream_consumer_lag', help: 'High watermark minus next offset, per partition', labelNames: ['topic', 'partition'], registers: [this.registry] });
+  readonly restoreSeconds = new Gauge({ name: 'rnnstream_restore_seconds', help: 'Duration of the last state restore', registers: [this.registry] });
+  readonly restoredKeys = new Counter({ name: 'rnnstream_restored_keys_total', help: 'Keys restored from the changelog', registers: [this.registry] });
+  readonly prequentialAccuracy = new Gauge({
+    name: 'rnnstream_prequential_accuracy',
+    help: "Running accuracy of predictions scored by their key's next event",
+    registers: [this.registry],
+  });
+  readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
+  readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
+  readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'rnnstream_' });
+  }
+}

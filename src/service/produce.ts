@@ -1,0 +1,53 @@
+/**
+ * `rnnstream produce`: writes a fixture into Kafka, one message per line, keyed by the
+ * pipeline's key (lines that are not valid events go unkeyed, so the service dead-letters them).
+ */
+import type { Producer } from 'kafkajs';
+import { readJsonLines } from '../train/dataset.js';
+import type { PipelineDefinition } from '../pipeline/define.js';
+
+export interface ProduceOptions {
+  readonly topic: string;
+  readonly pace: 'max' | 'realtime';
+  readonly batchSize?: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function produceFixture(producer: Producer, pipeline: PipelineDefinition, file: string, options: ProduceOptions): Promise<{ messages: number; seconds: number }> {
+  const started = performance.now();
+  const batchSize = options.batchSize ?? 2000;
+  let batch: { key: string | null; value: string }[] = [];
+  let messages = 0;
+  let firstTime: number | undefined;
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    await producer.send({ topic: options.topic, messages: batch, acks: -1 });
+    messages += batch.length;
+    batch = [];
+  };
+  for await (const { text } of readJsonLines(file)) {
+    let key: string | null = null;
+    let time: number | undefined;
+    try {
+      const parsed = pipeline.schema.safeParse(JSON.parse(text));
+      if (parsed.success) key = pipeline.key(parsed.data);
+      const t = (JSON.parse(text) as { t?: unknown }).t;
+      time = typeof t === 'number' ? t * 1000 : typeof t === 'string' ? Date.parse(t) : undefined;
+    } catch {
+      // Not JSON: produced as is, unkeyed.
+    }
+    if (options.pace === 'realtime' && time !== undefined) {
+      firstTime ??= time;
+      const due = time - firstTime - (performance.now() - started);
+      if (due > 1) {
+        await flush();
+        await sleep(due);
+      }
+    }
+    batch.push({ key, value: text });
+    if (batch.length >= batchSize) await flush();
+  }
+  await flush();
+  return { messages, seconds: (performance.now() - started) / 1000 };
+}

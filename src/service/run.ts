@@ -1,0 +1,230 @@
+/**
+ * `rnnstream run`: the pipeline as a Kafka consumer-group service.
+ *
+ *   kafkajs consumer (eachBatch) -> predict() chain (the same operators as replay)
+ *     -> chunks -> KafkaSink (outputs, changelog, then offset commit)
+ *
+ * Backpressure: every consumed event holds a slot of a bounded queue until the broker has
+ * acknowledged its output; when the queue is full the consumer pauses its partitions and waits.
+ * State: restored per assigned partition from the changelog before that partition's events are
+ * processed. Shutdown on SIGTERM/SIGINT: stop fetching, finish the in-flight events, produce,
+ * commit, leave the group.
+ */
+import type { Server } from 'node:http';
+import { Partitioners } from 'kafkajs';
+import { bufferTime, concatMap, filter, lastValueFrom, Subject, type Observable } from 'rxjs';
+import { resolveBackend } from '../backends/registry.js';
+import type { StepBackend } from '../backends/types.js';
+import { loadModelFile } from '../core/model.js';
+import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
+import { createKafka } from '../adapters/kafka/client.js';
+import { KafkaSink } from '../adapters/kafka/sink.js';
+import type { Logger } from '../observability/logger.js';
+import { BoundedQueue } from '../operators/bounded-queue.js';
+import type { RawRecord, SourcePosition } from '../operators/records.js';
+import { predict, type PipelineOutput } from '../pipeline/predict.js';
+import { PrequentialTracker } from '../pipeline/prequential.js';
+import { loadPipeline } from '../pipeline/registry.js';
+import { KeyStateStore } from '../state/key-state-store.js';
+import type { ResolvedConfig } from './config.js';
+import { startHttpServer } from './http.js';
+import { ServiceMetrics } from './metrics.js';
+
+/** Times every backend step into the metrics. */
+function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend {
+  return {
+    name: backend.name,
+    detail: backend.detail,
+    dispose: () => backend.dispose(),
+    step: (batch, input, state, next, output) => {
+      metrics.batchSize.observe(batch);
+      const end = metrics.stepSeconds.startTimer();
+      const r = backend.step(batch, input, state, next, output);
+      if (r) return r.finally(end);
+      end();
+      return undefined;
+    },
+  };
+}
+
+export interface RunningService {
+  /** Resolves when the service has stopped (after a graceful shutdown or a fatal error). */
+  readonly done: Promise<void>;
+  /** Graceful shutdown: finish in-flight events, produce, commit, leave the group. */
+  stop(): Promise<void>;
+  readonly httpAddress: string | undefined;
+  readonly metrics: ServiceMetrics;
+}
+
+export async function startService(resolved: ResolvedConfig, logger: Logger): Promise<RunningService> {
+  const { config } = resolved;
+  const metrics = new ServiceMetrics();
+  const pipeline = await loadPipeline(config.pipeline);
+  const model = loadModelFile(config.model ?? pipeline.modelFile);
+  const resolution = await resolveBackend(config.backend, model, { logger });
+  metrics.backendFallbacks.inc(resolution.skipped.length);
+  const backend = instrument(resolution.backend, metrics);
+  const store = new KeyStateStore<unknown>(model, { capacity: config.keyCapacity, ...(config.idleTtlMs ? { idleTtlMs: config.idleTtlMs } : {}) });
+  const prequential = pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(config.keyCapacity) : undefined;
+  const queue = new BoundedQueue(config.queueCapacity);
+
+  const kafka = createKafka({ brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
+  const admin = kafka.admin();
+  // kafkajs's default (murmur2, Java-compatible) partitioner, chosen explicitly: keys land where
+  // a Java producer would put them, and the changelog can use the input's partition numbers.
+  const producer = kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
+  await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
+
+  const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
+    metrics.restoreSeconds.set(r.seconds);
+    metrics.restoredKeys.inc(r.keys);
+  });
+  // Join the changelog reader's own group now, alongside the service's group join.
+  void restorer.start().catch((err: Error) => logger.error({ err: err.message }, 'changelog reader failed to start'));
+  consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    const partitions = e.payload.memberAssignment[config.inputTopic] ?? [];
+    logger.info({ generation: e.payload.groupId, partitions }, 'partitions assigned');
+    restorer.assign(partitions);
+  });
+
+  let fatal: Error | undefined;
+  let stopping = false;
+  const sink = new KafkaSink(producer, consumer, config, store, logger, {
+    onAcked: (chunk) => {
+      let predictions = 0;
+      let dead = 0;
+      let skipped = 0;
+      for (const r of chunk) {
+        if (r.kind === 'prediction') predictions++;
+        else if (r.kind === 'dead-letter') dead++;
+        else skipped++;
+      }
+      metrics.predictionsOut.inc(predictions);
+      metrics.deadLetters.inc(dead);
+      metrics.skipped.inc(skipped);
+      metrics.keysResident.set(store.size);
+      const s = store.stats;
+      metrics.evictions.set(s.evictedByCapacity + s.evictedByTtl);
+      if (prequential) {
+        metrics.prequentialAccuracy.set(prequential.accuracy);
+        metrics.prequentialScored.set(prequential.scored);
+      }
+      queue.release(chunk.length);
+    },
+    onRetry: () => metrics.produceRetries.inc(),
+  });
+
+  // An event is already applied when its key's state reflects an offset at or after it.
+  const alreadyApplied = (key: string, source: SourcePosition): boolean => {
+    if (source.kind !== 'kafka') return false;
+    const pos = store.get(key)?.position as SourcePosition | undefined;
+    return pos?.kind === 'kafka' && pos.topic === source.topic && pos.partition === source.partition && BigInt(pos.offset) >= BigInt(source.offset);
+  };
+
+  const input = new Subject<RawRecord>();
+  const outputs$: Observable<unknown> = input.pipe(
+    predict(pipeline, model, {
+      backend,
+      store,
+      prequential,
+      captureState: true,
+      alreadyApplied,
+      maxBatchSize: config.maxBatchSize,
+      maxWaitMs: config.maxWaitMs,
+      maxBytes: config.maxMessageBytes,
+    }),
+    bufferTime(config.produceLingerMs, null, config.produceBatchSize),
+    filter((chunk: PipelineOutput[]) => chunk.length > 0),
+    concatMap((chunk) => sink.write(chunk)),
+  );
+  const pipelineDone = lastValueFrom(outputs$, { defaultValue: undefined }).catch((err: Error) => {
+    fatal = err;
+    logger.error({ err: err.message, stack: err.stack }, 'pipeline failed; stopping without committing what is in flight');
+    throw err;
+  });
+
+  const allPartitions = (): { topic: string; partitions?: number[] }[] => [{ topic: config.inputTopic }];
+  await consumer.subscribe({ topic: config.inputTopic, fromBeginning: config.fromBeginning });
+  await consumer.run({
+    autoCommit: false,
+    eachBatchAutoResolve: false,
+    partitionsConsumedConcurrently: 1,
+    eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+      // The partition's state must be restored before its events; keep heartbeating meanwhile
+      // so the group does not take the partition away for the wait.
+      const restoring = restorer.ensure(batch.partition);
+      let restored = false;
+      void restoring.then(() => (restored = true), () => (restored = true));
+      while (!restored) {
+        await Promise.race([restoring, new Promise((r) => setTimeout(r, 1000))]);
+        await heartbeat();
+      }
+      await restoring;
+      for (const m of batch.messages) {
+        if (!isRunning() || isStale() || stopping || fatal) break;
+        if (!queue.hasRoom()) {
+          // Backpressure: stop fetching until the outputs in flight have been acknowledged.
+          consumer.pause(allPartitions());
+          while (!queue.hasRoom() && !stopping && !fatal) {
+            await Promise.race([queue.whenReady(), new Promise((r) => setTimeout(r, 1000))]);
+            await heartbeat();
+          }
+          consumer.resume(allPartitions());
+          if (stopping || fatal) break;
+        }
+        queue.admit(1);
+        metrics.eventsIn.inc();
+        const source: SourcePosition = { kind: 'kafka', topic: batch.topic, partition: batch.partition, offset: m.offset };
+        const value = m.value ?? new Uint8Array(0);
+        input.next(m.key ? { value, source, messageKey: m.key.toString() } : { value, source });
+        resolveOffset(m.offset);
+      }
+      const last = batch.messages.at(-1);
+      if (last) metrics.consumerLag.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last.offset) - 1n)));
+      await heartbeat();
+    },
+  });
+
+  let server: Server | undefined;
+  if (config.http.port > 0 || config.http.port === 0) {
+    server = await startHttpServer(config.http.host, config.http.port, metrics.registry, () => ({
+      ok: !fatal && !stopping,
+      detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size, ...(fatal ? { error: fatal.message } : {}) },
+    }));
+  }
+  const address = server?.address();
+  const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
+  logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
+
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopped ??= (async () => {
+      stopping = true;
+      logger.info({ inFlight: queue.size }, 'stopping: finishing in-flight events');
+      await consumer.stop();
+      input.complete();
+      try {
+        await pipelineDone;
+      } catch {
+        // Already logged; what was in flight stays uncommitted and is redelivered.
+      }
+      await consumer.disconnect();
+      await restorer.stop();
+      await producer.disconnect();
+      await admin.disconnect();
+      backend.dispose();
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      logger.info({}, 'stopped');
+    })());
+
+  const done = pipelineDone.then(
+    () => stopped ?? stop(),
+    async (err: Error) => {
+      sink.abort();
+      await stop();
+      throw err;
+    },
+  );
+  return { done, stop, httpAddress, metrics };
+}

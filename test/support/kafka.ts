@@ -1,0 +1,167 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { projectPath } from '../../src/paths.js';
+import { replay } from '../../src/replay/replay.js';
+
+export interface Topics {
+  readonly inputTopic: string;
+  readonly outputTopic: string;
+  readonly dlqTopic: string;
+  readonly changelogTopic: string;
+  readonly group: string;
+}
+
+/** Fresh topic names and group per test, so tests never see each other's data. */
+export function freshTopics(label: string): Topics {
+  const id = `${label}-${randomUUID().slice(0, 8)}`;
+  return { inputTopic: `${id}.input`, outputTopic: `${id}.predictions`, dlqTopic: `${id}.dead-letters`, changelogTopic: `${id}.changelog`, group: `${id}.group` };
+}
+
+export const kafkaClient = (brokers: string): Kafka => new Kafka({ clientId: 'rnnstream-tests', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+
+export async function produce(brokers: string, topic: string, messages: { key: string | null; value: string | Buffer }[]): Promise<void> {
+  const producer = kafkaClient(brokers).producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += 500) await producer.send({ topic, messages: messages.slice(i, i + 500), acks: -1 });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** Sum of the partitions' high watermarks: how many messages a topic holds. */
+export async function topicSize(brokers: string, topic: string): Promise<number> {
+  const admin = kafkaClient(brokers).admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((n, o) => n + Number(o.high), 0);
+  } catch {
+    return 0;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+export interface ReadMessage {
+  readonly key: string | null;
+  readonly value: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly headers: Record<string, string>;
+}
+
+/** Reads a topic from the beginning until it has `count` messages (or fails after the timeout). */
+export async function readTopic(brokers: string, topic: string, count: number, timeoutMs = 60_000): Promise<ReadMessage[]> {
+  const consumer = kafkaClient(brokers).consumer({ groupId: `reader-${randomUUID()}` });
+  await consumer.connect();
+  const out: ReadMessage[] = [];
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`read ${out.length} of ${count} messages from ${topic} in ${timeoutMs} ms`)), timeoutMs);
+      if (count === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+      consumer
+        .run({
+          eachMessage: async ({ partition, message }) => {
+            out.push({
+              key: message.key?.toString() ?? null,
+              value: message.value?.toString() ?? '',
+              partition,
+              offset: message.offset,
+              headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+            });
+            if (out.length >= count) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
+
+export interface Prediction {
+  readonly key: string;
+  readonly seq: number;
+  readonly prediction: string;
+  readonly probabilities: Record<string, number>;
+  readonly source?: { topic: string; partition: number; offset: string };
+}
+
+/** What `rnnstream replay` predicts for a fixture, per key in order. */
+export async function replayPredictions(pipeline: string, input: string): Promise<Map<string, Prediction[]>> {
+  const byKey = new Map<string, Prediction[]>();
+  await replay(
+    { pipeline, input, backend: 'onnx' },
+    {
+      onPrediction: (p) => {
+        const list = byKey.get(p.key) ?? [];
+        byKey.set(p.key, list);
+        list.push({ key: p.key, seq: p.seq, prediction: String(p.prediction), probabilities: Object.fromEntries(p.names.map((n, k) => [n, p.output[k]!])) });
+      },
+    },
+  );
+  return byKey;
+}
+
+/** Output-topic predictions with duplicates (same source offset) dropped, per key in offset order. */
+export function dedupeByKey(messages: readonly ReadMessage[]): Map<string, Prediction[]> {
+  const seen = new Set<string>();
+  const byKey = new Map<string, Prediction[]>();
+  const parsed = messages.map((m) => JSON.parse(m.value) as Prediction);
+  parsed.sort((a, b) => a.source!.partition - b.source!.partition || Number(BigInt(a.source!.offset) - BigInt(b.source!.offset)));
+  for (const p of parsed) {
+    const id = `${p.source!.topic}/${p.source!.partition}/${p.source!.offset}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const list = byKey.get(p.key) ?? [];
+    byKey.set(p.key, list);
+    list.push(p);
+  }
+  return byKey;
+}
+
+/** Largest absolute difference between two per-key prediction sets; throws on a structural mismatch. */
+export function comparePredictions(actual: Map<string, Prediction[]>, expected: Map<string, Prediction[]>): number {
+  if ([...actual.keys()].sort().join() !== [...expected.keys()].sort().join()) throw new Error('the predicted keys differ');
+  let worst = 0;
+  for (const [key, want] of expected) {
+    const got = actual.get(key)!;
+    if (got.length !== want.length) throw new Error(`key ${key}: ${got.length} predictions, expected ${want.length}`);
+    want.forEach((w, i) => {
+      const g = got[i]!;
+      if (g.seq !== w.seq) throw new Error(`key ${key}: prediction ${i} has seq ${g.seq}, expected ${w.seq}`);
+      for (const [label, p] of Object.entries(w.probabilities)) worst = Math.max(worst, Math.abs(p - g.probabilities[label]!));
+    });
+  }
+  return worst;
+}
+
+/** Starts `rnnstream run` as its own process (so a test can kill -9 it). */
+export function spawnService(args: string[]): ChildProcess & { output: () => string } {
+  const child = spawn(process.execPath, [projectPath('dist', 'src', 'cli', 'main.js'), 'run', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  return Object.assign(child, { output: () => log });
+}
+
+export const exited = (child: ChildProcess): Promise<number | null> =>
+  child.exitCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
