@@ -37,7 +37,7 @@ const throttled = (t: Topics): string => {
   const file = join(dir, `${t.group}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ ...t, pipeline: 'ball-direction', brokers: brokers.split(','), queueCapacity: 24, maxBatchSize: 24, produceBatchSize: 12, produceLingerMs: 2, sessionTimeoutMs: 6000, http: { port: 0 }, logLevel: 'info', backend: 'onnx' }),
+    JSON.stringify({ ...t, pipeline: 'ball-direction', brokers: brokers.split(','), queueCapacity: 24, maxBatchSize: 24, produceBatchSize: 12, sessionTimeoutMs: 6000, http: { port: 0 }, logLevel: 'info', backend: 'onnx' }),
   );
   return file;
 };

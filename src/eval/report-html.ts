@@ -22,9 +22,9 @@ interface Series {
 
 /** A line chart with axes, ticks and a legend. `logY` plots log10 of positive values. */
 export function lineChart(opts: { id: string; title: string; xLabel: string; yLabel: string; series: readonly Series[]; yMin?: number; yMax?: number; logY?: boolean }): string {
-  const W = 720;
+  const W = 800;
   const H = 360;
-  const m = { l: 64, r: 200, t: 36, b: 48 };
+  const m = { l: 64, r: 260, t: 36, b: 48 };
   const tf = (v: number): number => (opts.logY ? Math.log10(Math.max(v, 1e-12)) : v);
   const xs = opts.series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = opts.series.flatMap((s) => s.points.map((p) => tf(p[1])));
@@ -44,7 +44,7 @@ export function lineChart(opts: { id: string; title: string; xLabel: string; yLa
   }
   for (let i = 0; i <= 6; i++) {
     const t = x0 + ((x1 - x0) * i) / 6;
-    parts.push(`<text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle" font-size="11">${num(t)}</text>`);
+    parts.push(`<text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle" font-size="11">${Number.isInteger(x0) && Number.isInteger(x1) ? Math.round(t) : num(t)}</text>`);
   }
   parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/><line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/>`);
   opts.series.forEach((s, i) => {

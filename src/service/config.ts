@@ -32,9 +32,8 @@ export const serviceConfigSchema = z
     keyCapacity: z.int().positive().default(1_000_000),
     idleTtlMs: z.number().positive().optional(),
     maxMessageBytes: z.int().positive().default(1 << 20),
-    /** Outputs produced per request (and offsets committed per acknowledgement). */
-    produceBatchSize: z.int().positive().default(2000),
-    produceLingerMs: z.number().nonnegative().default(10),
+    /** Most outputs per produce request; while one is in flight the next one fills up to this. */
+    produceBatchSize: z.int().positive().default(5000),
     fromBeginning: z.boolean().default(true),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),

@@ -12,7 +12,7 @@
  */
 import type { Server } from 'node:http';
 import { Partitioners } from 'kafkajs';
-import { bufferTime, concatMap, filter, lastValueFrom, Subject, type Observable } from 'rxjs';
+import { lastValueFrom, Subject, type Observable } from 'rxjs';
 import { resolveBackend } from '../backends/registry.js';
 import type { StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
@@ -21,6 +21,7 @@ import { createKafka } from '../adapters/kafka/client.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
+import { writeBatches } from '../operators/write-batches.js';
 import type { RawRecord, SourcePosition } from '../operators/records.js';
 import { predict, type PipelineOutput } from '../pipeline/predict.js';
 import { PrequentialTracker } from '../pipeline/prequential.js';
@@ -73,7 +74,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   // kafkajs's default (murmur2, Java-compatible) partitioner, chosen explicitly: keys land where
   // a Java producer would put them, and the changelog can use the input's partition numbers.
   const producer = kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
-  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
+  // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
+  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
@@ -134,9 +136,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       maxWaitMs: config.maxWaitMs,
       maxBytes: config.maxMessageBytes,
     }),
-    bufferTime(config.produceLingerMs, null, config.produceBatchSize),
-    filter((chunk: PipelineOutput[]) => chunk.length > 0),
-    concatMap((chunk) => sink.write(chunk)),
+    // One produce request in flight at a time; outputs arriving meanwhile form the next one.
+    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), config.produceBatchSize),
   );
   const pipelineDone = lastValueFrom(outputs$, { defaultValue: undefined }).catch((err: Error) => {
     fatal = err;
@@ -206,6 +207,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       input.complete();
       try {
         await pipelineDone;
+        await sink.flush();
       } catch {
         // Already logged; what was in flight stays uncommitted and is redelivered.
       }

@@ -6,8 +6,9 @@
  *      partition); await acks
  *   3. commit, per input partition, the offset after the chunk's last event
  *
- * A snapshot in the changelog therefore never runs ahead of acknowledged outputs, and a commit
- * never runs ahead of either: a crash at any point loses nothing, and redelivered events that the
+ * Steps 2 and 3 run beside step 1 of the next chunks, merged across the chunks acknowledged
+ * meanwhile, so the producer is not idle while they complete. A snapshot in the changelog never runs ahead of acknowledged outputs, and a commit never runs
+ * ahead of either: a crash at any point loses nothing, and redelivered events that the
  * restored state already reflects are recognised and not applied twice. A failing produce is
  * retried with exponential backoff until it succeeds or the service is stopped; it never skips.
  */
@@ -51,8 +52,16 @@ export function deadLetterMessageValue(d: DeadLetter): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+type Commit = { topic: string; partition: number; offset: bigint };
+
 export class KafkaSink {
   private stopped = false;
+  private failed: Error | undefined;
+  /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
+  private pendingState = new Map<string, PredictionRecord>();
+  private pendingCommits = new Map<string, Commit>();
+  private pendingChunks: (readonly PipelineOutput[])[] = [];
+  private flushing: Promise<void> | undefined;
 
   constructor(
     private readonly producer: Producer,
@@ -68,21 +77,27 @@ export class KafkaSink {
     this.stopped = true;
   }
 
+  /** Resolves once every chunk written so far is acknowledged and committed; rejects if one failed. */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.failed) throw this.failed;
+  }
+
+  /**
+   * Resolves when the chunk's outputs are acknowledged. Its state and offsets then join the
+   * pending changelog-and-commit work: while one such write is in flight, later chunks merge into
+   * the next (only each key's latest state is written), so the changelog costs one message per
+   * key per write rather than per chunk, and never holds up the outputs.
+   */
   async write(chunk: readonly PipelineOutput[]): Promise<void> {
+    if (this.failed) throw this.failed;
     const predictions: Message[] = [];
     const deadLetters: Message[] = [];
-    const lastState = new Map<string, PredictionRecord>();
-    const commits = new Map<string, { topic: string; partition: number; offset: bigint }>();
+    const commits: Commit[] = [];
     for (const r of chunk) {
-      if (r.source.kind === 'kafka') {
-        const id = `${r.source.topic}\u0000${r.source.partition}`;
-        const offset = BigInt(r.source.offset);
-        const c = commits.get(id);
-        if (!c || offset > c.offset) commits.set(id, { topic: r.source.topic, partition: r.source.partition, offset });
-      }
+      if (r.source.kind === 'kafka') commits.push({ topic: r.source.topic, partition: r.source.partition, offset: BigInt(r.source.offset) });
       if (r.kind === 'prediction') {
         predictions.push({ key: r.key, value: predictionMessageValue(r) });
-        if (r.state) lastState.set(r.key, r);
       } else if (r.kind === 'dead-letter') {
         deadLetters.push({ key: r.messageKey ?? null, value: deadLetterMessageValue(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       }
@@ -91,7 +106,36 @@ export class KafkaSink {
     if (predictions.length) outputs.push({ topic: this.topics.outputTopic, messages: predictions });
     if (deadLetters.length) outputs.push({ topic: this.topics.dlqTopic, messages: deadLetters });
     if (outputs.length) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages: outputs, acks: -1 }));
+    // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
+    // offsets be committed.
+    for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
+    for (const c of commits) {
+      const id = `${c.topic}\u0000${c.partition}`;
+      const seen = this.pendingCommits.get(id);
+      if (!seen || c.offset > seen.offset) this.pendingCommits.set(id, c);
+    }
+    this.pendingChunks.push(chunk);
+    this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
+  }
 
+  private async flushPending(): Promise<void> {
+    try {
+      while (this.pendingChunks.length > 0 && !this.failed) {
+        const states = this.pendingState;
+        const commits = this.pendingCommits;
+        const chunks = this.pendingChunks;
+        this.pendingState = new Map();
+        this.pendingCommits = new Map();
+        this.pendingChunks = [];
+        await this.changelogAndCommit(states, commits);
+        for (const c of chunks) this.hooks.onAcked?.(c);
+      }
+    } catch (err) {
+      this.failed ??= err as Error;
+    }
+  }
+
+  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<string, Commit>): Promise<void> {
     if (lastState.size) {
       const messages: Message[] = [];
       for (const [key, p] of lastState) {
@@ -102,7 +146,6 @@ export class KafkaSink {
       }
       await this.retrying('produce state changelog', () => this.producer.send({ topic: this.topics.changelogTopic, messages, acks: -1 }));
     }
-
     if (commits.size) {
       const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (c.offset + 1n).toString() }));
       try {
@@ -113,7 +156,6 @@ export class KafkaSink {
         this.logger.warn({ err: (err as Error).message, offsets }, 'offset commit failed; the partition will be resumed from its last commit');
       }
     }
-    this.hooks.onAcked?.(chunk);
   }
 
   private async retrying(what: string, send: () => Promise<unknown>): Promise<void> {
