@@ -16,7 +16,7 @@ export class PrequentialTracker {
   private scoredCount = 0;
   private correctCount = 0;
 
-  /** @param capacity most keys remembered (least recently seen forgotten first). */
+  /** @param capacity most keys remembered (the earliest remembered forgotten first). */
   constructor(private readonly capacity = 1_000_000) {}
 
   get scored(): number {
@@ -37,8 +37,9 @@ export class PrequentialTracker {
    */
   observe(key: string, outcome: string | undefined, prediction: string): PrequentialScore | undefined {
     const predicted = this.last.get(key);
-    this.last.delete(key);
-    if (this.last.size >= this.capacity) this.last.delete(this.last.keys().next().value!);
+    // Bounded: a new key beyond capacity displaces the oldest remembered one. (No reordering
+    // on every event: that would cost a Map delete per event on the hot path.)
+    if (predicted === undefined && this.last.size >= this.capacity) this.last.delete(this.last.keys().next().value!);
     this.last.set(key, prediction);
     if (predicted === undefined || outcome === undefined) return undefined;
     const hit = predicted === outcome;

@@ -103,15 +103,16 @@ class JsonLinesWriter {
 /**
  * One prediction as a JSON line. Written by hand because it runs once per event: outputs are
  * float32, printed with 7 significant digits (all a float32 holds, and stable across modes).
+ * `source` is the JSON of the source position (replay: "file:line"; Kafka: an object).
  */
-export function predictionJson(p: PredictionRecord): string {
+export function predictionJson(p: PredictionRecord, source: string = JSON.stringify(describePosition(p.source))): string {
   let fields = '';
   for (let k = 0; k < p.names.length; k++) {
     fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
   }
   const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
   const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
-  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${JSON.stringify(describePosition(p.source))}}`;
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${source}}`;
 }
 
 export function formatFloat32(v: number): string {

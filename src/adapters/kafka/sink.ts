@@ -17,7 +17,7 @@ import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { DeadLetter } from '../../operators/records.js';
 import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
-import { formatFloat32 } from '../../replay/replay.js';
+import { predictionJson } from '../../replay/replay.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 
 export interface SinkTopics {
@@ -36,12 +36,7 @@ const sourceObject = (r: { source: PipelineOutput['source'] }) =>
   r.source.kind === 'kafka' ? { topic: r.source.topic, partition: r.source.partition, offset: r.source.offset } : r.source;
 
 /** The prediction as the output topic carries it: replay's JSON line, with the source as an object. */
-export function predictionMessageValue(p: PredictionRecord): string {
-  let fields = '';
-  for (let k = 0; k < p.names.length; k++) fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
-  const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
-  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}},"source":${JSON.stringify(sourceObject(p))}}`;
-}
+export const predictionMessageValue = (p: PredictionRecord): string => predictionJson(p, JSON.stringify(sourceObject(p)));
 
 export function deadLetterMessageValue(d: DeadLetter): string {
   const raw = typeof d.raw === 'string' ? d.raw : Buffer.from(d.raw);
