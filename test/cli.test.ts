@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { projectPath } from '../src/paths.js';
 import { cli } from './support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rnnstream-cli-'));
@@ -20,7 +22,13 @@ describe('rnnstream CLI', () => {
   it('--help lists every command', () => {
     const r = cli(['--help']);
     expect(r.code).toBe(0);
-    for (const cmd of ['replay', 'fixtures', 'random-model', 'backends']) expect(r.stdout).toContain(cmd);
+    for (const cmd of ['replay', 'fixtures', 'train', 'eval', 'run', 'produce', 'random-model', 'backends']) expect(r.stdout).toContain(cmd);
+  });
+
+  it('runs as the package bin (npx rnnstream), not only as a file', () => {
+    const r = spawnSync('npx', ['--no-install', 'rnnstream', '--help'], { encoding: 'utf8', cwd: projectPath(), timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('Usage: rnnstream');
   });
 
   it.each([

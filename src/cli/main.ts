@@ -3,7 +3,8 @@
  * `rnnstream`: the command line. Every command validates its arguments once; bad usage, a
  * missing file or an invalid model file prints one clear message and exits with code 2.
  */
-import { writeFileSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Partitioners } from 'kafkajs';
@@ -331,7 +332,15 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const invokedDirectly = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '');
+// Run when executed (node dist/src/cli/main.js, or the `rnnstream` bin, which is a symlink),
+// not when imported by tests.
+const invokedDirectly = (() => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+})();
 if (invokedDirectly) {
   main(process.argv).then((code) => {
     process.exitCode = code;
