@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { lastValueFrom, map, tap, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { ReferenceBackend } from '../src/backends/reference.js';
-import type { StepBackend } from '../src/backends/types.js';
+import { delayedReference } from './support/backends.js';
 import { randomModel } from '../src/core/random-model.js';
 import { readFixture } from '../src/adapters/fixture-source.js';
 import { BoundedQueue } from '../src/operators/bounded-queue.js';
@@ -40,13 +39,7 @@ describe('readFixture', () => {
     const file = join(dir, 'many.jsonl');
     writeFileSync(file, lines.join('\n') + '\n');
     const model = randomModel({ features: 1, layers: [{ cell: 'rnn', hiddenSize: 3 }], head: { kind: 'linear', outputs: ['y'] }, seed: 1 });
-    const reference = new ReferenceBackend(model);
-    const slow: StepBackend = {
-      name: 'reference',
-      detail: 'slow',
-      step: (...a) => new Promise((resolve) => setTimeout(() => resolve(reference.step(...a)), 1)),
-      dispose: () => {},
-    };
+    const slow = delayedReference(model);
     const queue = new BoundedQueue(64);
     let peak = 0;
     const results = await lastValueFrom(

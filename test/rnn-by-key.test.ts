@@ -15,6 +15,7 @@ import { randomModel } from '../src/core/random-model.js';
 import { BoundedQueue } from '../src/operators/bounded-queue.js';
 import { rnnByKey, type KeyedStep, type RnnByKeyConfig } from '../src/operators/rnn-by-key.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
+import { delayedReference } from './support/backends.js';
 
 interface Ev {
   readonly k: string;
@@ -153,13 +154,7 @@ describe('rnnByKey numerics and flow control', () => {
   });
 
   it('keeps order with an asynchronous backend', async () => {
-    const reference = new ReferenceBackend(model);
-    const asyncBackend: StepBackend = {
-      name: 'reference',
-      detail: 'async wrapper',
-      step: (...args) => new Promise((resolve) => setTimeout(() => resolve(reference.step(...args)), 1)),
-      dispose: () => {},
-    };
+    const asyncBackend = delayedReference(model);
     const events = Array.from({ length: 40 }, (_, i) => ({ k: `k${i % 3}`, v: i / 10 }));
     const results = await lastValueFrom(from(events).pipe(rnnByKey(config(undefined, { backend: asyncBackend, maxBatchSize: 8, maxWaitMs: 1 })), toArray()));
     expect(results.map((r) => r.item)).toEqual(events);

@@ -24,6 +24,7 @@ export default definePipeline({
   schema: ballEventSchema,
   keyField: 'ballId',
   key: (e) => e.ballId,
+  eventTime: (e) => e.t * 1000,
   featureNames: ['x', 'y'],
   features: (e, _prev, out) => {
     out[0] = e.x;

@@ -22,6 +22,7 @@ export default definePipeline({
   schema: stockEventSchema,
   keyField: 'symbol',
   key: (e) => e.symbol,
+  eventTime: (e) => Date.parse(e.t),
   featureNames: ['logReturn', 'logVolume'],
   features: (e, prev, out) => {
     out[0] = prev ? Math.log(e.price / prev.price) : 0;

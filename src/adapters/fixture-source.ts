@@ -7,7 +7,9 @@
  * Pacing: `max` emits as fast as the pipeline admits; `realtime` spaces events by their event
  * time (`timeOf`), as a live source would deliver them.
  */
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, statSync, type ReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Observable } from 'rxjs';
 import { UsageError } from '../core/errors.js';
@@ -35,14 +37,43 @@ export function fixtureSize(file: string): number {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Opens a fixture for reading: the file stream (whose bytesRead measures progress) and the
+ * stream of its text, inflated when the name ends in .gz. zlib inflates on libuv's thread pool,
+ * off the event loop that runs the pipeline.
+ */
+function openFixture(file: string, chunkBytes = 1 << 20): { file: ReadStream; text: Readable } {
+  const fileStream = createReadStream(file, { highWaterMark: chunkBytes });
+  const text = file.endsWith('.gz') ? fileStream.pipe(createGunzip({ chunkSize: Math.max(64, chunkBytes) })) : fileStream;
+  text.setEncoding('utf8');
+  return { file: fileStream, text };
+}
+
+/**
+ * The non-blank lines of a fixture with their 1-based line numbers, one at a time: for the
+ * tools that read a whole file at their own pace (training, evaluation, produce), where
+ * readFixture's chunked, back-pressured Observable is not needed.
+ */
+export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string }> {
+  fixtureSize(file);
+  const { file: fileStream, text: input } = openFixture(file);
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  let line = 0;
+  try {
+    for await (const text of lines) {
+      line++;
+      if (text.trim() !== '') yield { line, text };
+    }
+  } finally {
+    fileStream.destroy();
+  }
+}
+
 export function readFixture(file: string, options: FixtureSourceOptions = {}): Observable<RawRecord> {
   return new Observable<RawRecord>((subscriber) => {
     fixtureSize(file);
     let stopped = false;
-    const fileStream = createReadStream(file, { highWaterMark: options.chunkBytes ?? 1 << 20 });
-    // zlib inflates on libuv's thread pool, off the event loop that runs the pipeline.
-    const stream = file.endsWith('.gz') ? fileStream.pipe(createGunzip({ chunkSize: Math.max(64, options.chunkBytes ?? 1 << 20) })) : fileStream;
-    stream.setEncoding('utf8');
+    const { file: fileStream, text: stream } = openFixture(file, options.chunkBytes);
     const run = async (): Promise<void> => {
       let line = 0;
       let carry = '';

@@ -138,7 +138,6 @@ const nextBucket = (n: number): number => (n <= 1 ? 1 : 2 ** Math.ceil(Math.log2
 
 export class GpuJsBackend implements StepBackend {
   private readonly buckets = new Map<number, BucketKernels>();
-  private readonly gpuJs: any;
   /** GL and WebGPU keep intermediates on the device between kernels of one step. */
   private readonly deviceResident: boolean;
   private readonly weights: { wih: unknown; whh: unknown; bih: Float32Array; bhh: Float32Array }[];
@@ -150,8 +149,8 @@ export class GpuJsBackend implements StepBackend {
     private readonly model: RnnModel,
     private readonly mode: GpuJsMode,
     private readonly gpu: any,
+    private readonly gpuJs: any,
   ) {
-    this.gpuJs = loadGpuJs();
     this.deviceResident = mode === 'headlessgl' || mode === 'webgpu';
     const { input } = this.gpuJs;
     // Weights go in once as GPU.js inputs with their 2D shape, indexed w[row][col] in kernels.
@@ -191,7 +190,7 @@ export class GpuJsBackend implements StepBackend {
       gpu.destroy?.();
       throw new BackendUnavailableError(name, `gpu.js chose its "${gpu.Kernel?.mode}" kernels instead of "${mode}"`);
     }
-    const backend = new GpuJsBackend(name, detail, model, mode, gpu);
+    const backend = new GpuJsBackend(name, detail, model, mode, gpu, gpuJs);
     // Compile and run the smallest bucket now, so a backend that cannot run fails at selection.
     const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
     if (probe) await probe;

@@ -8,7 +8,7 @@ import { RnnStreamError } from '../core/errors.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import type { PredictionRecord } from '../pipeline/predict.js';
 import { replay, type ReplayOptions, type ReplaySummary } from '../replay/replay.js';
-import { readJsonLines } from '../train/dataset.js';
+import { readJsonLines } from '../adapters/fixture-source.js';
 
 /** Accuracy from this step index on: a key's 4th event onwards (frame index >= 3). */
 export const WARMED_UP_FROM_STEP = 4;

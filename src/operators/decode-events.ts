@@ -34,7 +34,10 @@ export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOpti
       raw.messageKey === undefined
         ? { kind: 'dead-letter', reason, source: raw.source, raw: raw.value }
         : { kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
-    const size = typeof raw.value === 'string' ? raw.value.length : raw.value.byteLength;
+    // A UTF-16 length of at most maxBytes / 3 cannot exceed maxBytes in UTF-8: only longer
+    // strings pay for counting their bytes.
+    const v = raw.value;
+    const size = typeof v === 'string' ? (v.length * 3 <= maxBytes ? v.length : Buffer.byteLength(v)) : v.byteLength;
     if (size > maxBytes) return reject(`message too large: ${size} bytes, the limit is ${maxBytes}`);
     let text: string;
     if (typeof raw.value === 'string') {

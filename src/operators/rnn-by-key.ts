@@ -117,10 +117,12 @@ export function rnnByKey<In, E>(config: RnnByKeyConfig<In, E>): OperatorFunction
         if (sourceDone && !running && ready.length === 0 && buffer.length === 0 && !closed) subscriber.complete();
       };
       const emit = (results: KeyedStep<In>[]): void => {
+        // The whole batch leaves the queue at once: one release (and one waiter check) per
+        // batch rather than per event.
+        admitted -= results.length;
+        queue?.release(results.length);
         for (const r of results) {
           if (closed) return;
-          admitted--;
-          queue?.release(1);
           subscriber.next(r);
         }
       };

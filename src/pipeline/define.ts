@@ -14,6 +14,8 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   /** Name of the key field, for messages and for Kafka message keys. */
   readonly keyField: string;
   readonly key: (event: z.output<S>) => string;
+  /** When the event happened, in ms since the epoch (realtime pacing of replay and produce). */
+  readonly eventTime: (event: z.output<S>) => number;
   /** Feature names, in the order `features` writes them; the model's `features` must match. */
   readonly featureNames: readonly string[];
   readonly features: (event: z.output<S>, prev: z.output<S> | undefined, out: Float64Array) => void;
@@ -48,4 +50,14 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
 
 export function definePipeline<S extends z.ZodType>(definition: PipelineDefinition<S>): PipelineDefinition<S> {
   return Object.freeze(definition);
+}
+
+/** The event in a raw line, when the line is JSON that passes the pipeline's schema; never throws. */
+export function eventOfLine<S extends z.ZodType>(pipeline: PipelineDefinition<S>, text: string): z.output<S> | undefined {
+  try {
+    const parsed = pipeline.schema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -3,12 +3,19 @@
  * reveals what actually happened (pipeline.outcome). Needs no labels in the data, so it runs
  * the same in replay and in the Kafka service, and is identical for the same events.
  */
+import type { RnnModel } from '../core/model.js';
+
 export interface PrequentialScore {
   /** What the key's previous event predicted. */
   readonly predicted: string;
   /** What this event revealed about it. */
   readonly outcome: string;
   readonly hit: boolean;
+}
+
+/** A tracker when the pipeline can reveal outcomes and the model classifies; else undefined. */
+export function prequentialFor(pipeline: { readonly outcome?: unknown }, model: RnnModel, capacity: number): PrequentialTracker | undefined {
+  return pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(capacity) : undefined;
 }
 
 export class PrequentialTracker {

@@ -13,13 +13,15 @@ import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
 import { readFixture, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
-import { describePosition, type DeadLetter } from '../operators/records.js';
+import type { DeadLetter } from '../operators/records.js';
+import { deadLetterJson, predictionJson } from '../pipeline/serialize.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { predict, type PipelineOutput, type PredictionRecord } from '../pipeline/predict.js';
+import { eventOfLine } from '../pipeline/define.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { KeyStateStore } from '../state/key-state-store.js';
 import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
-import { PrequentialTracker } from '../pipeline/prequential.js';
+import { prequentialFor } from '../pipeline/prequential.js';
 
 export const replayOptionsSchema = z
   .object({
@@ -100,31 +102,6 @@ class JsonLinesWriter {
   }
 }
 
-/**
- * One prediction as a JSON line. Written by hand because it runs once per event: outputs are
- * float32, printed with 7 significant digits (all a float32 holds, and stable across modes).
- * `source` is the JSON of the source position (replay: "file:line"; Kafka: an object).
- */
-export function predictionJson(p: PredictionRecord, source: string = JSON.stringify(describePosition(p.source))): string {
-  let fields = '';
-  for (let k = 0; k < p.names.length; k++) {
-    fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
-  }
-  const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
-  const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
-  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${source}}`;
-}
-
-export function formatFloat32(v: number): string {
-  // Probabilities are in [0, 1]: rounding to 7 decimals is 7 significant digits or fewer and
-  // far cheaper than toPrecision; other values take the general path.
-  if (v >= 0 && v <= 1) return String(Math.round(v * 1e7) / 1e7);
-  return String(Number(v.toPrecision(7)));
-}
-
-export const deadLetterJson = (d: DeadLetter): string =>
-  JSON.stringify({ reason: d.reason, source: describePosition(d.source), raw: typeof d.raw === 'string' ? d.raw : Buffer.from(d.raw).toString('base64') });
-
 export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise<ReplaySummary> {
   const parsedOptions = replayOptionsSchema.safeParse(options);
   if (!parsedOptions.success) throw new UsageError(`replay options: ${formatZodIssues(parsedOptions.error).join('; ')}`);
@@ -138,24 +115,21 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const model = loadModelFile(opts.model ?? pipeline.modelFile);
   const resolution = await resolveBackend(opts.backend, model, { logger, ...(opts.threads ? { threads: opts.threads } : {}) });
   const { backend } = resolution;
-  const store = new KeyStateStore(model, { capacity: opts.keyCapacity, ...(opts.idleTtlMs ? { idleTtlMs: opts.idleTtlMs } : {}) });
+  const store = new KeyStateStore(model, { capacity: opts.keyCapacity, idleTtlMs: opts.idleTtlMs });
   const queue = new BoundedQueue(opts.maxBatchSize * 4);
   const out = opts.out ? new JsonLinesWriter(opts.out) : undefined;
   const dlq = opts.deadLetters ? new JsonLinesWriter(opts.deadLetters) : undefined;
   const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
-  const prequential = pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(opts.keyCapacity) : undefined;
+  const prequential = prequentialFor(pipeline, model, opts.keyCapacity);
   const keys = new Set<string>();
   let predictions = 0;
   let deadLettered = 0;
   const setupSeconds = (performance.now() - setupStart) / 1000;
 
+  // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
   const timeOf = (line: string): number | undefined => {
-    try {
-      const t = (JSON.parse(line) as { t?: unknown }).t;
-      return typeof t === 'number' ? t * 1000 : typeof t === 'string' ? Date.parse(t) : undefined;
-    } catch {
-      return undefined;
-    }
+    const event = eventOfLine(pipeline, line);
+    return event === undefined ? undefined : pipeline.eventTime(event);
   };
 
   io.progress?.start(totalBytes);

@@ -3,8 +3,8 @@
  * pipeline's key (lines that are not valid events go unkeyed, so the service dead-letters them).
  */
 import type { Producer } from 'kafkajs';
-import { readJsonLines } from '../train/dataset.js';
-import type { PipelineDefinition } from '../pipeline/define.js';
+import { readJsonLines } from '../adapters/fixture-source.js';
+import { eventOfLine, type PipelineDefinition } from '../pipeline/define.js';
 
 export interface ProduceOptions {
   readonly topic: string;
@@ -27,16 +27,10 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     batch = [];
   };
   for await (const { text } of readJsonLines(file)) {
-    let key: string | null = null;
-    let time: number | undefined;
-    try {
-      const parsed = pipeline.schema.safeParse(JSON.parse(text));
-      if (parsed.success) key = pipeline.key(parsed.data);
-      const t = (JSON.parse(text) as { t?: unknown }).t;
-      time = typeof t === 'number' ? t * 1000 : typeof t === 'string' ? Date.parse(t) : undefined;
-    } catch {
-      // Not JSON: produced as is, unkeyed.
-    }
+    // A line that is not a valid event is produced as is, unkeyed, for the service to dead-letter.
+    const event = eventOfLine(pipeline, text);
+    const key = event === undefined ? null : pipeline.key(event);
+    const time = event === undefined ? undefined : pipeline.eventTime(event);
     if (options.pace === 'realtime' && time !== undefined) {
       firstTime ??= time;
       const due = time - firstTime - (performance.now() - started);

@@ -24,7 +24,7 @@ import { BoundedQueue } from '../operators/bounded-queue.js';
 import { writeBatches } from '../operators/write-batches.js';
 import type { RawRecord, SourcePosition } from '../operators/records.js';
 import { predict, type PipelineOutput } from '../pipeline/predict.js';
-import { PrequentialTracker } from '../pipeline/prequential.js';
+import { prequentialFor } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
@@ -65,8 +65,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const resolution = await resolveBackend(config.backend, model, { logger });
   metrics.backendFallbacks.inc(resolution.skipped.length);
   const backend = instrument(resolution.backend, metrics);
-  const store = new KeyStateStore<unknown>(model, { capacity: config.keyCapacity, ...(config.idleTtlMs ? { idleTtlMs: config.idleTtlMs } : {}) });
-  const prequential = pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(config.keyCapacity) : undefined;
+  const store = new KeyStateStore<unknown>(model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
+  const prequential = prequentialFor(pipeline, model, config.keyCapacity);
   const queue = new BoundedQueue(config.queueCapacity);
 
   const kafka = createKafka({ brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
@@ -187,14 +187,12 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     },
   });
 
-  let server: Server | undefined;
-  if (config.http.port > 0 || config.http.port === 0) {
-    server = await startHttpServer(config.http.host, config.http.port, metrics.registry, () => ({
-      ok: !fatal && !stopping,
-      detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size, ...(fatal ? { error: fatal.message } : {}) },
-    }));
-  }
-  const address = server?.address();
+  // Port 0 picks a free port (tests); the address is logged and returned.
+  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, () => ({
+    ok: !fatal && !stopping,
+    detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size, ...(fatal ? { error: fatal.message } : {}) },
+  }));
+  const address = server.address();
   const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
 
@@ -216,7 +214,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       await producer.disconnect();
       await admin.disconnect();
       backend.dispose();
-      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      await new Promise<void>((r) => server.close(() => r()));
       logger.info({}, 'stopped');
     })());
 

@@ -2,9 +2,7 @@
  * Training data: a fixture turned into one sequence per key, with the pipeline's own features
  * (so training sees exactly what inference computes) and class indices for the labels.
  */
-import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { createGunzip } from 'node:zlib';
+import { readJsonLines } from '../adapters/fixture-source.js';
 import { RnnStreamError } from '../core/errors.js';
 import type { PipelineDefinition } from '../pipeline/define.js';
 
@@ -24,22 +22,6 @@ export interface Dataset {
   readonly events: number;
   /** Lines the pipeline schema rejected (training skips them, as inference dead-letters them). */
   readonly rejected: number;
-}
-
-/** Reads a JSON Lines fixture (.jsonl or .jsonl.gz): non-blank lines with 1-based line numbers. */
-export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string }> {
-  const raw = createReadStream(file);
-  const input = file.endsWith('.gz') ? raw.pipe(createGunzip()) : raw;
-  const lines = createInterface({ input, crlfDelay: Infinity });
-  let line = 0;
-  try {
-    for await (const text of lines) {
-      line++;
-      if (text.trim() !== '') yield { line, text };
-    }
-  } finally {
-    raw.destroy();
-  }
 }
 
 export async function loadDataset(pipeline: PipelineDefinition, file: string, classes: readonly string[]): Promise<Dataset> {

@@ -15,9 +15,8 @@
 import type { Consumer, Message, Producer, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { DeadLetter } from '../../operators/records.js';
 import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
-import { predictionJson } from '../../replay/replay.js';
+import { deadLetterJson, predictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 
 export interface SinkTopics {
@@ -30,19 +29,6 @@ export interface SinkHooks {
   /** Called after a chunk is acknowledged and committed. */
   onAcked?(chunk: readonly PipelineOutput[]): void;
   onRetry?(attempt: number, err: Error): void;
-}
-
-const sourceObject = (r: { source: PipelineOutput['source'] }) =>
-  r.source.kind === 'kafka' ? { topic: r.source.topic, partition: r.source.partition, offset: r.source.offset } : r.source;
-
-/** The prediction as the output topic carries it: replay's JSON line, with the source as an object. */
-export const predictionMessageValue = (p: PredictionRecord): string => predictionJson(p, JSON.stringify(sourceObject(p)));
-
-export function deadLetterMessageValue(d: DeadLetter): string {
-  const raw = typeof d.raw === 'string' ? d.raw : Buffer.from(d.raw);
-  const text = typeof raw === 'string' ? raw : raw.toString('utf8');
-  const utf8 = typeof raw === 'string' || Buffer.from(text, 'utf8').equals(raw);
-  return JSON.stringify({ reason: d.reason, source: sourceObject(d), ...(utf8 ? { raw: text } : { rawBase64: (raw as Buffer).toString('base64') }) });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -92,9 +78,9 @@ export class KafkaSink {
     for (const r of chunk) {
       if (r.source.kind === 'kafka') commits.push({ topic: r.source.topic, partition: r.source.partition, offset: BigInt(r.source.offset) });
       if (r.kind === 'prediction') {
-        predictions.push({ key: r.key, value: predictionMessageValue(r) });
+        predictions.push({ key: r.key, value: predictionJson(r) });
       } else if (r.kind === 'dead-letter') {
-        deadLetters.push({ key: r.messageKey ?? null, value: deadLetterMessageValue(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
+        deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       }
     }
     const outputs: TopicMessages[] = [];

@@ -1,0 +1,38 @@
+/**
+ * The JSON of pipeline outputs, one writer for every mode: replay's --out and --dead-letters
+ * lines and the Kafka service's output and dead-letter records are the same text, so a reader
+ * and the equality tests see one format.
+ */
+import { describePosition, type DeadLetter, type SourcePosition } from '../operators/records.js';
+import type { PredictionRecord } from './predict.js';
+
+/** A source position as JSON: "file:line" for fixtures, {topic, partition, offset} for Kafka (a reader drops duplicates by it). */
+export function sourceJson(p: SourcePosition): string {
+  return p.kind === 'kafka' ? `{"topic":${JSON.stringify(p.topic)},"partition":${p.partition},"offset":${JSON.stringify(p.offset)}}` : JSON.stringify(describePosition(p));
+}
+
+/** float32 outputs with 7 significant digits: all a float32 holds, and stable across modes. */
+export function formatFloat32(v: number): string {
+  // Probabilities are in [0, 1]: rounding to 7 decimals is 7 significant digits or fewer and far
+  // cheaper than toPrecision; other values take the general path.
+  if (v >= 0 && v <= 1) return String(Math.round(v * 1e7) / 1e7);
+  return String(Number(v.toPrecision(7)));
+}
+
+/** One prediction as JSON. Written by hand because it runs once per event. */
+export function predictionJson(p: PredictionRecord): string {
+  let fields = '';
+  for (let k = 0; k < p.names.length; k++) fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
+  const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
+  const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
+}
+
+/** A dead letter as JSON: the reason, the source, and the original input as `raw` text, or `rawBase64` when it is not UTF-8. */
+export function deadLetterJson(d: DeadLetter): string {
+  const base = `{"reason":${JSON.stringify(d.reason)},"source":${sourceJson(d.source)}`;
+  if (typeof d.raw === 'string') return `${base},"raw":${JSON.stringify(d.raw)}}`;
+  const bytes = Buffer.from(d.raw.buffer, d.raw.byteOffset, d.raw.byteLength);
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? `${base},"raw":${JSON.stringify(text)}}` : `${base},"rawBase64":${JSON.stringify(bytes.toString('base64'))}}`;
+}
