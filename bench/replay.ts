@@ -3,7 +3,7 @@
  * that works here. Each run is a fresh `rnnstream replay` process, as a user runs it; the figure
  * is the median of the runs (time from first read to last prediction, setup excluded).
  *
- *   node dist/bench/replay.js [--runs N] [--json]
+ *   node dist/bench/replay.js [--runs N] [--backends webgpu,onnx,...] [--json]
  */
 import { spawnSync } from 'node:child_process';
 import { projectPath } from '../src/paths.js';
@@ -12,7 +12,7 @@ import type { ReplaySummary } from '../src/replay/replay.js';
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 3;
-const BACKENDS = ['onnx', 'gpu', 'webasm', 'cpu', 'reference'];
+const BACKENDS = args.includes('--backends') ? args[args.indexOf('--backends') + 1]!.split(',') : ['webgpu', 'onnx', 'gpu', 'webasm', 'cpu', 'reference'];
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);

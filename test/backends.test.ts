@@ -8,16 +8,18 @@
  * except webgpu, which needs a Vulkan GPU that CI does not have.
  */
 import { describe, expect, it } from 'vitest';
-import { ReferenceBackend } from '../src/backends/reference.js';
+import {
+  compareWithReference,
+  CONFORMANCE_BATCHES,
+  CONFORMANCE_CASES,
+  CONFORMANCE_STEPS,
+  CONFORMANCE_TOLERANCE,
+  conformanceModel,
+} from '../src/backends/conformance.js';
 import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName, StepBackend } from '../src/backends/types.js';
 import { BackendUnavailableError } from '../src/core/errors.js';
-import { createRng } from '../src/core/prng.js';
-import { caseModel, MODEL_CASES } from './support/models.js';
 
-const TOLERANCE = 1e-4;
-const STEPS = 50;
-const BATCHES = [1, 7, 256];
 const BACKENDS: BackendName[] = ['cpu', 'webasm', 'gpu', 'onnx', 'webgpu'];
 const MANDATORY_IN_CI = new Set<BackendName>(['cpu', 'webasm', 'gpu', 'onnx']);
 
@@ -30,46 +32,25 @@ async function tryBackend(name: BackendName, model: Parameters<typeof resolveBac
   }
 }
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
 describe.each(BACKENDS)('backend %s matches the float64 reference', (name) => {
-  describe.each(MODEL_CASES)('$label', (modelCase) => {
-    it.each(BATCHES)(`B = %i over ${STEPS} steps within ${TOLERANCE}`, async (batch) => {
-      const model = caseModel(modelCase);
+  describe.each(CONFORMANCE_CASES)('$label', (modelCase) => {
+    it.each(CONFORMANCE_BATCHES)(`B = %i over ${CONFORMANCE_STEPS} steps within ${CONFORMANCE_TOLERANCE}`, async (batch) => {
+      const model = conformanceModel(modelCase);
       const backend = await tryBackend(name, model);
       if (typeof backend === 'string') {
         if (process.env.CI === 'true' && MANDATORY_IN_CI.has(name)) throw new Error(`${name} must run in CI: ${backend}`);
         console.warn(`skipping ${name}: ${backend}`);
         return;
       }
-      const reference = new ReferenceBackend(model);
-      const rng = createRng(batch * 31 + modelCase.label.length);
-      let stateK = new Float32Array(batch * model.stateSize);
-      let nextK = new Float32Array(batch * model.stateSize);
-      let stateR = new Float32Array(batch * model.stateSize);
-      let nextR = new Float32Array(batch * model.stateSize);
-      const outK = new Float32Array(batch * model.outputSize);
-      const outR = new Float32Array(batch * model.outputSize);
-      const input = new Float32Array(batch * model.inputSize);
-      let worst = 0;
+      let result;
       try {
-        for (let t = 0; t < STEPS; t++) {
-          for (let i = 0; i < input.length; i++) input[i] = rng.normal() * 1.5;
-          await backend.step(batch, input, stateK, nextK, outK);
-          reference.step(batch, input, stateR, nextR, outR);
-          [stateK, nextK, stateR, nextR] = [nextK, stateK, nextR, stateR];
-          worst = Math.max(worst, maxAbsDiff(stateK, stateR), maxAbsDiff(outK, outR));
-        }
+        result = await compareWithReference(backend, model, batch, { seed: batch * 31 + modelCase.label.length });
       } finally {
         backend.dispose();
       }
-      expect(worst).toBeLessThan(TOLERANCE);
+      expect(result.worstAbsError).toBeLessThan(CONFORMANCE_TOLERANCE);
       // A backend that returned zeros would pass nothing above unless the reference did too.
-      expect(maxAbsDiff(stateR, new Float32Array(stateR.length))).toBeGreaterThan(0.05);
+      expect(result.referenceMagnitude).toBeGreaterThan(0.05);
     });
   });
 });

@@ -101,4 +101,26 @@ describe('rnnstream CLI', () => {
     expect(r.stdout).toMatch(/^webgpu +(ok|no) +\S/m);
     expect(r.stdout).toMatch(/^auto picks \w+/m);
   });
+
+  it('backends --check runs every working backend beside the float64 reference and reports pass', () => {
+    const r = cli(['backends', '--check']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^conformance vs float64 reference \(50 steps, tolerance 0.0001\):$/m);
+    for (const name of ['onnx', 'webasm', 'cpu']) expect(r.stdout).toMatch(new RegExp(`^${name} +pass +worst \\d\\.\\d+e-\\d+ over 18 cases$`, 'm'));
+  });
+
+  it('a finished command ends the process even when a native handle would keep it alive', () => {
+    // --import runs this before the CLI: a referenced interval, as Dawn's pump was.
+    const keepAlive = join(dir, 'keep-alive.mjs');
+    writeFileSync(keepAlive, 'setInterval(() => {}, 1000);\n');
+    const started = Date.now();
+    const r = spawnSync(process.execPath, ['--import', keepAlive, projectPath('dist', 'src', 'cli', 'main.js'), 'fixtures', 'stock', '--keys', '2', '--seed', '1', '--out', join(dir, 'kept-alive.jsonl')], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'kept-alive.jsonl'), 'utf8')).toMatch(/"symbol"/);
+    expect(r.stderr).toMatch(/the command finished 5 s ago but something .* kept the process alive; exiting/);
+    expect(Date.now() - started).toBeLessThan(55_000);
+  });
 });

@@ -105,6 +105,35 @@ function findLibrary(name: string): boolean {
   return dirs.some((d) => existsSync(join(d, name)));
 }
 
+/**
+ * Dawn's lifetime, which GPU.js does not manage: GPU.js shares one GPUDevice across every GPU
+ * instance and `gpu.destroy()` never destroys it, and Dawn (webgpu@0.4.0) keeps the process alive
+ * and spins a pump on the main thread (about one core on Linux/Vulkan, dawn-gpu/node-webgpu#17)
+ * until the device is destroyed and the `navigator.gpu` we installed is dropped (the package's
+ * README, "Lifetime"). So live webgpu backends are counted, and the last one disposed tears down
+ * the device and the navigator. Without this, `auto` timing webgpu and keeping onnx left a
+ * spinning pump behind, and a replay on webgpu printed its summary and never exited (seen on an
+ * H100 host).
+ */
+let liveWebGpuBackends = 0;
+let installedNavigator = false;
+
+function retainWebGpu(): void {
+  liveWebGpuBackends++;
+}
+
+function releaseWebGpu(gpuJs: any): Promise<void> {
+  liveWebGpuBackends = Math.max(0, liveWebGpuBackends - 1);
+  if (liveWebGpuBackends > 0) return Promise.resolve();
+  const destroyed: Promise<void> = gpuJs.WebGPUContext?.destroy?.() ?? Promise.resolve();
+  return destroyed.then(() => {
+    // A backend created while the device was being destroyed acquires a fresh one; leave it be.
+    if (liveWebGpuBackends > 0 || !installedNavigator) return;
+    installedNavigator = false;
+    delete (globalThis as any).navigator;
+  });
+}
+
 /** Installs Dawn's navigator.gpu (the `webgpu` npm package) and asks it for an adapter. */
 async function ensureWebGpuAdapter(GPU: any): Promise<string> {
   const g = globalThis as any;
@@ -120,8 +149,13 @@ async function ensureWebGpuAdapter(GPU: any): Promise<string> {
       throw new BackendUnavailableError('webgpu', `the optional "webgpu" package (Dawn) does not load: ${(err as Error).message.split('\n')[0]}`);
     }
     Object.assign(globalThis, dawn.globals);
-    if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
-    g.navigator.gpu = dawn.create([]);
+    if (g.navigator) {
+      // A runtime's own navigator (Node >= 21) stays; only its gpu is ours to drop later.
+      g.navigator.gpu = dawn.create([]);
+    } else {
+      Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create([]) }, configurable: true, writable: true });
+      installedNavigator = true;
+    }
   }
   const adapter = await g.navigator.gpu.requestAdapter();
   if (!adapter) {
@@ -138,6 +172,7 @@ const nextBucket = (n: number): number => (n <= 1 ? 1 : 2 ** Math.ceil(Math.log2
 
 export class GpuJsBackend implements StepBackend {
   private readonly buckets = new Map<number, BucketKernels>();
+  private disposed = false;
   /** GL and WebGPU keep intermediates on the device between kernels of one step. */
   private readonly deviceResident: boolean;
   private readonly weights: { wih: unknown; whh: unknown; bih: Float32Array; bhh: Float32Array }[];
@@ -191,9 +226,15 @@ export class GpuJsBackend implements StepBackend {
       throw new BackendUnavailableError(name, `gpu.js chose its "${gpu.Kernel?.mode}" kernels instead of "${mode}"`);
     }
     const backend = new GpuJsBackend(name, detail, model, mode, gpu, gpuJs);
+    if (mode === 'webgpu') retainWebGpu();
     // Compile and run the smallest bucket now, so a backend that cannot run fails at selection.
-    const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
-    if (probe) await probe;
+    try {
+      const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
+      if (probe) await probe;
+    } catch (err) {
+      backend.dispose();
+      throw err;
+    }
     return backend;
   }
 
@@ -339,12 +380,19 @@ export class GpuJsBackend implements StepBackend {
     }
     this.buckets.clear();
     this.gpu.destroy?.();
+    if (this.mode === 'webgpu' && !this.disposed) {
+      releaseWebGpu(this.gpuJs).catch(() => {
+        // The device is being torn down; a failure here has no one left to tell.
+      });
+    }
+    this.disposed = true;
   }
 }
 
 export const gpuProvider: BackendProvider = {
   name: 'gpu',
   priority: 90,
+  placement: 'device',
   summary: 'GPU.js WebGL shaders through headless-gl (a real GPU; Mesa llvmpipe is detected and reported)',
   create: (model) => GpuJsBackend.create('gpu', 'headlessgl', model),
 };
@@ -352,6 +400,7 @@ export const gpuProvider: BackendProvider = {
 export const webgpuProvider: BackendProvider = {
   name: 'webgpu',
   priority: 100,
+  placement: 'device',
   summary: 'GPU.js WGSL compute shaders on Dawn (optional "webgpu" package; needs a Vulkan GPU)',
   create: (model) => GpuJsBackend.create('webgpu', 'webgpu', model),
 };
@@ -359,6 +408,7 @@ export const webgpuProvider: BackendProvider = {
 export const webasmProvider: BackendProvider = {
   name: 'webasm',
   priority: 30,
+  placement: 'host',
   summary: 'GPU.js WebAssembly kernels with f32x4 SIMD',
   create: (model) => GpuJsBackend.create('webasm', 'webasm', model),
 };
@@ -366,6 +416,7 @@ export const webasmProvider: BackendProvider = {
 export const cpuProvider: BackendProvider = {
   name: 'cpu',
   priority: 20,
+  placement: 'host',
   summary: 'GPU.js kernels transpiled to JavaScript',
   create: (model) => GpuJsBackend.create('cpu', 'cpu', model),
 };

@@ -162,6 +162,7 @@ export class OnnxBackend implements StepBackend {
 export const onnxProvider: BackendProvider = {
   name: 'onnx',
   priority: 50,
+  placement: 'host',
   summary: "onnxruntime-node's native LSTM/GRU/RNN operators on the CPU (the fast CPU backend)",
   create: (model, options) => OnnxBackend.create(model, options),
 };

@@ -41,6 +41,7 @@ export class ReferenceBackend implements StepBackend {
 export const referenceProvider: BackendProvider = {
   name: 'reference',
   priority: 0,
+  placement: 'host',
   summary: 'float64 TypeScript reference, one key at a time (exact, slow)',
   create: async (model) => new ReferenceBackend(model),
 };

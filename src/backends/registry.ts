@@ -1,8 +1,15 @@
 /**
  * Backend registry and resolver, after onnxruntime-web's backend-impl: providers register with a
- * priority; `auto` tries them best first and keeps the first that builds AND runs a probe step.
- * Every provider it skipped is returned with the reason it failed, logged, and counted; an
- * explicitly requested backend that fails is an error, never a quiet substitution.
+ * priority; `auto` tries them best first. Every provider it skipped is returned with the reason,
+ * logged, and counted; an explicitly requested backend that fails is an error, never a quiet
+ * substitution.
+ *
+ * `auto` picks the fastest backend that works, by measurement rather than by rank: it builds the
+ * device (GPU) backends that work and the best host backend, times each at the probe batch, and
+ * keeps the fastest. A GPU is not assumed to win: on an H100 host, WebGPU's per-step round trip
+ * loses to onnxruntime on 16 cores below about 1,000 keys per step (docs/benchmarks.md). Host
+ * backends ranked below the first one that works are never built: they are slower by design
+ * (webasm, cpu, reference), and the first working host backend ends the search.
  */
 import { BackendUnavailableError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
@@ -33,8 +40,10 @@ export interface SkippedBackend {
 export interface BackendResolution {
   readonly backend: StepBackend;
   readonly requested: BackendChoice;
-  /** Backends `auto` tried before the chosen one, each with why it was not used. */
+  /** Backends `auto` tried and did not keep, each with why (it failed, or was measured slower). */
   readonly skipped: readonly SkippedBackend[];
+  /** Key-steps/s `auto` measured for each candidate it timed (empty when only one worked). */
+  readonly measured: readonly MeasuredRate[];
 }
 
 export interface ResolveOptions extends BackendOptions {
@@ -45,7 +54,42 @@ export interface ResolveOptions extends BackendOptions {
    * shaders request `gpu` explicitly instead.
    */
   readonly allowSoftwareGl?: boolean;
+  /** Keys per step at which `auto` times its candidates (default 256: a busy stream's wave). */
+  readonly probeBatch?: number;
+  /** Providers to choose from, best first (default: the registry). For tests. */
+  readonly providers?: readonly BackendProvider[];
 }
+
+export interface MeasuredRate {
+  readonly name: BackendName;
+  readonly keyStepsPerSecond: number;
+}
+
+const PROBE_SECONDS = 0.05;
+const PROBE_WARMUP_CALLS = 2;
+const PROBE_MIN_CALLS = 3;
+
+/** Key-steps per second of `backend` at `batch` keys, after warm-up (first calls compile kernels). */
+async function measureRate(backend: StepBackend, model: RnnModel, batch: number): Promise<number> {
+  const input = new Float32Array(batch * model.inputSize).map((_, i) => Math.sin(i));
+  let state = new Float32Array(batch * model.stateSize);
+  let next = new Float32Array(batch * model.stateSize);
+  const output = new Float32Array(batch * model.outputSize);
+  const call = async (): Promise<void> => {
+    await backend.step(batch, input, state, next, output);
+    [state, next] = [next, state];
+  };
+  for (let i = 0; i < PROBE_WARMUP_CALLS; i++) await call();
+  let calls = 0;
+  const t0 = performance.now();
+  do {
+    await call();
+    calls++;
+  } while (calls < PROBE_MIN_CALLS || performance.now() - t0 < PROBE_SECONDS * 1000);
+  return (batch * calls) / ((performance.now() - t0) / 1000);
+}
+
+const formatRate = (v: number): string => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : `${(v / 1e3).toFixed(1)}k`);
 
 export async function resolveBackend(requested: BackendChoice, model: RnnModel, options: ResolveOptions = {}): Promise<BackendResolution> {
   const logger = options.logger ?? silentLogger;
@@ -54,10 +98,15 @@ export async function resolveBackend(requested: BackendChoice, model: RnnModel, 
     if (!provider) throw new BackendUnavailableError(requested, `unknown backend; expected one of: auto, ${listBackends().map((p) => p.name).join(', ')}`);
     const backend = await provider.create(model, options);
     logger.info({ backend: backend.name, detail: backend.detail }, 'backend selected');
-    return { backend, requested, skipped: [] };
+    return { backend, requested, skipped: [], measured: [] };
   }
   const skipped: SkippedBackend[] = [];
-  for (const provider of listBackends()) {
+  const skip = (name: BackendName, reason: string): void => {
+    skipped.push({ name, reason });
+    logger.warn({ backend: name, reason, fallbacks: skipped.length }, 'backend fallback');
+  };
+  const candidates: StepBackend[] = [];
+  for (const provider of options.providers ?? listBackends()) {
     try {
       const backend = await provider.create(model, options);
       if (provider.name === 'gpu' && !options.allowSoftwareGl) {
@@ -67,13 +116,38 @@ export async function resolveBackend(requested: BackendChoice, model: RnnModel, 
           throw new BackendUnavailableError('gpu', renderer.description);
         }
       }
-      logger.info({ backend: backend.name, detail: backend.detail, skipped }, 'backend selected');
-      return { backend, requested, skipped };
+      candidates.push(backend);
+      if (provider.placement === 'host') break;
     } catch (err) {
-      const reason = err instanceof BackendUnavailableError ? err.reason : (err as Error).message;
-      skipped.push({ name: provider.name, reason });
-      logger.warn({ backend: provider.name, reason, fallbacks: skipped.length }, 'backend fallback');
+      skip(provider.name, err instanceof BackendUnavailableError ? err.reason : (err as Error).message);
     }
+  }
+  if (candidates.length === 1) {
+    const backend = candidates[0]!;
+    logger.info({ backend: backend.name, detail: backend.detail, skipped }, 'backend selected');
+    return { backend, requested, skipped, measured: [] };
+  }
+  if (candidates.length > 1) {
+    const batch = options.probeBatch ?? 256;
+    const measured: MeasuredRate[] = [];
+    try {
+      for (const backend of candidates) measured.push({ name: backend.name, keyStepsPerSecond: await measureRate(backend, model, batch) });
+    } catch (err) {
+      for (const backend of candidates) backend.dispose();
+      throw err;
+    }
+    const best = measured.reduce((a, b) => (b.keyStepsPerSecond > a.keyStepsPerSecond ? b : a));
+    const backend = candidates.find((b) => b.name === best.name)!;
+    for (const [i, other] of candidates.entries()) {
+      if (other === backend) continue;
+      other.dispose();
+      skip(
+        other.name,
+        `slower here: ${formatRate(measured[i]!.keyStepsPerSecond)} key-steps/s at ${batch} keys per step, ${best.name} ${formatRate(best.keyStepsPerSecond)}`,
+      );
+    }
+    logger.info({ backend: backend.name, detail: backend.detail, measured, probeBatch: batch, skipped }, 'backend selected');
+    return { backend, requested, skipped, measured };
   }
   // Unreachable while the reference backend is registered; kept for a registry without it.
   throw new BackendUnavailableError('auto', `no backend works here: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);

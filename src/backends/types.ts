@@ -38,8 +38,14 @@ export interface BackendOptions {
 /** Creates one backend for one model; throws BackendUnavailableError with the reason. */
 export interface BackendProvider {
   readonly name: BackendName;
-  /** Higher is preferred by `auto`. */
+  /** Higher is tried first by `auto`. */
   readonly priority: number;
+  /**
+   * `device`: runs on an accelerator (a GPU through WebGL or WebGPU). A device backend is not
+   * assumed faster than the best host backend: each step pays a transfer and a round trip, so at
+   * small batches a CPU library wins even beside an H100 (docs/benchmarks.md). `auto` times them.
+   */
+  readonly placement: 'device' | 'host';
   /** One line for `--help` and the docs. */
   readonly summary: string;
   create(model: RnnModel, options: BackendOptions): Promise<StepBackend>;

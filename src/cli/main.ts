@@ -10,7 +10,15 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { Partitioners } from 'kafkajs';
 import cliProgress from 'cli-progress';
 import { listBackends, resolveBackend } from '../backends/registry.js';
-import { BACKEND_NAMES } from '../backends/types.js';
+import { BACKEND_NAMES, type BackendName } from '../backends/types.js';
+import {
+  compareWithReference,
+  CONFORMANCE_BATCHES,
+  CONFORMANCE_CASES,
+  CONFORMANCE_STEPS,
+  CONFORMANCE_TOLERANCE,
+  conformanceModel,
+} from '../backends/conformance.js';
 import { ModelFileError, RnnStreamError, UsageError } from '../core/errors.js';
 import { loadModelFile } from '../core/model.js';
 import { randomModelFile } from '../core/random-model.js';
@@ -290,25 +298,65 @@ export function buildProgram(): Command {
     .command('backends')
     .description('try every compute backend on this host and say which work, and why the others do not')
     .option('--pipeline <name>', "probe with this pipeline's model", 'ball-direction')
+    .option(
+      '--check',
+      `also run every working backend beside the float64 reference (each cell type, single and stacked, B = ${CONFORMANCE_BATCHES.join(', ')}, ${CONFORMANCE_STEPS} steps) and fail if any differs by ${CONFORMANCE_TOLERANCE} or more`,
+    )
     .action(async (opts) => {
       const pipeline = await loadPipeline(opts.pipeline);
       const model = loadModelFile(pipeline.modelFile);
+      const working: BackendName[] = [];
       for (const provider of listBackends()) {
         try {
           const { backend } = await resolveBackend(provider.name, model);
           process.stdout.write(`${provider.name.padEnd(10)} ok    ${backend.detail}\n`);
           backend.dispose();
+          working.push(provider.name);
         } catch (err) {
           const reason = err instanceof RnnStreamError && 'reason' in err ? String(err.reason) : (err as Error).message;
           process.stdout.write(`${provider.name.padEnd(10)} no    ${reason}\n`);
         }
       }
       const auto = await resolveBackend('auto', model);
-      process.stdout.write(`auto picks ${auto.backend.name}\n`);
+      const timed = auto.measured.map((m) => `${m.name} ${Math.round(m.keyStepsPerSecond)} key-steps/s`).join(', ');
+      process.stdout.write(`auto picks ${auto.backend.name}${timed ? ` (measured at 256 keys per step: ${timed})` : ''}\n`);
       auto.backend.dispose();
+      if (opts.check) {
+        const failed = await checkBackends(working.filter((n) => n !== 'reference'));
+        if (failed > 0) throw new RnnStreamError(`${failed} backend check(s) differ from the float64 reference by ${CONFORMANCE_TOLERANCE} or more`);
+      }
     });
 
   return program;
+}
+
+/** Conformance of each named backend against the reference; prints a line per backend, returns the failures. */
+async function checkBackends(names: readonly BackendName[]): Promise<number> {
+  process.stdout.write(`\nconformance vs float64 reference (${CONFORMANCE_STEPS} steps, tolerance ${CONFORMANCE_TOLERANCE}):\n`);
+  let failed = 0;
+  for (const name of names) {
+    let worst = 0;
+    const bad: string[] = [];
+    for (const modelCase of CONFORMANCE_CASES) {
+      const model = conformanceModel(modelCase);
+      const { backend } = await resolveBackend(name, model);
+      try {
+        for (const batch of CONFORMANCE_BATCHES) {
+          const r = await compareWithReference(backend, model, batch);
+          worst = Math.max(worst, r.worstAbsError);
+          if (!(r.worstAbsError < CONFORMANCE_TOLERANCE) || !(r.referenceMagnitude > 0.05)) bad.push(`${modelCase.label} B=${batch}: ${r.worstAbsError.toExponential(2)}`);
+        }
+      } finally {
+        backend.dispose();
+      }
+    }
+    failed += bad.length;
+    const cases = CONFORMANCE_CASES.length * CONFORMANCE_BATCHES.length;
+    process.stdout.write(
+      `${name.padEnd(10)} ${bad.length === 0 ? 'pass' : 'FAIL'}  worst ${worst.toExponential(2)} over ${cases} cases${bad.length ? ` (${bad.join('; ')})` : ''}\n`,
+    );
+  }
+  return failed;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -342,8 +390,20 @@ const invokedDirectly = (() => {
     return false;
   }
 })();
+/**
+ * A command that has finished must end the process. Native add-ons can hold it open after their
+ * objects are released (Dawn did: a webgpu replay printed its summary and hung), so once a
+ * one-shot command returns, an unref'd timer gives pending output and teardown a few seconds and
+ * then exits, saying so on stderr. It never fires when the process ends on its own.
+ */
+export const EXIT_GRACE_MS = 5000;
+
 if (invokedDirectly) {
   main(process.argv).then((code) => {
     process.exitCode = code;
+    setTimeout(() => {
+      process.stderr.write(`rnnstream: the command finished ${EXIT_GRACE_MS / 1000} s ago but something (a native add-on's handle) kept the process alive; exiting\n`);
+      process.exit(code);
+    }, EXIT_GRACE_MS).unref();
   });
 }
