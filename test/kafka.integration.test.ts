@@ -118,7 +118,9 @@ describe(`rnnstream run against ${inject('kafkaKind')}`, () => {
       await waitFor('both instances to be working', async () => (await topicSize(brokers, t.outputTopic)) >= events / 5, 60_000);
       a.kill('SIGTERM');
       expect(await exited(a)).toBe(0);
-      await waitFor('the survivor to finish every partition', async () => (await distinctPredictions(t)) === events, 90_000);
+      await waitFor('the survivor to finish every partition', async () => (await distinctPredictions(t)) === events, 90_000).catch((err: Error) => {
+        throw new Error(`${err.message}; survivor's last log lines:\n${b.output().split('\n').slice(-25).join('\n')}`);
+      });
     } finally {
       a.kill('SIGKILL');
       b.kill('SIGTERM');

@@ -13,16 +13,37 @@ export function sourceJson(p: SourcePosition): string {
 
 /** float32 outputs with 7 significant digits: all a float32 holds, and stable across modes. */
 export function formatFloat32(v: number): string {
-  // Probabilities are in [0, 1]: rounding to 7 decimals is 7 significant digits or fewer and far
-  // cheaper than toPrecision; other values take the general path.
-  if (v >= 0 && v <= 1) return String(Math.round(v * 1e7) / 1e7);
+  // Probabilities are in [0, 1]: 7 decimals (7 significant digits or fewer), written from the
+  // integer v * 1e7, because number-to-string of a fraction (shortest round trip) is the slow part
+  // of a prediction's JSON; other values take the general path.
+  if (v >= 0 && v <= 1) {
+    const n = Math.round(v * 1e7);
+    if (n === 0) return '0';
+    if (n === 1e7) return '1';
+    let digits = String(n);
+    let end = digits.length;
+    while (digits.charCodeAt(end - 1) === 48) end--; // trailing zeros
+    digits = end === digits.length ? digits : digits.slice(0, end);
+    return '0.' + ZEROS[7 - String(n).length]! + digits;
+  }
   return String(Number(v.toPrecision(7)));
+}
+
+const ZEROS = ['', '0', '00', '000', '0000', '00000', '000000'];
+
+/** `"label":` for each output name, made once per names array (the model's). */
+const fieldPrefixes = new WeakMap<readonly string[], string[]>();
+function prefixesOf(names: readonly string[]): string[] {
+  let p = fieldPrefixes.get(names);
+  if (!p) fieldPrefixes.set(names, (p = names.map((n, k) => `${k === 0 ? '' : ','}${JSON.stringify(n)}:`)));
+  return p;
 }
 
 /** One prediction as JSON. Written by hand because it runs once per event. */
 export function predictionJson(p: PredictionRecord): string {
+  const prefixes = prefixesOf(p.names);
   let fields = '';
-  for (let k = 0; k < p.names.length; k++) fields += `${k === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`;
+  for (let k = 0; k < prefixes.length; k++) fields += prefixes[k]! + formatFloat32(p.output[k]!);
   const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
   const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
   return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;

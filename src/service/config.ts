@@ -34,6 +34,11 @@ export const serviceConfigSchema = z
     maxMessageBytes: z.int().positive().default(1 << 20),
     /** Most outputs per produce request; while one is in flight the next one fills up to this. */
     produceBatchSize: z.int().positive().default(5000),
+    /**
+     * Encode and send produce requests on a worker thread (kafkajs's encoding is JavaScript, about
+     * 10 µs a record); false keeps the producer on the service's thread.
+     */
+    producerThread: z.boolean().default(true),
     fromBeginning: z.boolean().default(true),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),
@@ -107,6 +112,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: v === 'true' || v === '1' }),
+  RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
   RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
   RNNSTREAM_SASL_USERNAME: (v) => ({ sasl: { username: v } }),
   RNNSTREAM_SASL_PASSWORD_FILE: (v) => ({ sasl: { passwordFile: v } }),

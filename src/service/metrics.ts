@@ -39,6 +39,7 @@ export class ServiceMetrics {
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
   readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
+  readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'rnnstream_' });

@@ -17,7 +17,8 @@ import { resolveBackend } from '../backends/registry.js';
 import type { StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
-import { createKafka } from '../adapters/kafka/client.js';
+import { createKafka, type KafkaConnection } from '../adapters/kafka/client.js';
+import { ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
@@ -69,14 +70,22 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const prequential = prequentialFor(pipeline, model, config.keyCapacity);
   const queue = new BoundedQueue(config.queueCapacity);
 
-  const kafka = createKafka({ brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
+  const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
+  const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
   // kafkajs's default (murmur2, Java-compatible) partitioner, chosen explicitly: keys land where
   // a Java producer would put them, and the changelog can use the input's partition numbers.
-  const producer = kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  // One request in flight, so a retried request cannot overtake a later one (per-key order).
+  const producer: RecordProducer = config.producerThread
+    ? new ProducerThread({ connection, allowAutoTopicCreation: true }, logger)
+    : kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
+  // Learn the output topics' leaders now (the broker creates them here if it auto-creates
+  // topics): the first predictions then do not wait for it, and a topic this service cannot
+  // write fails the start instead of the first chunk.
+  await producer.sendBatch({ topicMessages: [config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => ({ topic, messages: [] })), acks: -1 });
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
     metrics.restoreSeconds.set(r.seconds);
@@ -147,7 +156,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
 
   const allPartitions = (): { topic: string; partitions?: number[] }[] => [{ topic: config.inputTopic }];
   await consumer.subscribe({ topic: config.inputTopic, fromBeginning: config.fromBeginning });
-  await consumer.run({
+  const run = (): Promise<void> => consumer.run({
     autoCommit: false,
     eachBatchAutoResolve: false,
     partitionsConsumedConcurrently: 1,
@@ -162,35 +171,77 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
         await heartbeat();
       }
       await restoring;
+      // Counted per batch, not per event: prom-client's inc is not free at 50k events/s.
+      let admitted = 0;
       for (const m of batch.messages) {
         if (!isRunning() || isStale() || stopping || fatal) break;
         if (!queue.hasRoom()) {
+          metrics.eventsIn.inc(admitted);
+          admitted = 0;
           // Backpressure: stop fetching until the outputs in flight have been acknowledged.
+          // Resume in `finally`: a heartbeat that throws (the group is rebalancing) must not
+          // leave the partitions paused for good.
           consumer.pause(allPartitions());
-          while (!queue.hasRoom() && !stopping && !fatal) {
-            await Promise.race([queue.whenReady(), new Promise((r) => setTimeout(r, 1000))]);
-            await heartbeat();
+          try {
+            while (!queue.hasRoom() && !stopping && !fatal) {
+              await Promise.race([queue.whenReady(), new Promise((r) => setTimeout(r, 1000))]);
+              await heartbeat();
+            }
+          } finally {
+            consumer.resume(allPartitions());
           }
-          consumer.resume(allPartitions());
           if (stopping || fatal) break;
         }
         queue.admit(1);
-        metrics.eventsIn.inc();
+        admitted++;
         const source: SourcePosition = { kind: 'kafka', topic: batch.topic, partition: batch.partition, offset: m.offset };
         const value = m.value ?? new Uint8Array(0);
         input.next(m.key ? { value, source, messageKey: m.key.toString() } : { value, source });
         resolveOffset(m.offset);
       }
+      metrics.eventsIn.inc(admitted);
       const last = batch.messages.at(-1);
       if (last) metrics.consumerLag.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last.offset) - 1n)));
       await heartbeat();
     },
   });
 
+  // kafkajs restarts its consumer after a retriable error but stops for good after any other
+  // (a protocol error from a broker, say), leaving a service that looks up and consumes nothing.
+  // Rejoin instead, with backoff, and say so: the partitions resume from their last commit and
+  // the restored state skips what was already applied. /healthz is not ok meanwhile.
+  let consumerDown: Error | undefined;
+  let restartDelayMs = 1000;
+  consumer.on(consumer.events.CRASH, (e) => {
+    if (e.payload.restart || stopping || fatal) return;
+    consumerDown = e.payload.error;
+    metrics.consumerRestarts.inc();
+    logger.error({ err: e.payload.error.message, retryInMs: restartDelayMs }, 'consumer stopped on an error kafkajs does not retry; rejoining');
+    const delay = restartDelayMs;
+    restartDelayMs = Math.min(restartDelayMs * 2, 30_000);
+    setTimeout(() => {
+      if (stopping || fatal) return;
+      run().then(
+        () => {
+          consumerDown = undefined;
+          restartDelayMs = 1000;
+        },
+        (err: Error) => logger.error({ err: err.message }, 'consumer rejoin failed'),
+      );
+    }, delay);
+  });
+  await run();
+
   // Port 0 picks a free port (tests); the address is logged and returned.
   const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, () => ({
-    ok: !fatal && !stopping,
-    detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size, ...(fatal ? { error: fatal.message } : {}) },
+    ok: !fatal && !stopping && !consumerDown,
+    detail: {
+      pipeline: pipeline.name,
+      backend: backend.name,
+      keys: store.size,
+      inFlight: queue.size,
+      ...(fatal ? { error: fatal.message } : consumerDown ? { error: `consumer down, rejoining: ${consumerDown.message}` } : {}),
+    },
   }));
   const address = server.address();
   const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;

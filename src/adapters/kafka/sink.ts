@@ -12,12 +12,13 @@
  * restored state already reflects are recognised and not applied twice. A failing produce is
  * retried with exponential backoff until it succeeds or the service is stopped; it never skips.
  */
-import type { Consumer, Message, Producer, TopicMessages } from 'kafkajs';
+import type { Consumer, Message, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
 import { deadLetterJson, predictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
+import type { RecordProducer } from './producer-thread.js';
 
 export interface SinkTopics {
   readonly outputTopic: string;
@@ -45,7 +46,7 @@ export class KafkaSink {
   private flushing: Promise<void> | undefined;
 
   constructor(
-    private readonly producer: Producer,
+    private readonly producer: RecordProducer,
     private readonly consumer: Consumer,
     private readonly topics: SinkTopics,
     private readonly store: KeyStateStore<unknown>,
