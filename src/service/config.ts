@@ -35,6 +35,12 @@ export const serviceConfigSchema = z
     /** Most outputs per produce request; while one is in flight the next one fills up to this. */
     produceBatchSize: z.int().positive().default(5000),
     /**
+     * Least time between writes of the state changelog and offset commits (each covers every
+     * output acknowledged since the last). Longer: fewer changelog records, more events redelivered
+     * (and skipped as already applied) after a crash.
+     */
+    changelogIntervalMs: z.int().nonnegative().default(1000),
+    /**
      * Encode and send produce requests on a worker thread (kafkajs's encoding is JavaScript, about
      * 10 µs a record); false keeps the producer on the service's thread.
      */
@@ -112,6 +118,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: v === 'true' || v === '1' }),
+  RNNSTREAM_CHANGELOG_INTERVAL_MS: (v) => ({ changelogIntervalMs: Number(v) }),
   RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
   RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
   RNNSTREAM_SASL_USERNAME: (v) => ({ sasl: { username: v } }),

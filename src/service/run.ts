@@ -19,6 +19,7 @@ import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
+import { offsetAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
@@ -101,36 +102,45 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
 
   let fatal: Error | undefined;
   let stopping = false;
-  const sink = new KafkaSink(producer, consumer, config, store, logger, {
-    onAcked: (chunk) => {
-      let predictions = 0;
-      let dead = 0;
-      let skipped = 0;
-      for (const r of chunk) {
-        if (r.kind === 'prediction') predictions++;
-        else if (r.kind === 'dead-letter') dead++;
-        else skipped++;
-      }
-      metrics.predictionsOut.inc(predictions);
-      metrics.deadLetters.inc(dead);
-      metrics.skipped.inc(skipped);
-      metrics.keysResident.set(store.size);
-      const s = store.stats;
-      metrics.evictions.set(s.evictedByCapacity + s.evictedByTtl);
-      if (prequential) {
-        metrics.prequentialAccuracy.set(prequential.accuracy);
-        metrics.prequentialScored.set(prequential.scored);
-      }
-      queue.release(chunk.length);
+  const sink = new KafkaSink(
+    producer,
+    consumer,
+    config,
+    store,
+    logger,
+    {
+      onWritten: (chunk) => {
+        let predictions = 0;
+        let dead = 0;
+        let skipped = 0;
+        for (const r of chunk) {
+          if (r.kind === 'prediction') predictions++;
+          else if (r.kind === 'dead-letter') dead++;
+          else skipped++;
+        }
+        metrics.predictionsOut.inc(predictions);
+        metrics.deadLetters.inc(dead);
+        metrics.skipped.inc(skipped);
+        metrics.keysResident.set(store.size);
+        const s = store.stats;
+        metrics.evictions.set(s.evictedByCapacity + s.evictedByTtl);
+        if (prequential) {
+          metrics.prequentialAccuracy.set(prequential.accuracy);
+          metrics.prequentialScored.set(prequential.scored);
+        }
+        // Acknowledged outputs end an event's time in flight; its commit may follow later.
+        queue.release(chunk.length);
+      },
+      onRetry: () => metrics.produceRetries.inc(),
     },
-    onRetry: () => metrics.produceRetries.inc(),
-  });
+    { changelogIntervalMs: config.changelogIntervalMs, produceBatchSize: config.produceBatchSize },
+  );
 
   // An event is already applied when its key's state reflects an offset at or after it.
   const alreadyApplied = (key: string, source: SourcePosition): boolean => {
     if (source.kind !== 'kafka') return false;
     const pos = store.get(key)?.position as SourcePosition | undefined;
-    return pos?.kind === 'kafka' && pos.topic === source.topic && pos.partition === source.partition && BigInt(pos.offset) >= BigInt(source.offset);
+    return pos?.kind === 'kafka' && pos.topic === source.topic && pos.partition === source.partition && offsetAtLeast(pos.offset, source.offset);
   };
 
   const input = new Subject<RawRecord>();
@@ -139,14 +149,15 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       backend,
       store,
       prequential,
-      captureState: true,
       alreadyApplied,
       maxBatchSize: config.maxBatchSize,
       maxWaitMs: config.maxWaitMs,
       maxBytes: config.maxMessageBytes,
     }),
-    // One produce request in flight at a time; outputs arriving meanwhile form the next one.
-    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), config.produceBatchSize),
+    // One chunk in flight at a time; outputs arriving meanwhile form the next one, whole: the
+    // sink snapshots its keys' states when a chunk forms, so a chunk must hold every output
+    // stepped so far (it splits large chunks into requests of produceBatchSize itself).
+    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), Number.POSITIVE_INFINITY),
   );
   const pipelineDone = lastValueFrom(outputs$, { defaultValue: undefined }).catch((err: Error) => {
     fatal = err;

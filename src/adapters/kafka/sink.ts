@@ -2,22 +2,27 @@
  * Writes a chunk of pipeline outputs to Kafka and only then commits their input offsets:
  *
  *   1. predictions (output topic) and dead letters (DLQ topic), keyed like the input; await acks
- *   2. each touched key's state after its last event of the chunk (changelog topic, the input's
+ *   2. each touched key's state after its last acknowledged event (changelog topic, the input's
  *      partition); await acks
- *   3. commit, per input partition, the offset after the chunk's last event
+ *   3. commit, per input partition, the offset after the last acknowledged event
  *
- * Steps 2 and 3 run beside step 1 of the next chunks, merged across the chunks acknowledged
- * meanwhile, so the producer is not idle while they complete. A snapshot in the changelog never runs ahead of acknowledged outputs, and a commit never runs
- * ahead of either: a crash at any point loses nothing, and redelivered events that the
- * restored state already reflects are recognised and not applied twice. A failing produce is
- * retried with exponential backoff until it succeeds or the service is stopped; it never skips.
+ * Steps 2 and 3 run beside step 1 of the next chunks, at most once per `changelogIntervalMs`,
+ * merged over every chunk acknowledged meanwhile (one changelog record per key per interval, not
+ * per chunk: Kafka Streams' commit.interval.ms and Quix's commit_interval do the same). A
+ * snapshot in the changelog never runs ahead of acknowledged outputs, and a commit never runs
+ * ahead of either: a crash at any point loses nothing, and redelivered events that the restored
+ * state already reflects are recognised and not applied twice. A longer interval means fewer
+ * changelog records and more redelivered (and skipped) events after a crash. A failing produce
+ * is retried with exponential backoff until it succeeds or the service is stopped; it never skips.
  */
 import type { Consumer, Message, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
+import type { SourcePosition } from '../../operators/records.js';
+import type { PipelineOutput } from '../../pipeline/predict.js';
 import { deadLetterJson, predictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
+import { offsetAtLeast } from './offsets.js';
 import type { RecordProducer } from './producer-thread.js';
 
 export interface SinkTopics {
@@ -27,23 +32,47 @@ export interface SinkTopics {
 }
 
 export interface SinkHooks {
-  /** Called after a chunk is acknowledged and committed. */
-  onAcked?(chunk: readonly PipelineOutput[]): void;
+  /** Called when a chunk's outputs are acknowledged by the broker (its events may leave the queue). */
+  onWritten?(chunk: readonly PipelineOutput[]): void;
+  /** Called when a chunk's state is in the changelog and its offsets are committed. */
+  onCommitted?(chunk: readonly PipelineOutput[]): void;
   onRetry?(attempt: number, err: Error): void;
+}
+
+export interface SinkOptions {
+  /** Least time between changelog-and-commit writes (0: after every acknowledged chunk). */
+  readonly changelogIntervalMs: number;
+  /** Most output records per produce request; a larger chunk is sent as several, in order. */
+  readonly produceBatchSize: number;
+}
+
+/** A key's state as it was when a chunk formed: right after the key's last event in the chunk. */
+interface StateCapture {
+  readonly key: string;
+  readonly state: Float32Array;
+  readonly steps: number;
+  readonly prev: unknown;
+  readonly position: unknown;
+  readonly lastSeen: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-type Commit = { topic: string; partition: number; offset: bigint };
+type Commit = { topic: string; partition: number; offset: string };
+const commitId = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
 
 export class KafkaSink {
   private stopped = false;
   private failed: Error | undefined;
   /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
-  private pendingState = new Map<string, PredictionRecord>();
+  private pendingState = new Map<string, StateCapture>();
   private pendingCommits = new Map<string, Commit>();
   private pendingChunks: (readonly PipelineOutput[])[] = [];
   private flushing: Promise<void> | undefined;
+  private lastFlushAt = -Infinity;
+  /** Cuts the wait for the next interval short (flush on shutdown). */
+  private wake: (() => void) | undefined;
+  private hurry = false;
 
   constructor(
     private readonly producer: RecordProducer,
@@ -52,6 +81,7 @@ export class KafkaSink {
     private readonly store: KeyStateStore<unknown>,
     private readonly logger: Logger,
     private readonly hooks: SinkHooks = {},
+    private readonly options: SinkOptions = { changelogIntervalMs: 0, produceBatchSize: 5000 },
   ) {}
 
   /** Stops retrying (a hard stop); a chunk not yet acknowledged is then left uncommitted. */
@@ -61,48 +91,91 @@ export class KafkaSink {
 
   /** Resolves once every chunk written so far is acknowledged and committed; rejects if one failed. */
   async flush(): Promise<void> {
-    while (this.flushing) await this.flushing;
+    this.hurry = true;
+    this.wake?.();
+    try {
+      while (this.flushing) await this.flushing;
+    } finally {
+      this.hurry = false;
+    }
     if (this.failed) throw this.failed;
   }
 
   /**
    * Resolves when the chunk's outputs are acknowledged. Its state and offsets then join the
-   * pending changelog-and-commit work: while one such write is in flight, later chunks merge into
-   * the next (only each key's latest state is written), so the changelog costs one message per
-   * key per write rather than per chunk, and never holds up the outputs.
+   * pending changelog-and-commit work (see the interval above), which never holds up the outputs.
+   *
+   * The chunk must hold every output stepped so far and be passed as soon as it forms (as
+   * writeBatches with no size limit does): the states of its keys are copied here, before the
+   * first await, and are then exactly the states right after each key's last event in the chunk.
+   * One copy per key per chunk, where a copy per event was a large share of the service's
+   * allocation.
    */
   async write(chunk: readonly PipelineOutput[]): Promise<void> {
     if (this.failed) throw this.failed;
     const predictions: Message[] = [];
     const deadLetters: Message[] = [];
-    const commits: Commit[] = [];
+    const commits = new Map<number, Commit>();
+    const otherTopics = new Map<string, Commit>();
+    const captured = new Map<string, StateCapture | undefined>();
     for (const r of chunk) {
-      if (r.source.kind === 'kafka') commits.push({ topic: r.source.topic, partition: r.source.partition, offset: BigInt(r.source.offset) });
+      if (r.source.kind === 'kafka') {
+        // Keyed by partition first: one input topic is the rule, and a string key per event is not free.
+        const { topic, partition, offset } = r.source;
+        const seen = commits.get(partition);
+        if (!seen || seen.topic !== topic) {
+          const id = commitId(topic, partition);
+          const other = otherTopics.get(id);
+          if (!seen) commits.set(partition, { topic, partition, offset });
+          else if (!other || !offsetAtLeast(other.offset, offset)) otherTopics.set(id, { topic, partition, offset });
+        } else if (!offsetAtLeast(seen.offset, offset)) {
+          commits.set(partition, { topic, partition, offset });
+        }
+      }
       if (r.kind === 'prediction') {
         predictions.push({ key: r.key, value: predictionJson(r) });
+        if (!captured.has(r.key)) {
+          const e = this.store.get(r.key);
+          // An evicted key restarts from zero state, as eviction always means.
+          captured.set(r.key, e && { key: e.key, state: e.state.slice(), steps: e.steps, prev: e.prev, position: e.position, lastSeen: e.lastSeen });
+        }
       } else if (r.kind === 'dead-letter') {
         deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       }
     }
-    const outputs: TopicMessages[] = [];
-    if (predictions.length) outputs.push({ topic: this.topics.outputTopic, messages: predictions });
-    if (deadLetters.length) outputs.push({ topic: this.topics.dlqTopic, messages: deadLetters });
-    if (outputs.length) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages: outputs, acks: -1 }));
+    const max = this.options.produceBatchSize;
+    const requests: TopicMessages[][] = [];
+    for (let i = 0; i < predictions.length; i += max) requests.push([{ topic: this.topics.outputTopic, messages: predictions.slice(i, i + max) }]);
+    if (deadLetters.length) (requests[0] ??= []).push({ topic: this.topics.dlqTopic, messages: deadLetters });
+    for (const topicMessages of requests) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages, acks: -1 }));
     // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
     // offsets be committed.
-    for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
-    for (const c of commits) {
-      const id = `${c.topic}\u0000${c.partition}`;
+    for (const c of captured.values()) if (c) this.pendingState.set(c.key, c);
+    for (const c of [...commits.values(), ...otherTopics.values()]) {
+      const id = commitId(c.topic, c.partition);
       const seen = this.pendingCommits.get(id);
-      if (!seen || c.offset > seen.offset) this.pendingCommits.set(id, c);
+      if (!seen || !offsetAtLeast(seen.offset, c.offset)) this.pendingCommits.set(id, c);
     }
     this.pendingChunks.push(chunk);
+    this.hooks.onWritten?.(chunk);
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
   }
 
   private async flushPending(): Promise<void> {
     try {
       while (this.pendingChunks.length > 0 && !this.failed) {
+        const wait = this.lastFlushAt + this.options.changelogIntervalMs - performance.now();
+        if (wait > 0 && !this.hurry) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            this.wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.wake = undefined;
+        }
+        this.lastFlushAt = performance.now();
         const states = this.pendingState;
         const commits = this.pendingCommits;
         const chunks = this.pendingChunks;
@@ -110,26 +183,27 @@ export class KafkaSink {
         this.pendingCommits = new Map();
         this.pendingChunks = [];
         await this.changelogAndCommit(states, commits);
-        for (const c of chunks) this.hooks.onAcked?.(c);
+        for (const c of chunks) this.hooks.onCommitted?.(c);
       }
     } catch (err) {
       this.failed ??= err as Error;
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<string, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, StateCapture>, commits: Map<string, Commit>): Promise<void> {
     if (lastState.size) {
       const messages: Message[] = [];
-      for (const [key, p] of lastState) {
-        const s = p.state!;
-        const partition = p.source.kind === 'kafka' ? p.source.partition : undefined;
-        const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
+      for (const [key, s] of lastState) {
+        // The changelog is partitioned like the input: the key's state goes to its input partition.
+        const position = s.position as SourcePosition | undefined;
+        const partition = position?.kind === 'kafka' ? position.partition : undefined;
+        const value = Buffer.from(this.store.encode([s]));
         messages.push(partition === undefined ? { key, value } : { key, value, partition });
       }
       await this.retrying('produce state changelog', () => this.producer.send({ topic: this.topics.changelogTopic, messages, acks: -1 }));
     }
     if (commits.size) {
-      const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (c.offset + 1n).toString() }));
+      const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (BigInt(c.offset) + 1n).toString() }));
       try {
         await this.consumer.commitOffsets(offsets);
       } catch (err) {

@@ -1,0 +1,125 @@
+/**
+ * The Kafka sink's ordering contract, with an in-memory producer and consumer: outputs first (in
+ * requests of at most produceBatchSize, in order), then the changelog with each key's state as it
+ * was when the chunk was handed over (not as it is when the broker acknowledges), then the
+ * offset commit; changelog writes merged over the interval; flush() cuts the interval short.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Consumer, ProducerBatch, ProducerRecord } from 'kafkajs';
+import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
+import { KafkaSink } from '../src/adapters/kafka/sink.js';
+import { randomModel } from '../src/core/random-model.js';
+import { silentLogger } from '../src/observability/logger.js';
+import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
+import { KeyStateStore } from '../src/state/key-state-store.js';
+
+const model = randomModel({ features: 2, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 3 });
+const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
+
+/** Records every call; each send resolves when the test says so (the broker's acknowledgement). */
+function fakeKafka() {
+  const log: string[] = [];
+  const acks: (() => void)[] = [];
+  const changelog: { key: string; value: Buffer; partition?: number }[] = [];
+  const producer: RecordProducer = {
+    connect: async () => {},
+    disconnect: async () => {},
+    send: (r: ProducerRecord) => {
+      log.push(`send ${r.topic} ${r.messages.length}`);
+      for (const m of r.messages) changelog.push({ key: String(m.key), value: m.value as Buffer, ...(m.partition !== undefined ? { partition: m.partition } : {}) });
+      return Promise.resolve();
+    },
+    sendBatch: (b: ProducerBatch) => {
+      log.push(`sendBatch ${b.topicMessages!.map((t) => `${t.topic}:${t.messages.map((m) => m.key).join(',')}`).join(' ')}`);
+      return new Promise<void>((resolve) => acks.push(resolve));
+    },
+  };
+  const consumer = {
+    commitOffsets: async (offsets: { topic: string; partition: number; offset: string }[]) => {
+      log.push(`commit ${offsets.map((o) => `${o.topic}/${o.partition}@${o.offset}`).join(' ')}`);
+    },
+  } as unknown as Consumer;
+  const ackNext = async (): Promise<void> => {
+    for (let i = 0; i < 50 && acks.length === 0; i++) await new Promise((r) => setImmediate(r));
+    acks.shift()!();
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  };
+  return { log, producer, consumer, changelog, ackNext };
+}
+
+function prediction(store: KeyStateStore, key: string, partition: number, offset: number): PredictionRecord {
+  const source = { kind: 'kafka' as const, topic: 'in', partition, offset: String(offset) };
+  // What rnnByKey does when it steps the event: the key's state and position move on.
+  const entry = store.acquire(key, 0);
+  entry.state.fill(offset);
+  entry.steps++;
+  entry.position = source;
+  return { kind: 'prediction', key, seq: entry.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), source };
+}
+
+describe('KafkaSink', () => {
+  it('outputs in order and in requests of produceBatchSize, then the changelog as of the hand-over, then the commit', async () => {
+    const store = new KeyStateStore(model);
+    const k = fakeKafka();
+    const written: number[] = [];
+    const committed: number[] = [];
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.length), onCommitted: (c) => committed.push(c.length) }, { changelogIntervalMs: 0, produceBatchSize: 2 });
+    const chunk: PipelineOutput[] = [
+      prediction(store, 'x', 0, 10),
+      prediction(store, 'y', 1, 20),
+      { kind: 'dead-letter', reason: 'not JSON', source: { kind: 'kafka', topic: 'in', partition: 0, offset: '11' }, raw: 'oops', messageKey: 'z' },
+      prediction(store, 'x', 0, 12),
+      prediction(store, 'y', 1, 21),
+      prediction(store, 'x', 0, 13),
+    ];
+    const done = sink.write(chunk);
+    // Later events step the keys on before the broker acknowledges: the changelog must not see them.
+    prediction(store, 'x', 0, 14);
+    await k.ackNext();
+    await k.ackNext();
+    expect(written).toEqual([]);
+    await k.ackNext();
+    await done;
+    await sink.flush();
+    expect(k.log).toEqual([
+      'sendBatch out:x,y dlq:z',
+      'sendBatch out:x,y',
+      'sendBatch out:x',
+      'send changelog 2',
+      'commit in/0@14 in/1@22',
+    ]);
+    expect(written).toEqual([6]);
+    expect(committed).toEqual([6]);
+    const restored = new KeyStateStore(model);
+    for (const m of k.changelog) restored.restore(m.value);
+    expect([...restored.get('x')!.state]).toEqual([13, 13]); // after offset 13, not 14
+    expect(restored.get('x')!.steps).toBe(3);
+    expect([...restored.get('y')!.state]).toEqual([21, 21]);
+    expect(k.changelog.map((m) => [m.key, m.partition])).toEqual([
+      ['x', 0],
+      ['y', 1],
+    ]);
+  });
+
+  it('merges the changelog over the interval, and flush() does not wait for it', async () => {
+    const store = new KeyStateStore(model);
+    const k = fakeKafka();
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
+    // The first changelog write goes at once; the next waits for the interval...
+    const first = sink.write([prediction(store, 'x', 0, 1)]);
+    await k.ackNext();
+    await first;
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    const second = sink.write([prediction(store, 'x', 0, 2), prediction(store, 'y', 0, 3)]);
+    await k.ackNext();
+    await second;
+    const third = sink.write([prediction(store, 'x', 0, 4)]);
+    await k.ackNext();
+    await third;
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2']);
+    // ...unless the service is stopping: then both chunks go as one changelog write and commit.
+    await sink.flush();
+    expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2', 'send changelog 2', 'commit in/0@5']);
+  });
+});
