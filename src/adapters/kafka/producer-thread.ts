@@ -57,6 +57,8 @@ export type WireReply =
 const KEY_NULL = 1;
 const VALUE_NULL = 2;
 
+let scratch = Buffer.allocUnsafeSlow(1 << 16);
+
 /** Packs kafkajs messages for the worker; the returned buffer is transferable. */
 export function packMessages(topic: string, messages: readonly Message[]): WireTopicMessages {
   // Worst case 3 UTF-8 bytes per UTF-16 unit for strings; buffers as they are.
@@ -65,8 +67,11 @@ export function packMessages(topic: string, messages: readonly Message[]): WireT
     capacity += m.key == null ? 0 : typeof m.key === 'string' ? m.key.length * 3 : m.key.length;
     capacity += m.value == null ? 0 : typeof m.value === 'string' ? m.value.length * 3 : m.value.length;
   }
-  // Not from Buffer's shared pool: its ArrayBuffer is transferred whole.
-  const bytes = Buffer.from(new ArrayBuffer(Math.max(1, capacity)));
+  // Written into a scratch buffer sized for the worst case and kept between calls, then copied
+  // once at its exact size: a fresh worst-case buffer per request (3 bytes per UTF-16 unit) was
+  // megabytes of short-lived external memory every request, which V8 answers with extra GCs.
+  if (scratch.length < capacity) scratch = Buffer.allocUnsafeSlow(Math.max(capacity, 2 * scratch.length));
+  const bytes = scratch;
   const ends = new Int32Array(messages.length * 2);
   const nulls = new Uint8Array(messages.length);
   const partitions = new Int32Array(messages.length).fill(-1);
@@ -88,7 +93,10 @@ export function packMessages(topic: string, messages: readonly Message[]): WireT
       headers[i] = Object.fromEntries(Object.entries(m.headers).map(([k, v]) => [k, String(v)]));
     }
   });
-  return { topic, count: messages.length, bytes: new Uint8Array(bytes.buffer, 0, at), ends, nulls, partitions, ...(headers ? { headers } : {}) };
+  // The copy owns its ArrayBuffer exactly, so it can be transferred whole.
+  const exact = new Uint8Array(new ArrayBuffer(at));
+  exact.set(bytes.subarray(0, at));
+  return { topic, count: messages.length, bytes: exact, ends, nulls, partitions, ...(headers ? { headers } : {}) };
 }
 
 /** The worker's side of packMessages: kafkajs messages whose keys and values view the buffer. */
