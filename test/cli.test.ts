@@ -123,4 +123,16 @@ describe('rnnstream CLI', () => {
     expect(r.stderr).toMatch(/the command finished 5 s ago but something .* kept the process alive; exiting/);
     expect(Date.now() - started).toBeLessThan(55_000);
   });
+
+  it('produce takes the same TLS/SASL and config-file settings as run, and names what is wrong', () => {
+    const noPassword = cli(['produce', '--pipeline', 'ball-direction', '--brokers', 'localhost:1', '--sasl-mechanism', 'scram-sha-256', '--sasl-username', 'loader'], { RNNSTREAM_SASL_PASSWORD: '' });
+    expect(noPassword.code).toBe(2);
+    expect(noPassword.stderr).toMatch(/sasl: a password is required: set RNNSTREAM_SASL_PASSWORD or sasl.passwordFile/);
+    const config = join(dir, 'produce-config.json');
+    writeFileSync(config, JSON.stringify({ brokers: ['not a broker'], sasl: { mechanism: 'md5', username: 'loader' } }));
+    const bad = cli(['produce', '--pipeline', 'ball-direction', '--config', config]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/brokers\[0\] \(from config file .*produce-config.json\): expected host:port/);
+    expect(bad.stderr).toMatch(/sasl.mechanism \(from config file .*\): Invalid option/);
+  });
 });

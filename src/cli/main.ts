@@ -198,26 +198,24 @@ export function buildProgram(): Command {
       process.stdout.write((opts.json ? JSON.stringify(printable) : formatEvalReport(report)) + '\n');
     });
 
-  program
-    .command('run')
-    .description('run a pipeline as a Kafka consumer-group service (predictions, dead letters, state changelog, /metrics)')
-    .option('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
-    .option('--brokers <list>', 'comma-separated host:port list')
-    .option('--group <id>', 'consumer group (default rnnstream-<pipeline>)')
-    .option('--input-topic <topic>', 'input topic (default <pipeline>.input)')
-    .option('--output-topic <topic>', 'predictions topic (default <pipeline>.predictions)')
-    .option('--dlq-topic <topic>', 'dead-letter topic (default <pipeline>.dead-letters)')
-    .option('--changelog-topic <topic>', 'state changelog topic (default <pipeline>.changelog)')
-    .option('--config <file.json>', 'JSON config file (any option; flags and RNNSTREAM_* variables override it)')
-    .option('--backend <backend>', 'compute backend (default auto)')
-    .option('--model <model.json>', "model file (default: the pipeline's)")
-    .option('--http-host <host>', 'metrics/health endpoint host (default 127.0.0.1)')
-    .option('--http-port <port>', 'metrics/health endpoint port (default 9464; 0 picks a free port)', nonNegativeInt('--http-port'))
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
-    .option('--ssl', 'connect to the brokers over TLS')
-    .option('--sasl-mechanism <mechanism>', 'plain, scram-sha-256 or scram-sha-512')
-    .option('--sasl-username <user>', 'SASL user name (the password comes from RNNSTREAM_SASL_PASSWORD or --sasl-password-file)')
-    .option('--sasl-password-file <file>', 'file whose first line is the SASL password')
+  addSecurityOptions(
+    program
+      .command('run')
+      .description('run a pipeline as a Kafka consumer-group service (predictions, dead letters, state changelog, /metrics)')
+      .option('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+      .option('--brokers <list>', 'comma-separated host:port list')
+      .option('--group <id>', 'consumer group (default rnnstream-<pipeline>)')
+      .option('--input-topic <topic>', 'input topic (default <pipeline>.input)')
+      .option('--output-topic <topic>', 'predictions topic (default <pipeline>.predictions)')
+      .option('--dlq-topic <topic>', 'dead-letter topic (default <pipeline>.dead-letters)')
+      .option('--changelog-topic <topic>', 'state changelog topic (default <pipeline>.changelog)')
+      .option('--config <file.json>', 'JSON config file (any option; flags and RNNSTREAM_* variables override it)')
+      .option('--backend <backend>', 'compute backend (default auto)')
+      .option('--model <model.json>', "model file (default: the pipeline's)")
+      .option('--http-host <host>', 'metrics/health endpoint host (default 127.0.0.1)')
+      .option('--http-port <port>', 'metrics/health endpoint port (default 9464; 0 picks a free port)', nonNegativeInt('--http-port'))
+      .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
+  )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
         pipeline: opts.pipeline,
@@ -230,12 +228,8 @@ export function buildProgram(): Command {
         backend: opts.backend,
         model: opts.model,
         logLevel: opts.logLevel,
-        ssl: opts.ssl ? true : undefined,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
-        sasl:
-          opts.saslMechanism || opts.saslUsername || opts.saslPasswordFile
-            ? { mechanism: opts.saslMechanism, username: opts.saslUsername, passwordFile: opts.saslPasswordFile }
-            : undefined,
+        ...securityFlags(opts),
       };
       const resolved = resolveServiceConfig({ file: opts.config, flags });
       const logger = createServiceLogger(resolved.config.logLevel);
@@ -255,21 +249,29 @@ export function buildProgram(): Command {
       await service.done;
     });
 
-  program
-    .command('produce')
-    .description("write a fixture into a Kafka topic, keyed by the pipeline's key")
-    .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
-    .requiredOption('--brokers <list>', 'comma-separated host:port list')
-    .option('--input <file.jsonl>', "fixture (default: the pipeline's)")
-    .option('--topic <topic>', 'topic (default <pipeline>.input)')
-    .addOption(new Option('--pace <pace>', 'as fast as possible, or spaced by event time').choices(['max', 'realtime']).default('max'))
+  addSecurityOptions(
+    program
+      .command('produce')
+      .description("write a fixture into a Kafka topic, keyed by the pipeline's key")
+      .requiredOption('--pipeline <name>', `pipeline (${pipelineNames().join(', ')})`)
+      .option('--brokers <list>', 'comma-separated host:port list (or RNNSTREAM_BROKERS, or the config file)')
+      .option('--input <file.jsonl>', "fixture (default: the pipeline's)")
+      .option('--topic <topic>', 'topic (default <pipeline>.input)')
+      .addOption(new Option('--pace <pace>', 'as fast as possible, or spaced by event time').choices(['max', 'realtime']).default('max'))
+      .option('--config <file.json>', "JSON config file: its brokers, ssl and sasl settings apply (flags and RNNSTREAM_* variables override it)")
+  )
     .action(async (opts) => {
       const pipeline = await loadPipeline(opts.pipeline);
       const input = opts.input ?? pipeline.defaultFixture;
       fixtureSize(input);
-      const resolved = resolveServiceConfig({ env: {}, flags: { pipeline: pipeline.name, brokers: String(opts.brokers).split(',').map((b) => b.trim()).filter(Boolean), logLevel: 'warn' } });
+      // The service's own configuration rules, so a secured cluster is reached the same way.
+      const resolved = resolveServiceConfig({
+        file: opts.config,
+        flags: { pipeline: pipeline.name, brokers: opts.brokers?.split(',').map((b: string) => b.trim()).filter(Boolean), logLevel: 'warn', ...securityFlags(opts) },
+      });
+      const { config } = resolved;
       const logger = createServiceLogger('warn');
-      const kafka = createKafka({ brokers: resolved.config.brokers, clientId: 'rnnstream-produce', ssl: false }, logger);
+      const kafka = createKafka({ brokers: config.brokers, clientId: 'rnnstream-produce', ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
       const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
       await producer.connect();
       try {
@@ -328,6 +330,26 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+/** TLS and SASL options, the same on every command that connects to Kafka. */
+function addSecurityOptions(command: Command): Command {
+  return command
+    .option('--ssl', 'connect to the brokers over TLS')
+    .option('--sasl-mechanism <mechanism>', 'plain, scram-sha-256 or scram-sha-512')
+    .option('--sasl-username <user>', 'SASL user name (the password comes from RNNSTREAM_SASL_PASSWORD or --sasl-password-file)')
+    .option('--sasl-password-file <file>', 'file whose first line is the SASL password');
+}
+
+/** The security part of the configuration flags; absent options stay undefined (config file and env then apply). */
+function securityFlags(opts: { ssl?: boolean; saslMechanism?: string; saslUsername?: string; saslPasswordFile?: string }): Record<string, unknown> {
+  return {
+    ssl: opts.ssl ? true : undefined,
+    sasl:
+      opts.saslMechanism || opts.saslUsername || opts.saslPasswordFile
+        ? { mechanism: opts.saslMechanism, username: opts.saslUsername, passwordFile: opts.saslPasswordFile }
+        : undefined,
+  };
 }
 
 /** Conformance of each named backend against the reference; prints a line per backend, returns the failures. */
