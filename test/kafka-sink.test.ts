@@ -1,8 +1,9 @@
 /**
  * The Kafka sink's ordering contract, with an in-memory producer and consumer: outputs first (in
- * requests of at most produceBatchSize, in order), then the changelog with each key's state as it
- * was when the chunk was handed over (not as it is when the broker acknowledges), then the
- * offset commit; changelog writes merged over the interval; flush() cuts the interval short.
+ * requests of at most produceBatchSize, in order), then the changelog with each key's state as
+ * captured with its last acknowledged prediction (not the live state, which may have moved on),
+ * then the offset commit; changelog writes merged over the interval; flush() cuts the interval
+ * short.
  */
 import { describe, expect, it } from 'vitest';
 import type { Consumer, ProducerBatch, ProducerRecord } from 'kafkajs';
@@ -54,11 +55,13 @@ function prediction(store: KeyStateStore, key: string, partition: number, offset
   entry.state.fill(offset);
   entry.steps++;
   entry.position = source;
-  return { kind: 'prediction', key, seq: entry.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), source };
+  // captureState: the state right after this event travels with its prediction.
+  const state = { state: entry.state.slice(), steps: entry.steps, prev: entry.prev, position: entry.position, lastSeen: entry.lastSeen };
+  return { kind: 'prediction', key, seq: entry.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), state, source };
 }
 
 describe('KafkaSink', () => {
-  it('outputs in order and in requests of produceBatchSize, then the changelog as of the hand-over, then the commit', async () => {
+  it('outputs in order and in requests of produceBatchSize, then the changelog with the captured states, then the commit', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
     const written: number[] = [];
@@ -73,7 +76,7 @@ describe('KafkaSink', () => {
       prediction(store, 'x', 0, 13),
     ];
     const done = sink.write(chunk);
-    // Later events step the keys on before the broker acknowledges: the changelog must not see them.
+    // A later event steps x on before the broker acknowledges: the changelog must not see it.
     prediction(store, 'x', 0, 14);
     await k.ackNext();
     await k.ackNext();

@@ -32,6 +32,20 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
   readonly scheduler?: SchedulerLike;
   /** Admission control shared with the source; events are released as their results leave. */
   readonly queue?: BoundedQueue;
+  /**
+   * Attach to each step a copy of the key's state right after it (for a changelog that must
+   * match the outputs it is written with). Off by default: replay does not need it.
+   */
+  readonly captureState?: boolean;
+}
+
+/** A key's state as it was right after one step. */
+export interface StateCapture<E> {
+  readonly state: Float32Array;
+  readonly steps: number;
+  readonly prev: E;
+  readonly position: unknown;
+  readonly lastSeen: number;
 }
 
 /** The result for one input item, emitted in input order. */
@@ -46,6 +60,8 @@ export type KeyedStep<In> =
       readonly output: Float32Array;
       /** The key's previous event (before this one), if its state remembers one. */
       readonly prev: unknown;
+      /** The key's state after this step, when `captureState` is on. */
+      readonly captured?: StateCapture<unknown>;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -242,7 +258,7 @@ class WaveStepper<In, E> {
     results: KeyedStep<In>[],
     now: number,
   ): Promise<void> | undefined {
-    const { store, features, backend, eventOf, positionOf } = this.config;
+    const { store, features, backend, eventOf, positionOf, captureState } = this.config;
     const { model } = store;
     const { input, state, next, output, raw } = this;
     const { mean, std } = model.normalization;
@@ -297,7 +313,10 @@ class WaveStepper<In, E> {
         // A small typed array of its own lives on V8's heap and is cheaper than a view.
         const out = new Float32Array(O);
         for (let k = 0; k < O; k++) out[k] = output[b * O + k]!;
-        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev };
+        const captured = captureState
+          ? { state: entry.state.slice(), steps: entry.steps, prev: entry.prev, position: entry.position, lastSeen: entry.lastSeen }
+          : undefined;
+        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev, captured };
       }
     };
     const pending = backend.step(B, input, state, next, output);

@@ -9,7 +9,7 @@ import type { RnnModel } from '../core/model.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js';
 import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
-import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
+import { rnnByKey, type KeyedStep, type StateCapture } from '../operators/rnn-by-key.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 import type { PipelineDefinition } from './define.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
@@ -30,6 +30,8 @@ export interface PredictionRecord {
   readonly label?: string;
   /** The key's previous prediction, scored by what this event revealed (prequential). */
   readonly prequential?: PrequentialScore;
+  /** The key's state right after this event (only with `captureState`). */
+  readonly state?: StateCapture<unknown>;
   readonly source: SourcePosition;
 }
 
@@ -61,6 +63,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly queue?: BoundedQueue;
   /** Scores each prediction when its key's next event arrives (softmax heads). */
   readonly prequential?: PrequentialTracker;
+  /** Attach each key's state after each step to its prediction (see rnnByKey). */
+  readonly captureState?: boolean;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
   readonly alreadyApplied?: (key: string, source: SourcePosition) => boolean;
 }
@@ -104,6 +108,7 @@ export function toPredictionRecord(
     output: out,
     label: pipeline.label?.(item.event),
     prequential: score,
+    state: step.captured,
     source: item.source,
   };
 }
@@ -127,6 +132,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       maxWaitMs: options.maxWaitMs,
       scheduler: options.scheduler,
       queue: options.queue,
+      captureState: options.captureState,
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {

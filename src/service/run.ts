@@ -149,15 +149,17 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       backend,
       store,
       prequential,
+      // Each prediction carries its key's state right after it: the changelog must hold the
+      // state that matches the acknowledged outputs, and with an asynchronous backend the live
+      // state can already be ahead of the outputs handed to the sink.
+      captureState: true,
       alreadyApplied,
       maxBatchSize: config.maxBatchSize,
       maxWaitMs: config.maxWaitMs,
       maxBytes: config.maxMessageBytes,
     }),
-    // One chunk in flight at a time; outputs arriving meanwhile form the next one, whole: the
-    // sink snapshots its keys' states when a chunk forms, so a chunk must hold every output
-    // stepped so far (it splits large chunks into requests of produceBatchSize itself).
-    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), Number.POSITIVE_INFINITY),
+    // One chunk in flight at a time; outputs arriving meanwhile form the next one.
+    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), config.produceBatchSize),
   );
   const pipelineDone = lastValueFrom(outputs$, { defaultValue: undefined }).catch((err: Error) => {
     fatal = err;

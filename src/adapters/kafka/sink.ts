@@ -18,8 +18,7 @@
 import type { Consumer, Message, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { SourcePosition } from '../../operators/records.js';
-import type { PipelineOutput } from '../../pipeline/predict.js';
+import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
 import { deadLetterJson, predictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
@@ -46,16 +45,6 @@ export interface SinkOptions {
   readonly produceBatchSize: number;
 }
 
-/** A key's state as it was when a chunk formed: right after the key's last event in the chunk. */
-interface StateCapture {
-  readonly key: string;
-  readonly state: Float32Array;
-  readonly steps: number;
-  readonly prev: unknown;
-  readonly position: unknown;
-  readonly lastSeen: number;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 type Commit = { topic: string; partition: number; offset: string };
@@ -65,7 +54,7 @@ export class KafkaSink {
   private stopped = false;
   private failed: Error | undefined;
   /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
-  private pendingState = new Map<string, StateCapture>();
+  private pendingState = new Map<string, PredictionRecord>();
   private pendingCommits = new Map<string, Commit>();
   private pendingChunks: (readonly PipelineOutput[])[] = [];
   private flushing: Promise<void> | undefined;
@@ -104,12 +93,8 @@ export class KafkaSink {
   /**
    * Resolves when the chunk's outputs are acknowledged. Its state and offsets then join the
    * pending changelog-and-commit work (see the interval above), which never holds up the outputs.
-   *
-   * The chunk must hold every output stepped so far and be passed as soon as it forms (as
-   * writeBatches with no size limit does): the states of its keys are copied here, before the
-   * first await, and are then exactly the states right after each key's last event in the chunk.
-   * One copy per key per chunk, where a copy per event was a large share of the service's
-   * allocation.
+   * Each prediction carries its key's state right after it (rnnByKey's captureState); the latest
+   * acknowledged one per key is what goes to the changelog.
    */
   async write(chunk: readonly PipelineOutput[]): Promise<void> {
     if (this.failed) throw this.failed;
@@ -117,7 +102,6 @@ export class KafkaSink {
     const deadLetters: Message[] = [];
     const commits = new Map<number, Commit>();
     const otherTopics = new Map<string, Commit>();
-    const captured = new Map<string, StateCapture | undefined>();
     for (const r of chunk) {
       if (r.source.kind === 'kafka') {
         // Keyed by partition first: one input topic is the rule, and a string key per event is not free.
@@ -134,11 +118,6 @@ export class KafkaSink {
       }
       if (r.kind === 'prediction') {
         predictions.push({ key: r.key, value: predictionJson(r) });
-        if (!captured.has(r.key)) {
-          const e = this.store.get(r.key);
-          // An evicted key restarts from zero state, as eviction always means.
-          captured.set(r.key, e && { key: e.key, state: e.state.slice(), steps: e.steps, prev: e.prev, position: e.position, lastSeen: e.lastSeen });
-        }
       } else if (r.kind === 'dead-letter') {
         deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       }
@@ -150,7 +129,7 @@ export class KafkaSink {
     for (const topicMessages of requests) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages, acks: -1 }));
     // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
     // offsets be committed.
-    for (const c of captured.values()) if (c) this.pendingState.set(c.key, c);
+    for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
     for (const c of [...commits.values(), ...otherTopics.values()]) {
       const id = commitId(c.topic, c.partition);
       const seen = this.pendingCommits.get(id);
@@ -190,14 +169,14 @@ export class KafkaSink {
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, StateCapture>, commits: Map<string, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<string, Commit>): Promise<void> {
     if (lastState.size) {
       const messages: Message[] = [];
-      for (const [key, s] of lastState) {
+      for (const [key, p] of lastState) {
         // The changelog is partitioned like the input: the key's state goes to its input partition.
-        const position = s.position as SourcePosition | undefined;
-        const partition = position?.kind === 'kafka' ? position.partition : undefined;
-        const value = Buffer.from(this.store.encode([s]));
+        const partition = p.source.kind === 'kafka' ? p.source.partition : undefined;
+        const s = p.state!;
+        const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
         messages.push(partition === undefined ? { key, value } : { key, value, partition });
       }
       await this.retrying('produce state changelog', () => this.producer.send({ topic: this.topics.changelogTopic, messages, acks: -1 }));
