@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { SnapshotError } from '../src/core/errors.js';
 import { randomModel } from '../src/core/random-model.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
+import { notBehind } from '../src/adapters/kafka/changelog.js';
 
 const spec = { features: 2, layers: [{ cell: 'lstm' as const, hiddenSize: 3 }, { cell: 'gru' as const, hiddenSize: 2 }], head: { kind: 'linear' as const, outputs: ['y'] } };
 const model = randomModel({ ...spec, seed: 1 });
@@ -68,5 +69,30 @@ describe('KeyStateStore', () => {
     const bad = bytes.slice();
     bad[0] = 0;
     expect(() => new KeyStateStore(model).restore(bad)).toThrow(/bad magic/);
+  });
+
+  it('a changelog restore keeps the state with the later source position, not the last one written', () => {
+    const at = (offset: string, partition = 0, fill = Number(offset)) => {
+      const s = new KeyStateStore(model);
+      const e = s.acquire('k', 0);
+      e.state.fill(fill);
+      e.position = { kind: 'kafka', topic: 'in', partition, offset };
+      return s.snapshot();
+    };
+    const store = new KeyStateStore(model);
+    store.restore(at('20'), notBehind);
+    // A late write from a previous owner, behind what is resident: refused.
+    expect(store.restore(at('15'), notBehind)).toEqual([]);
+    expect(store.get('k')!.state[0]).toBe(20);
+    // Same or later positions replace it (offsets compare as numbers: '100' > '99').
+    store.restore(at('99'), notBehind);
+    store.restore(at('100'), notBehind);
+    expect(store.get('k')!.state[0]).toBe(100);
+    // Another partition's position says nothing about order: it replaces.
+    store.restore(at('5', 1), notBehind);
+    expect(store.get('k')!.state[0]).toBe(5);
+    // Without `accept`, the last written wins (a plain restore).
+    store.restore(at('1'));
+    expect(store.get('k')!.state[0]).toBe(1);
   });
 });

@@ -195,8 +195,12 @@ export class KeyStateStore<E = unknown> {
     return buf;
   }
 
-  /** Restores keys from snapshot bytes; returns the restored keys. Refuses another model's state. */
-  restore(bytes: Uint8Array): KeyState<E>[] {
+  /**
+   * Restores keys from snapshot bytes; returns the restored keys. Refuses another model's state.
+   * `accept`, when given, decides whether an incoming key state may replace one already resident
+   * (a changelog reader keeps the one that reflects the later source position).
+   */
+  restore(bytes: Uint8Array, accept?: (incoming: KeyState<E>, resident: KeyState<E>) => boolean): KeyState<E>[] {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const dec = new TextDecoder();
     const need = (n: number, o: number, what: string): void => {
@@ -234,6 +238,8 @@ export class KeyStateStore<E = unknown> {
       const position = JSON.parse(str(`position of key "${key}"`)) as unknown;
       const prev = JSON.parse(str(`previous event of key "${key}"`)) as E | null;
       const entry: KeyState<E> = { key, state, steps, lastSeen, position: position ?? undefined, prev: prev ?? undefined };
+      const resident = accept ? this.keys.get(key) : undefined;
+      if (resident && !accept!(entry, resident)) continue;
       this.set(entry);
       restored.push(entry);
     }

@@ -14,7 +14,21 @@ import { randomUUID } from 'node:crypto';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { SnapshotError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { KeyStateStore } from '../../state/key-state-store.js';
+import type { SourcePosition } from '../../operators/records.js';
+import type { KeyState, KeyStateStore } from '../../state/key-state-store.js';
+import { offsetAtLeast } from './offsets.js';
+
+/**
+ * A changelog record may replace a key's restored state only if it reflects the same or a later
+ * input position. Last-written is not enough: after a rebalance, the previous owner's in-flight
+ * events of a revoked partition can still write their state after the new owner's writes.
+ */
+export function notBehind(incoming: KeyState<unknown>, resident: KeyState<unknown>): boolean {
+  const a = incoming.position as SourcePosition | undefined;
+  const b = resident.position as SourcePosition | undefined;
+  if (a?.kind !== 'kafka' || b?.kind !== 'kafka' || a.topic !== b.topic || a.partition !== b.partition) return true;
+  return offsetAtLeast(a.offset, b.offset);
+}
 
 export interface RestoreReport {
   readonly partitions: readonly number[];
@@ -86,7 +100,7 @@ export class ChangelogRestorer {
       if (!m.value) continue;
       job.messages++;
       try {
-        for (const e of this.store.restore(m.value)) job.keys.add(e.key);
+        for (const e of this.store.restore(m.value, notBehind)) job.keys.add(e.key);
       } catch (err) {
         // State written by another model (or corrupt) is refused: that key starts from zero
         // state, as a new key would.
