@@ -92,6 +92,24 @@ describe('backend resolution', () => {
       expect(disposed).toEqual(['onnx']);
     });
 
+    it('a GPU backend that builds but fails at the probe batch is skipped with the reason', async () => {
+      const disposed: string[] = [];
+      const broken: BackendProvider = {
+        ...fake('webgpu', 'device', 1, disposed),
+        create: async (): Promise<StepBackend> => ({
+          name: 'webgpu',
+          detail: 'fake webgpu that fails above one key',
+          step: (batch) => (batch > 1 ? Promise.reject(new Error('device lost')) : Promise.resolve()),
+          dispose: () => disposed.push('webgpu'),
+        }),
+      };
+      const { backend, skipped, measured } = await resolveBackend('auto', model, { providers: [broken, fake('onnx', 'host', 1, disposed)] });
+      expect(backend.name).toBe('onnx');
+      expect(skipped).toEqual([{ name: 'webgpu', reason: 'failed at 256 keys per step: device lost' }]);
+      expect(measured.map((m) => m.name)).toEqual(['onnx']);
+      expect(disposed).toEqual(['webgpu']);
+    });
+
     it('with one working backend there is nothing to time', async () => {
       const { backend, measured } = await resolveBackend('auto', model, { providers: [failing, fake('onnx', 'host', 1, [])] });
       expect(backend.name).toBe('onnx');

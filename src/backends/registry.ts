@@ -129,25 +129,31 @@ export async function resolveBackend(requested: BackendChoice, model: RnnModel, 
   }
   if (candidates.length > 1) {
     const batch = options.probeBatch ?? 256;
-    const measured: MeasuredRate[] = [];
-    try {
-      for (const backend of candidates) measured.push({ name: backend.name, keyStepsPerSecond: await measureRate(backend, model, batch) });
-    } catch (err) {
-      for (const backend of candidates) backend.dispose();
-      throw err;
+    const timed: { backend: StepBackend; keyStepsPerSecond: number }[] = [];
+    for (const backend of candidates) {
+      try {
+        timed.push({ backend, keyStepsPerSecond: await measureRate(backend, model, batch) });
+      } catch (err) {
+        // A backend that built but fails at the probe batch is skipped like one that did not build.
+        backend.dispose();
+        skip(backend.name, `failed at ${batch} keys per step: ${(err as Error).message}`);
+      }
     }
-    const best = measured.reduce((a, b) => (b.keyStepsPerSecond > a.keyStepsPerSecond ? b : a));
-    const backend = candidates.find((b) => b.name === best.name)!;
-    for (const [i, other] of candidates.entries()) {
-      if (other === backend) continue;
-      other.dispose();
-      skip(
-        other.name,
-        `slower here: ${formatRate(measured[i]!.keyStepsPerSecond)} key-steps/s at ${batch} keys per step, ${best.name} ${formatRate(best.keyStepsPerSecond)}`,
-      );
+    if (timed.length > 0) {
+      const best = timed.reduce((a, b) => (b.keyStepsPerSecond > a.keyStepsPerSecond ? b : a));
+      for (const other of timed) {
+        if (other === best) continue;
+        other.backend.dispose();
+        skip(
+          other.backend.name,
+          `slower here: ${formatRate(other.keyStepsPerSecond)} key-steps/s at ${batch} keys per step, ${best.backend.name} ${formatRate(best.keyStepsPerSecond)}`,
+        );
+      }
+      const measured: MeasuredRate[] = timed.map((t) => ({ name: t.backend.name, keyStepsPerSecond: t.keyStepsPerSecond }));
+      const { backend } = best;
+      logger.info({ backend: backend.name, detail: backend.detail, measured, probeBatch: batch, skipped }, 'backend selected');
+      return { backend, requested, skipped, measured };
     }
-    logger.info({ backend: backend.name, detail: backend.detail, measured, probeBatch: batch, skipped }, 'backend selected');
-    return { backend, requested, skipped, measured };
   }
   // Unreachable while the reference backend is registered; kept for a registry without it.
   throw new BackendUnavailableError('auto', `no backend works here: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
