@@ -7,7 +7,6 @@ import { realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { Partitioners } from 'kafkajs';
 import cliProgress from 'cli-progress';
 import { listBackends, resolveBackend } from '../backends/registry.js';
 import { BACKEND_NAMES, type BackendName } from '../backends/types.js';
@@ -33,7 +32,7 @@ import { evaluate } from '../eval/evaluate.js';
 import { renderEvalReport } from '../eval/report-html.js';
 import { trainPipeline } from '../train/train-pipeline.js';
 import { fixtureSize } from '../adapters/fixture-source.js';
-import { createKafka } from '../adapters/kafka/client.js';
+import { createKafka, PRODUCER_CONFIG } from '../adapters/kafka/client.js';
 import { defaultTopics, resolveServiceConfig } from '../service/config.js';
 import { createServiceLogger } from '../service/logger.js';
 import { produceFixture } from '../service/produce.js';
@@ -272,7 +271,7 @@ export function buildProgram(): Command {
       const { config } = resolved;
       const logger = createServiceLogger('warn');
       const kafka = createKafka({ brokers: config.brokers, clientId: 'rnnstream-produce', ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
-      const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+      const producer = kafka.producer(PRODUCER_CONFIG);
       await producer.connect();
       try {
         const r = await produceFixture(producer, pipeline, input, { topic: opts.topic ?? defaultTopics(pipeline.name).inputTopic, pace: opts.pace });

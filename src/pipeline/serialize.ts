@@ -20,11 +20,10 @@ export function formatFloat32(v: number): string {
     const n = Math.round(v * 1e7);
     if (n === 0) return '0';
     if (n === 1e7) return '1';
-    let digits = String(n);
+    const digits = String(n);
     let end = digits.length;
     while (digits.charCodeAt(end - 1) === 48) end--; // trailing zeros
-    digits = end === digits.length ? digits : digits.slice(0, end);
-    return '0.' + ZEROS[7 - String(n).length]! + digits;
+    return '0.' + ZEROS[7 - digits.length]! + (end === digits.length ? digits : digits.slice(0, end));
   }
   return String(Number(v.toPrecision(7)));
 }

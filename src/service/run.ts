@@ -11,13 +11,12 @@
  * commit, leave the group.
  */
 import type { Server } from 'node:http';
-import { Partitioners } from 'kafkajs';
 import { lastValueFrom, Subject, type Observable } from 'rxjs';
 import { resolveBackend } from '../backends/registry.js';
 import type { StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
-import { createKafka, type KafkaConnection } from '../adapters/kafka/client.js';
+import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { offsetAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
@@ -74,12 +73,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
-  // kafkajs's default (murmur2, Java-compatible) partitioner, chosen explicitly: keys land where
-  // a Java producer would put them, and the changelog can use the input's partition numbers.
-  // One request in flight, so a retried request cannot overtake a later one (per-key order).
-  const producer: RecordProducer = config.producerThread
-    ? new ProducerThread({ connection, allowAutoTopicCreation: true }, logger)
-    : kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight).
+  const producer: RecordProducer = config.producerThread ? new ProducerThread({ connection }, logger) : kafka.producer(PRODUCER_CONFIG);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);

@@ -3,7 +3,7 @@
  * own logs routed into our logger (never its console logger). Credentials go to kafkajs only.
  */
 import { readFileSync } from 'node:fs';
-import { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type KafkaConfig, type LogEntry, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 
 export interface KafkaConnection {
@@ -46,3 +46,15 @@ export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
   };
   return new Kafka(config);
 }
+
+/**
+ * The producer settings every rnnstream producer uses. kafkajs's default (murmur2,
+ * Java-compatible) partitioner, chosen explicitly: keys land where a Java producer would put
+ * them, and the changelog can use the input's partition numbers. One request in flight, so a
+ * retried request cannot overtake a later one (per-key order).
+ */
+export const PRODUCER_CONFIG: ProducerConfig = Object.freeze({
+  allowAutoTopicCreation: true,
+  maxInFlightRequests: 1,
+  createPartitioner: Partitioners.DefaultPartitioner,
+});

@@ -124,7 +124,6 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export interface ProducerThreadOptions {
   readonly connection: KafkaConnection;
-  readonly allowAutoTopicCreation: boolean;
 }
 
 /** The worker's script: next to this module when running from dist, else dist's copy (vitest runs src). */

@@ -3,9 +3,9 @@
  * time, replies in order. Runs only as a worker thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Partitioners, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
-import { createKafka } from './client.js';
+import { createKafka, PRODUCER_CONFIG } from './client.js';
 import { unpackMessages, type ProducerThreadOptions, type WireReply, type WireRequest } from './producer-thread.js';
 
 if (!parentPort) throw new Error('producer-worker.js runs only as a worker thread');
@@ -19,12 +19,7 @@ const forward =
 const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') };
 
 const kafka = createKafka(options.connection, logger);
-// kafkajs's default (murmur2, Java-compatible) partitioner, as the in-process producer uses.
-const producer: Producer = kafka.producer({
-  allowAutoTopicCreation: options.allowAutoTopicCreation,
-  maxInFlightRequests: 1,
-  createPartitioner: Partitioners.DefaultPartitioner,
-});
+const producer: Producer = kafka.producer(PRODUCER_CONFIG);
 
 async function handle(request: WireRequest): Promise<void> {
   if (request.op !== 'send') return request.op === 'connect' ? producer.connect() : producer.disconnect();

@@ -48,14 +48,22 @@ export interface SinkOptions {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 type Commit = { topic: string; partition: number; offset: string };
-const commitId = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+
+/**
+ * Keeps, per input partition, the highest offset seen. Keyed by partition alone: the service
+ * consumes one input topic (a second topic's partition would need the topic in the key).
+ */
+function raiseCommit(commits: Map<number, Commit>, topic: string, partition: number, offset: string): void {
+  const seen = commits.get(partition);
+  if (!seen || !offsetAtLeast(seen.offset, offset)) commits.set(partition, { topic, partition, offset });
+}
 
 export class KafkaSink {
   private stopped = false;
   private failed: Error | undefined;
   /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
   private pendingState = new Map<string, PredictionRecord>();
-  private pendingCommits = new Map<string, Commit>();
+  private pendingCommits = new Map<number, Commit>();
   private pendingChunks: (readonly PipelineOutput[])[] = [];
   private flushing: Promise<void> | undefined;
   private lastFlushAt = -Infinity;
@@ -101,21 +109,8 @@ export class KafkaSink {
     const predictions: Message[] = [];
     const deadLetters: Message[] = [];
     const commits = new Map<number, Commit>();
-    const otherTopics = new Map<string, Commit>();
     for (const r of chunk) {
-      if (r.source.kind === 'kafka') {
-        // Keyed by partition first: one input topic is the rule, and a string key per event is not free.
-        const { topic, partition, offset } = r.source;
-        const seen = commits.get(partition);
-        if (!seen || seen.topic !== topic) {
-          const id = commitId(topic, partition);
-          const other = otherTopics.get(id);
-          if (!seen) commits.set(partition, { topic, partition, offset });
-          else if (!other || !offsetAtLeast(other.offset, offset)) otherTopics.set(id, { topic, partition, offset });
-        } else if (!offsetAtLeast(seen.offset, offset)) {
-          commits.set(partition, { topic, partition, offset });
-        }
-      }
+      if (r.source.kind === 'kafka') raiseCommit(commits, r.source.topic, r.source.partition, r.source.offset);
       if (r.kind === 'prediction') {
         predictions.push({ key: r.key, value: predictionJson(r) });
       } else if (r.kind === 'dead-letter') {
@@ -130,11 +125,7 @@ export class KafkaSink {
     // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
     // offsets be committed.
     for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
-    for (const c of [...commits.values(), ...otherTopics.values()]) {
-      const id = commitId(c.topic, c.partition);
-      const seen = this.pendingCommits.get(id);
-      if (!seen || !offsetAtLeast(seen.offset, c.offset)) this.pendingCommits.set(id, c);
-    }
+    for (const c of commits.values()) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingChunks.push(chunk);
     this.hooks.onWritten?.(chunk);
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
@@ -169,7 +160,7 @@ export class KafkaSink {
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<string, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<number, Commit>): Promise<void> {
     if (lastState.size) {
       const messages: Message[] = [];
       for (const [key, p] of lastState) {
