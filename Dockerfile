@@ -4,7 +4,11 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc tsconfig.json ./
-RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY patches patches
+COPY scripts scripts
+# --ignore-scripts skips dependencies' native builds (none needed here) and our postinstall too:
+# apply patches/ (kafkajs's linear message grouping) explicitly.
+RUN npm ci --ignore-scripts --no-audit --no-fund && node scripts/apply-patches.mjs
 COPY src src
 COPY pipelines pipelines
 COPY bench bench

@@ -7,7 +7,10 @@
  * The volume is large enough that JIT warm-up and the first metadata round trips are not most
  * of a run (with 500 balls a run lasted about one second).
  *
- *   node dist/bench/kafka.js [--keys 1000] [--runs 5] [--json]
+ *   node dist/bench/kafka.js [--keys 1000] [--runs 5] [--json] [--only service|pass-through]
+ *
+ * `--only` runs one side (to profile it: `node --cpu-prof dist/bench/kafka.js --only service`);
+ * the ratio is then not printed.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -23,8 +26,14 @@ const opt = (name: string, dflt: number): number => (args.includes(name) ? Numbe
 const json = args.includes('--json');
 const keys = opt('--keys', 1000);
 const runs = opt('--runs', 5);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+if (only !== undefined && only !== 'service' && only !== 'pass-through') {
+  process.stderr.write(`--only: expected "service" or "pass-through", got ${JSON.stringify(only)}\n`);
+  process.exit(2);
+}
 
 const median = (xs: number[]): number => {
+  if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
@@ -121,15 +130,20 @@ async function main(): Promise<void> {
   const pass: number[] = [];
   const svc: number[] = [];
   for (let i = 0; i < runs; i++) {
+    if (only === 'service') svc.push(await service());
+    else if (only === 'pass-through') pass.push(await passThrough());
     // Alternate which goes first, so neither always runs on a warmer broker.
-    if (i % 2 === 0) {
+    else if (i % 2 === 0) {
       pass.push(await passThrough());
       svc.push(await service());
     } else {
       svc.push(await service());
       pass.push(await passThrough());
     }
-    if (!json) process.stderr.write(`  run ${i + 1}: pass-through ${Math.round(pass.at(-1)!)} events/s, service ${Math.round(svc.at(-1)!)} events/s\n`);
+    if (!json) {
+      const parts = [pass.length > i ? `pass-through ${Math.round(pass.at(-1)!)} events/s` : '', svc.length > i ? `service ${Math.round(svc.at(-1)!)} events/s` : ''];
+      process.stderr.write(`  run ${i + 1}: ${parts.filter(Boolean).join(', ')}\n`);
+    }
   }
   await producer.disconnect();
   broker.stop();
@@ -147,7 +161,7 @@ async function main(): Promise<void> {
       `| pass-through (consume, JSON + zod, produce, commit) | ${Math.round(result.passThrough)} | ${pass.map(Math.round).join(', ')} |`,
       `| rnnstream run (predictions + changelog + commit) | ${Math.round(result.service)} | ${svc.map(Math.round).join(', ')} |`,
       '',
-      `service / pass-through: ${result.ratio.toFixed(2)}x`,
+      only ? `service / pass-through: not measured (--only ${only})` : `service / pass-through: ${result.ratio.toFixed(2)}x`,
     ].join('\n') + '\n',
   );
   process.exit(0);

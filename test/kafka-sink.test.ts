@@ -6,9 +6,12 @@
  * short.
  */
 import { describe, expect, it } from 'vitest';
-import type { Consumer, ProducerBatch, ProducerRecord } from 'kafkajs';
+import type { Consumer } from 'kafkajs';
 import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
+import { unpackMessages } from '../src/adapters/kafka/record-packer.js';
 import { KafkaSink } from '../src/adapters/kafka/sink.js';
+import type { DeadLetter } from '../src/operators/records.js';
+import { deadLetterJson, predictionJson } from '../src/pipeline/serialize.js';
 import { randomModel } from '../src/core/random-model.js';
 import { silentLogger } from '../src/observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
@@ -22,16 +25,21 @@ function fakeKafka() {
   const log: string[] = [];
   const acks: (() => void)[] = [];
   const changelog: { key: string; value: Buffer; partition?: number }[] = [];
+  const outputs: { topic: string; key: string; value: string }[] = [];
   const producer: RecordProducer = {
     connect: async () => {},
     disconnect: async () => {},
-    send: (r: ProducerRecord) => {
-      log.push(`send ${r.topic} ${r.messages.length}`);
-      for (const m of r.messages) changelog.push({ key: String(m.key), value: m.value as Buffer, ...(m.partition !== undefined ? { partition: m.partition } : {}) });
-      return Promise.resolve();
-    },
-    sendBatch: (b: ProducerBatch) => {
-      log.push(`sendBatch ${b.topicMessages!.map((t) => `${t.topic}:${t.messages.map((m) => m.key).join(',')}`).join(' ')}`);
+    // The changelog resolves at once; outputs wait for ackNext (the broker's acknowledgement).
+    sendPacked: (packed) => {
+      const topics = packed.map((t) => ({ topic: t.topic, messages: unpackMessages(t) }));
+      if (topics.length === 1 && topics[0]!.topic === 'changelog') {
+        const { messages } = topics[0]!;
+        log.push(`send changelog ${messages.length}`);
+        for (const m of messages) changelog.push({ key: String(m.key), value: m.value as Buffer, ...(m.partition !== undefined ? { partition: m.partition } : {}) });
+        return Promise.resolve();
+      }
+      for (const t of topics) for (const m of t.messages) outputs.push({ topic: t.topic, key: String(m.key), value: String(m.value) });
+      log.push(`sendBatch ${topics.map((t) => `${t.topic}:${t.messages.map((m) => String(m.key)).join(',')}`).join(' ')}`);
       return new Promise<void>((resolve) => acks.push(resolve));
     },
   };
@@ -45,7 +53,7 @@ function fakeKafka() {
     acks.shift()!();
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   };
-  return { log, producer, consumer, changelog, ackNext };
+  return { log, producer, consumer, changelog, outputs, ackNext };
 }
 
 function prediction(store: KeyStateStore, key: string, partition: number, offset: number): PredictionRecord {
@@ -93,6 +101,11 @@ describe('KafkaSink', () => {
     ]);
     expect(written).toEqual([6]);
     expect(committed).toEqual([6]);
+    // The records are the predictions' and dead letter's JSON, keyed like the input.
+    const expected = [chunk[0]!, chunk[1]!, chunk[2]!, chunk[3]!, chunk[4]!, chunk[5]!].map((r) =>
+      r.kind === 'prediction' ? { topic: 'out', key: r.key, value: predictionJson(r) } : { topic: 'dlq', key: 'z', value: deadLetterJson(r as DeadLetter) },
+    );
+    expect(k.outputs).toEqual(expected);
     const restored = new KeyStateStore(model);
     for (const m of k.changelog) restored.restore(m.value);
     expect([...restored.get('x')!.state]).toEqual([13, 13]); // after offset 13, not 14

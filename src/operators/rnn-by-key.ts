@@ -1,6 +1,7 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import { z } from 'zod';
 import type { StepBackend } from '../backends/types.js';
+import type { StateSegment } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
 import { RnnStreamError } from '../core/errors.js';
 import type { KeyState, KeyStateStore } from '../state/key-state-store.js';
@@ -46,6 +47,36 @@ export interface StateCapture<E> {
   readonly prev: E;
   readonly position: unknown;
   readonly lastSeen: number;
+}
+
+/**
+ * A capture that shares one copy of its wave's next-state buffer with the wave's other keys and
+ * gathers its own key's state only when read. A changelog reads one capture per key per interval
+ * out of thousands made, and a 256-byte typed array per event lives off V8's heap: allocating and
+ * sweeping one per event cost more than the step itself.
+ */
+class WaveStateCapture<E> implements StateCapture<E> {
+  constructor(
+    /** The wave's next states, laid out as the backend wrote them (segment-major, see stepWave). */
+    private readonly wave: Float32Array,
+    private readonly batch: number,
+    private readonly index: number,
+    private readonly segments: readonly StateSegment[],
+    private readonly size: number,
+    readonly steps: number,
+    readonly prev: E,
+    readonly position: unknown,
+    readonly lastSeen: number,
+  ) {}
+
+  get state(): Float32Array {
+    const out = new Float32Array(this.size);
+    for (const seg of this.segments) {
+      const from = this.batch * seg.offset + this.index * seg.size;
+      for (let j = 0; j < seg.size; j++) out[seg.offset + j] = this.wave[from + j]!;
+    }
+    return out;
+  }
 }
 
 /** The result for one input item, emitted in input order. */
@@ -298,6 +329,8 @@ class WaveStepper<In, E> {
       }
     }
     const scatter = (): void => {
+      // One copy of the wave's next states serves every capture in it (see WaveStateCapture).
+      const wave = captureState ? next.slice(0, B * model.stateSize) : undefined;
       for (let b = 0; b < B; b++) {
         const i = stepping[b]!;
         const entry = entries[b]!;
@@ -313,8 +346,8 @@ class WaveStepper<In, E> {
         // A small typed array of its own lives on V8's heap and is cheaper than a view.
         const out = new Float32Array(O);
         for (let k = 0; k < O; k++) out[k] = output[b * O + k]!;
-        const captured = captureState
-          ? { state: entry.state.slice(), steps: entry.steps, prev: entry.prev, position: entry.position, lastSeen: entry.lastSeen }
+        const captured = wave
+          ? new WaveStateCapture(wave, B, b, segments, model.stateSize, entry.steps, entry.prev, entry.position, entry.lastSeen)
           : undefined;
         results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev, captured };
       }

@@ -17,7 +17,8 @@ import type { StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
-import { ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
+import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
+import { packMessages } from '../adapters/kafka/record-packer.js';
 import { offsetAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
@@ -74,14 +75,14 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
   // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight).
-  const producer: RecordProducer = config.producerThread ? new ProducerThread({ connection }, logger) : kafka.producer(PRODUCER_CONFIG);
+  const producer: RecordProducer = config.producerThread ? new ProducerThread({ connection }, logger) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG));
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
   // Learn the output topics' leaders now (the broker creates them here if it auto-creates
   // topics): the first predictions then do not wait for it, and a topic this service cannot
   // write fails the start instead of the first chunk.
-  await producer.sendBatch({ topicMessages: [config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => ({ topic, messages: [] })), acks: -1 });
+  await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), -1);
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
     metrics.restoreSeconds.set(r.seconds);
@@ -184,9 +185,12 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       // (a heartbeat that throws in a rebalance) still marks what was handed on.
       let admitted = 0;
       let handedOn: string | undefined;
+      // Whether to stop handing events on can only change across an await (the loop below is
+      // synchronous between backpressure waits), so it is checked there, not per message:
+      // kafkajs's isStale builds a string key per call.
+      const mustStop = (): boolean => !isRunning() || isStale() || stopping || fatal !== undefined;
       try {
-        for (const m of batch.messages) {
-          if (!isRunning() || isStale() || stopping || fatal) break;
+        if (!mustStop()) for (const m of batch.messages) {
           if (!queue.hasRoom()) {
             metrics.eventsIn.inc(admitted);
             admitted = 0;
@@ -202,7 +206,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
             } finally {
               consumer.resume(allPartitions());
             }
-            if (stopping || fatal) break;
+            if (mustStop()) break;
           }
           queue.admit(1);
           admitted++;

@@ -6,7 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Producer } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 import { createKafka, PRODUCER_CONFIG } from './client.js';
-import { unpackMessages, type ProducerThreadOptions, type WireReply, type WireRequest } from './producer-thread.js';
+import type { ProducerThreadOptions, WireReply, WireRequest } from './producer-thread.js';
+import { unpackMessages } from './record-packer.js';
 
 if (!parentPort) throw new Error('producer-worker.js runs only as a worker thread');
 const port = parentPort;

@@ -15,14 +15,15 @@
  * changelog records and more redelivered (and skipped) events after a crash. A failing produce
  * is retried with exponential backoff until it succeeds or the service is stopped; it never skips.
  */
-import type { Consumer, Message, TopicMessages } from 'kafkajs';
+import type { Consumer, Message } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
-import { deadLetterJson, predictionJson } from '../../pipeline/serialize.js';
+import { deadLetterJson, writePredictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
 import type { RecordProducer } from './producer-thread.js';
+import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
 
 export interface SinkTopics {
   readonly outputTopic: string;
@@ -55,7 +56,9 @@ type Commit = { topic: string; partition: number; offset: string };
  */
 function raiseCommit(commits: Map<number, Commit>, topic: string, partition: number, offset: string): void {
   const seen = commits.get(partition);
-  if (!seen || !offsetAtLeast(seen.offset, offset)) commits.set(partition, { topic, partition, offset });
+  // Raised in place: this runs once per output record.
+  if (!seen) commits.set(partition, { topic, partition, offset });
+  else if (!offsetAtLeast(seen.offset, offset)) seen.offset = offset;
 }
 
 export class KafkaSink {
@@ -64,12 +67,15 @@ export class KafkaSink {
   /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
   private pendingState = new Map<string, PredictionRecord>();
   private pendingCommits = new Map<number, Commit>();
+  /** Chunks acknowledged since the last flush; kept only for an onCommitted hook (they hold every event's objects). */
   private pendingChunks: (readonly PipelineOutput[])[] = [];
+  private pendingWrites = 0;
   private flushing: Promise<void> | undefined;
   private lastFlushAt = -Infinity;
   /** Cuts the wait for the next interval short (flush on shutdown). */
   private wake: (() => void) | undefined;
   private hurry = false;
+  private readonly packer = new RecordPacker();
 
   constructor(
     private readonly producer: RecordProducer,
@@ -106,34 +112,52 @@ export class KafkaSink {
    */
   async write(chunk: readonly PipelineOutput[]): Promise<void> {
     if (this.failed) throw this.failed;
-    const predictions: Message[] = [];
+    // Predictions are packed as JSON bytes (no string or Message per record), in requests of at
+    // most produceBatchSize; dead letters, rare, ride with the first request. Each attempt packs
+    // its request afresh: the producer takes the packed buffers (a ProducerThread transfers them).
+    const predictions: PredictionRecord[] = [];
     const deadLetters: Message[] = [];
     const commits = new Map<number, Commit>();
     for (const r of chunk) {
       if (r.source.kind === 'kafka') raiseCommit(commits, r.source.topic, r.source.partition, r.source.offset);
-      if (r.kind === 'prediction') {
-        predictions.push({ key: r.key, value: predictionJson(r) });
-      } else if (r.kind === 'dead-letter') {
-        deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
-      }
+      if (r.kind === 'prediction') predictions.push(r);
+      else if (r.kind === 'dead-letter') deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
     }
     const max = this.options.produceBatchSize;
-    const requests: TopicMessages[][] = [];
-    for (let i = 0; i < predictions.length; i += max) requests.push([{ topic: this.topics.outputTopic, messages: predictions.slice(i, i + max) }]);
-    if (deadLetters.length) (requests[0] ??= []).push({ topic: this.topics.dlqTopic, messages: deadLetters });
-    for (const topicMessages of requests) await this.retrying('produce outputs', () => this.producer.sendBatch({ topicMessages, acks: -1 }));
+    for (let from = 0; from < predictions.length || (from === 0 && deadLetters.length > 0); from += max) {
+      const pack = (): WireTopicMessages[] => {
+        const request: WireTopicMessages[] = [];
+        const to = Math.min(predictions.length, from + max);
+        if (to > from) request.push(this.packPredictions(predictions, from, to));
+        if (from === 0 && deadLetters.length > 0) request.push(packMessages(this.topics.dlqTopic, deadLetters));
+        return request;
+      };
+      await this.retrying('produce outputs', () => this.producer.sendPacked(pack(), -1));
+    }
     // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
     // offsets be committed.
     for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
     for (const c of commits.values()) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
-    this.pendingChunks.push(chunk);
+    this.pendingWrites++;
+    if (this.hooks.onCommitted) this.pendingChunks.push(chunk);
     this.hooks.onWritten?.(chunk);
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
   }
 
+  private packPredictions(predictions: readonly PredictionRecord[], from: number, to: number): WireTopicMessages {
+    const { packer } = this;
+    for (let i = from; i < to; i++) {
+      const p = predictions[i]!;
+      packer.key(p.key);
+      writePredictionJson(p, packer.writer);
+      packer.end();
+    }
+    return packer.finish(this.topics.outputTopic);
+  }
+
   private async flushPending(): Promise<void> {
     try {
-      while (this.pendingChunks.length > 0 && !this.failed) {
+      while (this.pendingWrites > 0 && !this.failed) {
         const wait = this.lastFlushAt + this.options.changelogIntervalMs - performance.now();
         if (wait > 0 && !this.hurry) {
           await new Promise<void>((resolve) => {
@@ -152,6 +176,7 @@ export class KafkaSink {
         this.pendingState = new Map();
         this.pendingCommits = new Map();
         this.pendingChunks = [];
+        this.pendingWrites = 0;
         await this.changelogAndCommit(states, commits);
         for (const c of chunks) this.hooks.onCommitted?.(c);
       }
@@ -170,7 +195,7 @@ export class KafkaSink {
         const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
         messages.push(partition === undefined ? { key, value } : { key, value, partition });
       }
-      await this.retrying('produce state changelog', () => this.producer.send({ topic: this.topics.changelogTopic, messages, acks: -1 }));
+      await this.retrying('produce state changelog', () => this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)], -1));
     }
     if (commits.size) {
       const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (BigInt(c.offset) + 1n).toString() }));

@@ -1,0 +1,25 @@
+/**
+ * patches/kafkajs+2.2.4.patch is applied (npm ci runs it) and groups exactly as kafkajs did: every
+ * message under its partition, in the order given.
+ */
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+
+const require = createRequire(import.meta.url);
+type Group = (args: { topic: string; partitionMetadata: unknown[]; messages: { key: string }[]; partitioner: (a: { message: { key: string } }) => number }) => Record<string, { key: string }[]>;
+const group = require('kafkajs/src/producer/groupMessagesPerPartition.js') as Group;
+
+describe('kafkajs patch: linear groupMessagesPerPartition', () => {
+  it('is applied', () => {
+    expect(group.toString()).toContain('rnnstream patch');
+  });
+
+  it('groups every message under its partition, in order', () => {
+    const messages = Array.from({ length: 20_000 }, (_, i) => ({ key: `k${(i * 7919) % 1000}` }));
+    const partitioner = ({ message }: { message: { key: string } }): number => Number(message.key.slice(1)) % 4;
+    const grouped = group({ topic: 't', partitionMetadata: [{}, {}, {}, {}], messages, partitioner });
+    expect(Object.keys(grouped)).toEqual(['0', '1', '2', '3']);
+    for (const p of [0, 1, 2, 3]) expect(grouped[p]).toEqual(messages.filter((m) => partitioner({ message: m }) === p));
+    expect(group({ topic: 't', partitionMetadata: [], messages, partitioner })).toEqual({});
+  });
+});

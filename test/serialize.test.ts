@@ -1,0 +1,69 @@
+/**
+ * The outputs' JSON: the byte writer the Kafka sink uses (writePredictionJson) writes exactly the
+ * text of the string writer replay uses (predictionJson), so the two modes cannot drift apart.
+ */
+import { describe, expect, it } from 'vitest';
+import { createRng } from '../src/core/prng.js';
+import type { SourcePosition } from '../src/operators/records.js';
+import { ByteWriter } from '../src/pipeline/json-bytes.js';
+import type { PredictionRecord } from '../src/pipeline/predict.js';
+import { formatFloat32, predictionJson, writePredictionJson } from '../src/pipeline/serialize.js';
+
+const bytesOf = (write: (w: ByteWriter) => void): string => {
+  const w = new ByteWriter(8); // small, so growing is exercised too
+  write(w);
+  return Buffer.from(w.view()).toString('utf8');
+};
+
+describe('JSON as bytes', () => {
+  it('writes float32 values as formatFloat32 does, at the edges and on 200k random float32 values', () => {
+    const f32 = (v: number): number => Math.fround(v);
+    const edges = [0, -0, 1, f32(1e-8), f32(4.9e-8), f32(5e-8), f32(0.99999994), f32(0.1), f32(0.5), f32(1e-7), f32(0.0000001), -1, -0.5, 2, 1e10, -3.4e38, f32(1.0000001)];
+    const rng = createRng(7);
+    const random = Array.from({ length: 200_000 }, (_, i) => (i % 4 === 3 ? f32((rng.next() - 0.5) * 1e3) : f32(rng.next() ** (1 + (i % 9)))));
+    const w = new ByteWriter(8);
+    const wrong: string[] = [];
+    for (const v of [...edges, ...random]) {
+      w.reset();
+      w.float32(v);
+      const got = Buffer.from(w.view()).toString('utf8');
+      if (got !== formatFloat32(v)) wrong.push(`${v}: ${got} != ${formatFloat32(v)}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('writes integers and JSON strings as String and JSON.stringify do', () => {
+    for (const n of [0, 7, 9, 10, 99, 100, 12345, 2 ** 31, 2 ** 53 - 1]) expect(bytesOf((w) => w.uint(n))).toBe(String(n));
+    for (const s of ['', 'ball-0001', 'quote"d', 'back\\slash', 'tab\t', 'nl\n', '\u0000', 'ключ', '✓ 😀', 'del\u007f', '\ud800 lone'])
+      expect(bytesOf((w) => w.jsonString(s)), s).toBe(JSON.stringify(s));
+    expect(bytesOf((w) => w.utf8('ключ ✓ 😀 ascii'))).toBe('ключ ✓ 😀 ascii');
+  });
+
+  it('writes each prediction byte for byte as predictionJson', () => {
+    const rng = createRng(11);
+    const sources: SourcePosition[] = [
+      { kind: 'kafka', topic: 'balls.input', partition: 3, offset: '1234567890123' },
+      { kind: 'kafka', topic: 'tópico "x"', partition: 0, offset: '0' },
+      { kind: 'file', file: 'fixtures/ball.jsonl', line: 42 },
+      { kind: 'memory', index: 7 },
+    ];
+    const names = ['N', 'NE', 'E', 'SE', 'S', 'SW', 'W', 'NW'];
+    const keys = ['ball-0001', 'k"1', 'ключ', '😀'];
+    for (let i = 0; i < 2000; i++) {
+      const softmax = i % 3 !== 0;
+      const output = Float32Array.from({ length: softmax ? names.length : 2 }, () => (softmax ? rng.next() : (rng.next() - 0.5) * 100));
+      const p: PredictionRecord = {
+        kind: 'prediction',
+        key: keys[i % keys.length]!,
+        seq: 1 + Math.floor(rng.next() * 1e6),
+        prediction: softmax ? names[i % names.length]! : output[0]!,
+        head: softmax ? 'softmax' : 'linear',
+        names: softmax ? names : ['next', 'other'],
+        output,
+        ...(i % 2 === 0 ? { label: names[(i >> 1) % names.length]! } : {}),
+        source: sources[i % sources.length]!,
+      };
+      expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));
+    }
+  });
+});
