@@ -1,9 +1,9 @@
 /**
- * The Kafka sink's ordering contract, with an in-memory producer and consumer: outputs first (in
- * requests of at most produceBatchSize, in order), then the changelog with each key's state as
- * captured with its last acknowledged prediction (not the live state, which may have moved on),
- * then the offset commit; changelog writes merged over the interval; flush() cuts the interval
- * short.
+ * The Kafka sink's ordering contract, with an in-memory producer and consumer: outputs in order,
+ * in requests of at most produceBatchSize; the changelog with each key's state as captured with
+ * its last acknowledged prediction (not the live state, which may have moved on); no offset
+ * committed before its outputs are acknowledged and its state is in the changelog; changelog
+ * writes merged over the interval; flush() cuts the interval short.
  */
 import { describe, expect, it } from 'vitest';
 import type { Consumer } from 'kafkajs';
@@ -26,6 +26,10 @@ function fakeKafka() {
   const acks: (() => void)[] = [];
   const changelog: { key: string; value: Buffer; partition?: number }[] = [];
   const outputs: { topic: string; key: string; value: string }[] = [];
+  /** The highest source offset per input partition whose output the broker has acknowledged. */
+  const acked = new Map<number, number>();
+  /** Each commit's offsets beside what was acknowledged and in the changelog when it was made. */
+  const commitChecks: { partition: number; next: number; acked: number; changelogBefore: boolean }[] = [];
   const producer: RecordProducer = {
     connect: async () => {},
     disconnect: async () => {},
@@ -38,13 +42,28 @@ function fakeKafka() {
         for (const m of messages) changelog.push({ key: String(m.key), value: m.value as Buffer, ...(m.partition !== undefined ? { partition: m.partition } : {}) });
         return Promise.resolve();
       }
-      for (const t of topics) for (const m of t.messages) outputs.push({ topic: t.topic, key: String(m.key), value: String(m.value) });
+      const sources: { partition: number; offset: number }[] = [];
+      for (const t of topics)
+        for (const m of t.messages) {
+          outputs.push({ topic: t.topic, key: String(m.key), value: String(m.value) });
+          const { source } = JSON.parse(String(m.value)) as { source: { partition: number; offset: string } };
+          sources.push({ partition: source.partition, offset: Number(source.offset) });
+        }
       log.push(`sendBatch ${topics.map((t) => `${t.topic}:${t.messages.map((m) => String(m.key)).join(',')}`).join(' ')}`);
-      return new Promise<void>((resolve) => acks.push(resolve));
+      return new Promise<void>((resolve) =>
+        acks.push(() => {
+          for (const { partition, offset } of sources) acked.set(partition, Math.max(acked.get(partition) ?? -1, offset));
+          resolve();
+        }),
+      );
     },
   };
   const consumer = {
     commitOffsets: async (offsets: { topic: string; partition: number; offset: string }[]) => {
+      const lastIndex = (prefix: string): number => log.map((l) => l.startsWith(prefix)).lastIndexOf(true);
+      const lastChangelog = lastIndex('send changelog');
+      const lastCommit = lastIndex('commit');
+      for (const o of offsets) commitChecks.push({ partition: o.partition, next: Number(o.offset), acked: acked.get(o.partition) ?? -1, changelogBefore: lastChangelog > lastCommit });
       log.push(`commit ${offsets.map((o) => `${o.topic}/${o.partition}@${o.offset}`).join(' ')}`);
     },
   } as unknown as Consumer;
@@ -53,7 +72,7 @@ function fakeKafka() {
     acks.shift()!();
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   };
-  return { log, producer, consumer, changelog, outputs, ackNext };
+  return { log, producer, consumer, changelog, outputs, commitChecks, ackNext };
 }
 
 function prediction(store: KeyStateStore, key: string, partition: number, offset: number): PredictionRecord {
@@ -69,13 +88,13 @@ function prediction(store: KeyStateStore, key: string, partition: number, offset
 }
 
 describe('KafkaSink', () => {
-  it('outputs in order and in requests of produceBatchSize, then the changelog with the captured states, then the commit', async () => {
+  it('outputs in order and in requests of produceBatchSize; changelog with the captured states; commits only behind acknowledged outputs', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
     const written: number[] = [];
-    const committed: number[] = [];
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.length), onCommitted: (c) => committed.push(c.length) }, { changelogIntervalMs: 0, produceBatchSize: 2 });
-    const chunk: PipelineOutput[] = [
+    let committed = 0;
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions + c.deadLetters + c.skipped), onCommitted: (n) => (committed += n) }, { changelogIntervalMs: 0, produceBatchSize: 2 });
+    const outputs: PipelineOutput[] = [
       prediction(store, 'x', 0, 10),
       prediction(store, 'y', 1, 20),
       { kind: 'dead-letter', reason: 'not JSON', source: { kind: 'kafka', topic: 'in', partition: 0, offset: '11' }, raw: 'oops', messageKey: 'z' },
@@ -83,38 +102,40 @@ describe('KafkaSink', () => {
       prediction(store, 'y', 1, 21),
       prediction(store, 'x', 0, 13),
     ];
-    const done = sink.write(chunk);
+    for (const r of outputs) sink.add(r);
+    const drained = sink.drain();
     // A later event steps x on before the broker acknowledges: the changelog must not see it.
     prediction(store, 'x', 0, 14);
     await k.ackNext();
     await k.ackNext();
-    expect(written).toEqual([]);
+    expect(written).toEqual([2, 3]);
     await k.ackNext();
-    await done;
+    await drained;
     await sink.flush();
-    expect(k.log).toEqual([
-      'sendBatch out:x,y dlq:z',
-      'sendBatch out:x,y',
-      'sendBatch out:x',
-      'send changelog 2',
-      'commit in/0@14 in/1@22',
-    ]);
-    expect(written).toEqual([6]);
-    expect(committed).toEqual([6]);
+    // Requests of at most 2 predictions, in order; the dead letter rides with the request it arrived in.
+    expect(k.log.filter((l) => l.startsWith('sendBatch'))).toEqual(['sendBatch out:x,y', 'sendBatch out:x,y dlq:z', 'sendBatch out:x']);
+    expect(written).toEqual([2, 3, 1]);
+    expect(committed).toBe(6);
+    // Every commit is behind acknowledged outputs and after a changelog write; the last one covers everything.
+    expect(k.commitChecks.length).toBeGreaterThan(0);
+    for (const c of k.commitChecks) {
+      expect(c.next - 1).toBeLessThanOrEqual(c.acked);
+      expect(c.changelogBefore).toBe(true);
+    }
+    const highest = new Map<number, number>();
+    for (const c of k.commitChecks) highest.set(c.partition, Math.max(highest.get(c.partition) ?? 0, c.next));
+    expect(Object.fromEntries(highest)).toEqual({ 0: 14, 1: 22 });
     // The records are the predictions' and dead letter's JSON, keyed like the input.
-    const expected = [chunk[0]!, chunk[1]!, chunk[2]!, chunk[3]!, chunk[4]!, chunk[5]!].map((r) =>
-      r.kind === 'prediction' ? { topic: 'out', key: r.key, value: predictionJson(r) } : { topic: 'dlq', key: 'z', value: deadLetterJson(r as DeadLetter) },
-    );
-    expect(k.outputs).toEqual(expected);
+    const json = (r: PipelineOutput): { topic: string; key: string; value: string } =>
+      r.kind === 'prediction' ? { topic: 'out', key: r.key, value: predictionJson(r) } : { topic: 'dlq', key: 'z', value: deadLetterJson(r as DeadLetter) };
+    expect(k.outputs).toEqual([outputs[0]!, outputs[1]!, outputs[3]!, outputs[4]!, outputs[2]!, outputs[5]!].map(json));
     const restored = new KeyStateStore(model);
     for (const m of k.changelog) restored.restore(m.value);
     expect([...restored.get('x')!.state]).toEqual([13, 13]); // after offset 13, not 14
     expect(restored.get('x')!.steps).toBe(3);
     expect([...restored.get('y')!.state]).toEqual([21, 21]);
-    expect(k.changelog.map((m) => [m.key, m.partition])).toEqual([
-      ['x', 0],
-      ['y', 1],
-    ]);
+    expect(k.changelog.at(-1)!.partition).toBe(0);
+    expect(new Set(k.changelog.map((m) => `${m.key}@${m.partition}`))).toEqual(new Set(['x@0', 'y@1']));
   });
 
   it('merges the changelog over the interval, and flush() does not wait for it', async () => {
@@ -122,14 +143,18 @@ describe('KafkaSink', () => {
     const k = fakeKafka();
     const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
     // The first changelog write goes at once; the next waits for the interval...
-    const first = sink.write([prediction(store, 'x', 0, 1)]);
+    sink.add(prediction(store, 'x', 0, 1));
+    const first = sink.drain();
     await k.ackNext();
     await first;
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    const second = sink.write([prediction(store, 'x', 0, 2), prediction(store, 'y', 0, 3)]);
+    sink.add(prediction(store, 'x', 0, 2));
+    sink.add(prediction(store, 'y', 0, 3));
+    const second = sink.drain();
     await k.ackNext();
     await second;
-    const third = sink.write([prediction(store, 'x', 0, 4)]);
+    sink.add(prediction(store, 'x', 0, 4));
+    const third = sink.drain();
     await k.ackNext();
     await third;
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));

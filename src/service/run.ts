@@ -20,12 +20,11 @@ import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/
 import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { packMessages } from '../adapters/kafka/record-packer.js';
 import { offsetAtLeast } from '../adapters/kafka/offsets.js';
-import { KafkaSink } from '../adapters/kafka/sink.js';
+import { KafkaSink, writeTo } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
-import { writeBatches } from '../operators/write-batches.js';
 import type { RawRecord, SourcePosition } from '../operators/records.js';
-import { predict, type PipelineOutput } from '../pipeline/predict.js';
+import { predict } from '../pipeline/predict.js';
 import { prequentialFor } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { KeyStateStore } from '../state/key-state-store.js';
@@ -105,18 +104,10 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     store,
     logger,
     {
-      onWritten: (chunk) => {
-        let predictions = 0;
-        let dead = 0;
-        let skipped = 0;
-        for (const r of chunk) {
-          if (r.kind === 'prediction') predictions++;
-          else if (r.kind === 'dead-letter') dead++;
-          else skipped++;
-        }
-        metrics.predictionsOut.inc(predictions);
-        metrics.deadLetters.inc(dead);
-        metrics.skipped.inc(skipped);
+      onWritten: (counts) => {
+        metrics.predictionsOut.inc(counts.predictions);
+        metrics.deadLetters.inc(counts.deadLetters);
+        metrics.skipped.inc(counts.skipped);
         metrics.keysResident.set(store.size);
         const s = store.stats;
         metrics.evictions.set(s.evictedByCapacity + s.evictedByTtl);
@@ -125,7 +116,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
           metrics.prequentialScored.set(prequential.scored);
         }
         // Acknowledged outputs end an event's time in flight; its commit may follow later.
-        queue.release(chunk.length);
+        queue.release(counts.predictions + counts.deadLetters + counts.skipped);
       },
       onRetry: () => metrics.produceRetries.inc(),
     },
@@ -154,8 +145,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       maxWaitMs: config.maxWaitMs,
       maxBytes: config.maxMessageBytes,
     }),
-    // One chunk in flight at a time; outputs arriving meanwhile form the next one.
-    writeBatches((chunk: PipelineOutput[]) => sink.write(chunk), config.produceBatchSize),
+    // Packed on arrival; one produce request in flight at a time, the next one filling meanwhile.
+    writeTo(sink),
   );
   const pipelineDone = lastValueFrom(outputs$, { defaultValue: undefined }).catch((err: Error) => {
     fatal = err;

@@ -30,8 +30,8 @@ import { unpackMessages, type WireTopicMessages } from './record-packer.js';
 export interface RecordProducer {
   connect(): Promise<void>;
   /**
-   * Resolves when the broker has acknowledged every record (acks -1: all in-sync replicas). Takes
-   * the packed buffers: a caller that retries packs again.
+   * Resolves when the broker has acknowledged every record (acks -1: all in-sync replicas). The
+   * packed buffers stay the caller's: a retry sends the same request again.
    */
   sendPacked(topicMessages: readonly WireTopicMessages[], acks: number): Promise<unknown>;
   disconnect(): Promise<void>;
@@ -117,12 +117,12 @@ export class ProducerThread implements RecordProducer {
     this.worker.on('exit', (code) => fail(new RnnStreamError(`the producer thread exited (code ${code})`)));
   }
 
-  private call(request: DistributiveOmit<WireRequest, 'id'>, transfer: ArrayBuffer[] = []): Promise<void> {
+  private call(request: DistributiveOmit<WireRequest, 'id'>): Promise<void> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id }, transfer);
+      this.worker.postMessage({ ...request, id });
     });
   }
 
@@ -130,10 +130,9 @@ export class ProducerThread implements RecordProducer {
     return this.call({ op: 'connect' });
   }
 
-  /** The packed buffers are transferred to the worker, not copied: they are unusable here afterwards. */
+  /** The packed buffers are copied to the worker (one memcpy each), so a retry can send them again. */
   sendPacked(topicMessages: readonly WireTopicMessages[], acks: number): Promise<void> {
-    const transfer = topicMessages.flatMap((t) => [t.bytes.buffer, t.ends.buffer, t.nulls.buffer, t.partitions.buffer] as ArrayBuffer[]);
-    return this.call({ op: 'send', topicMessages: [...topicMessages], acks }, transfer);
+    return this.call({ op: 'send', topicMessages: [...topicMessages], acks });
   }
 
   async disconnect(): Promise<void> {

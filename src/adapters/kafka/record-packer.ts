@@ -1,7 +1,7 @@
 /**
  * Kafka records packed into one byte buffer: what the sink builds and what crosses to the
  * producer thread. Every key and value of a topic's records lies in one buffer, with the end
- * offset of each, and the buffers are transferred to the worker, not copied: structured-cloning
+ * offset of each: posting a few buffers to a worker is a memcpy each, where structured-cloning
  * thousands of small message objects cost about 2 µs a record on the sending thread. Predictions are written into it
  * as JSON bytes directly (serialize.ts's writePredictionJson), with no string or kafkajs Message
  * per record on the service's thread.
@@ -76,7 +76,7 @@ export class RecordPacker {
 
   /** The records packed so far for `topic`; the packer is then empty. */
   finish(topic: string): WireTopicMessages {
-    // A copy at its exact size that owns its ArrayBuffer (transferable whole); the writer's
+    // A copy at its exact size (a view would post the writer's whole buffer); the writer's
     // memory is reused by the next request.
     const packed: WireTopicMessages = {
       topic,

@@ -1,24 +1,32 @@
 /**
- * Writes a chunk of pipeline outputs to Kafka and only then commits their input offsets:
+ * Writes pipeline outputs to Kafka and only then commits their input offsets:
  *
  *   1. predictions (output topic) and dead letters (DLQ topic), keyed like the input; await acks
  *   2. each touched key's state after its last acknowledged event (changelog topic, the input's
  *      partition); await acks
  *   3. commit, per input partition, the offset after the last acknowledged event
  *
- * Steps 2 and 3 run beside step 1 of the next chunks, at most once per `changelogIntervalMs`,
- * merged over every chunk acknowledged meanwhile (one changelog record per key per interval, not
- * per chunk: Kafka Streams' commit.interval.ms and Quix's commit_interval do the same). A
- * snapshot in the changelog never runs ahead of acknowledged outputs, and a commit never runs
- * ahead of either: a crash at any point loses nothing, and redelivered events that the restored
- * state already reflects are recognised and not applied twice. A longer interval means fewer
- * changelog records and more redelivered (and skipped) events after a crash. A failing produce
- * is retried with exponential backoff until it succeeds or the service is stopped; it never skips.
+ * Outputs are packed into the next produce request as they arrive (`add`): predictions as JSON
+ * bytes, so an event waiting for its request holds a few hundred bytes outside V8's heap rather
+ * than a graph of objects that every young-generation GC would copy (at 16k events in flight
+ * that copying cost more than the model's step). One request is in flight at a time, in order;
+ * outputs arriving meanwhile form the next one, up to `produceBatchSize` records.
+ *
+ * Steps 2 and 3 run beside step 1 of the next requests, at most once per `changelogIntervalMs`,
+ * merged over every request acknowledged meanwhile (one changelog record per key per interval:
+ * Kafka Streams' commit.interval.ms and Quix's commit_interval do the same). A snapshot in the
+ * changelog never runs ahead of acknowledged outputs, and a commit never runs ahead of either: a
+ * crash at any point loses nothing, and redelivered events that the restored state already
+ * reflects are recognised and not applied twice. A longer interval means fewer changelog records
+ * and more redelivered (and skipped) events after a crash. A failing produce is retried with
+ * exponential backoff until it succeeds or the service is stopped; it never skips.
  */
 import type { Consumer, Message } from 'kafkajs';
+import { Observable, type OperatorFunction } from 'rxjs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { PipelineOutput, PredictionRecord } from '../../pipeline/predict.js';
+import type { StateCapture } from '../../operators/rnn-by-key.js';
+import type { PipelineOutput } from '../../pipeline/predict.js';
 import { deadLetterJson, writePredictionJson } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
@@ -31,18 +39,25 @@ export interface SinkTopics {
   readonly changelogTopic: string;
 }
 
+/** Outputs of one acknowledged produce request, by kind (each is one input event). */
+export interface WrittenCounts {
+  readonly predictions: number;
+  readonly deadLetters: number;
+  readonly skipped: number;
+}
+
 export interface SinkHooks {
-  /** Called when a chunk's outputs are acknowledged by the broker (its events may leave the queue). */
-  onWritten?(chunk: readonly PipelineOutput[]): void;
-  /** Called when a chunk's state is in the changelog and its offsets are committed. */
-  onCommitted?(chunk: readonly PipelineOutput[]): void;
+  /** Called when a request's outputs are acknowledged by the broker (its events may leave the queue). */
+  onWritten?(counts: WrittenCounts): void;
+  /** Called when acknowledged events' state is in the changelog and their offsets are committed. */
+  onCommitted?(events: number): void;
   onRetry?(attempt: number, err: Error): void;
 }
 
 export interface SinkOptions {
-  /** Least time between changelog-and-commit writes (0: after every acknowledged chunk). */
+  /** Least time between changelog-and-commit writes (0: after every acknowledged request). */
   readonly changelogIntervalMs: number;
-  /** Most output records per produce request; a larger chunk is sent as several, in order. */
+  /** Most prediction records per produce request. */
   readonly produceBatchSize: number;
 }
 
@@ -61,21 +76,44 @@ function raiseCommit(commits: Map<number, Commit>, topic: string, partition: num
   else if (!offsetAtLeast(seen.offset, offset)) seen.offset = offset;
 }
 
+/** A key's state right after its last event in a request, for the changelog. */
+interface StateToLog {
+  readonly partition: number | undefined;
+  readonly state: StateCapture<unknown>;
+}
+
+/** A produce request being filled (predictions in the packer) or waiting to be sent. */
+interface Request {
+  outputs: WireTopicMessages[];
+  deadLetters: Message[];
+  states: Map<string, StateToLog>;
+  commits: Map<number, Commit>;
+  predictions: number;
+  deadLetterCount: number;
+  skipped: number;
+}
+
+const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), commits: new Map(), predictions: 0, deadLetterCount: 0, skipped: 0 });
+const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.skipped;
+
 export class KafkaSink {
   private stopped = false;
   private failed: Error | undefined;
-  /** Changelog and commit work not yet started, merged across chunks (latest state per key). */
-  private pendingState = new Map<string, PredictionRecord>();
+  /** The request outputs are added to; its predictions are in `packer`. */
+  private open = newRequest();
+  private readonly packer = new RecordPacker();
+  /** Closed requests, in order, waiting for the one in flight. */
+  private readonly ready: Request[] = [];
+  private sending: Promise<void> | undefined;
+  /** Changelog and commit work not yet started, merged across requests (latest state per key). */
+  private pendingState = new Map<string, StateToLog>();
   private pendingCommits = new Map<number, Commit>();
-  /** Chunks acknowledged since the last flush; kept only for an onCommitted hook (they hold every event's objects). */
-  private pendingChunks: (readonly PipelineOutput[])[] = [];
-  private pendingWrites = 0;
+  private pendingEvents = 0;
   private flushing: Promise<void> | undefined;
   private lastFlushAt = -Infinity;
   /** Cuts the wait for the next interval short (flush on shutdown). */
   private wake: (() => void) | undefined;
   private hurry = false;
-  private readonly packer = new RecordPacker();
 
   constructor(
     private readonly producer: RecordProducer,
@@ -87,13 +125,47 @@ export class KafkaSink {
     private readonly options: SinkOptions = { changelogIntervalMs: 0, produceBatchSize: 5000 },
   ) {}
 
-  /** Stops retrying (a hard stop); a chunk not yet acknowledged is then left uncommitted. */
+  /** Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted. */
   abort(): void {
     this.stopped = true;
   }
 
-  /** Resolves once every chunk written so far is acknowledged and committed; rejects if one failed. */
+  /**
+   * Adds one output to the next produce request. Each prediction carries its key's state right
+   * after it (rnnByKey's captureState); the latest acknowledged one per key is what goes to the
+   * changelog. Sending starts on the next microtask, so outputs emitted together (a stepped
+   * micro-batch) go in one request.
+   */
+  add(r: PipelineOutput): void {
+    if (this.failed) return; // nothing more is committed; the stream is failing already
+    const o = this.open;
+    if (r.source.kind === 'kafka') raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+    if (r.kind === 'prediction') {
+      const { packer } = this;
+      packer.key(r.key);
+      writePredictionJson(r, packer.writer);
+      packer.end();
+      o.predictions++;
+      if (r.state) o.states.set(r.key, { partition: r.source.kind === 'kafka' ? r.source.partition : undefined, state: r.state });
+      if (packer.count >= this.options.produceBatchSize) this.close();
+    } else if (r.kind === 'dead-letter') {
+      o.deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
+      o.deadLetterCount++;
+    } else {
+      o.skipped++;
+    }
+    this.sending ??= Promise.resolve().then(() => this.send());
+  }
+
+  /** Resolves once every output added so far is acknowledged; rejects if the sink failed. */
+  async drain(): Promise<void> {
+    while (this.sending) await this.sending;
+    if (this.failed) throw this.failed;
+  }
+
+  /** Resolves once every output added so far is acknowledged and committed; rejects if one failed. */
   async flush(): Promise<void> {
+    await this.drain();
     this.hurry = true;
     this.wake?.();
     try {
@@ -104,60 +176,45 @@ export class KafkaSink {
     if (this.failed) throw this.failed;
   }
 
-  /**
-   * Resolves when the chunk's outputs are acknowledged. Its state and offsets then join the
-   * pending changelog-and-commit work (see the interval above), which never holds up the outputs.
-   * Each prediction carries its key's state right after it (rnnByKey's captureState); the latest
-   * acknowledged one per key is what goes to the changelog.
-   */
-  async write(chunk: readonly PipelineOutput[]): Promise<void> {
-    if (this.failed) throw this.failed;
-    // Predictions are packed as JSON bytes (no string or Message per record), in requests of at
-    // most produceBatchSize; dead letters, rare, ride with the first request. Each attempt packs
-    // its request afresh: the producer takes the packed buffers (a ProducerThread transfers them).
-    const predictions: PredictionRecord[] = [];
-    const deadLetters: Message[] = [];
-    const commits = new Map<number, Commit>();
-    for (const r of chunk) {
-      if (r.source.kind === 'kafka') raiseCommit(commits, r.source.topic, r.source.partition, r.source.offset);
-      if (r.kind === 'prediction') predictions.push(r);
-      else if (r.kind === 'dead-letter') deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
-    }
-    const max = this.options.produceBatchSize;
-    for (let from = 0; from < predictions.length || (from === 0 && deadLetters.length > 0); from += max) {
-      const pack = (): WireTopicMessages[] => {
-        const request: WireTopicMessages[] = [];
-        const to = Math.min(predictions.length, from + max);
-        if (to > from) request.push(this.packPredictions(predictions, from, to));
-        if (from === 0 && deadLetters.length > 0) request.push(packMessages(this.topics.dlqTopic, deadLetters));
-        return request;
-      };
-      await this.retrying('produce outputs', () => this.producer.sendPacked(pack(), -1));
-    }
-    // Only now, with the outputs acknowledged, may the chunk's state reach the changelog and its
-    // offsets be committed.
-    for (const r of chunk) if (r.kind === 'prediction' && r.state) this.pendingState.set(r.key, r);
-    for (const c of commits.values()) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
-    this.pendingWrites++;
-    if (this.hooks.onCommitted) this.pendingChunks.push(chunk);
-    this.hooks.onWritten?.(chunk);
-    this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
+  private close(): void {
+    const o = this.open;
+    if (this.packer.count > 0) o.outputs.push(this.packer.finish(this.topics.outputTopic));
+    if (o.deadLetters.length > 0) o.outputs.push(packMessages(this.topics.dlqTopic, o.deadLetters));
+    o.deadLetters = [];
+    this.ready.push(o);
+    this.open = newRequest();
   }
 
-  private packPredictions(predictions: readonly PredictionRecord[], from: number, to: number): WireTopicMessages {
-    const { packer } = this;
-    for (let i = from; i < to; i++) {
-      const p = predictions[i]!;
-      packer.key(p.key);
-      writePredictionJson(p, packer.writer);
-      packer.end();
+  /** Sends requests one at a time, in order, until none is left. */
+  private async send(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.ready.length === 0 && eventsIn(this.open) > 0) this.close();
+        const request = this.ready.shift();
+        if (!request || this.failed) return;
+        // Copied to the producer thread, not transferred: a retry sends the same bytes again.
+        if (request.outputs.length > 0) await this.retrying('produce outputs', () => this.producer.sendPacked(request.outputs, -1));
+        this.acknowledged(request);
+      }
+    } catch (err) {
+      this.failed ??= err as Error;
+    } finally {
+      this.sending = undefined;
     }
-    return packer.finish(this.topics.outputTopic);
+  }
+
+  /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
+  private acknowledged(request: Request): void {
+    for (const [key, s] of request.states) this.pendingState.set(key, s);
+    for (const c of request.commits.values()) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
+    this.pendingEvents += eventsIn(request);
+    this.hooks.onWritten?.({ predictions: request.predictions, deadLetters: request.deadLetterCount, skipped: request.skipped });
+    this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
   }
 
   private async flushPending(): Promise<void> {
     try {
-      while (this.pendingWrites > 0 && !this.failed) {
+      while (this.pendingEvents > 0 && !this.failed) {
         const wait = this.lastFlushAt + this.options.changelogIntervalMs - performance.now();
         if (wait > 0 && !this.hurry) {
           await new Promise<void>((resolve) => {
@@ -172,26 +229,23 @@ export class KafkaSink {
         this.lastFlushAt = performance.now();
         const states = this.pendingState;
         const commits = this.pendingCommits;
-        const chunks = this.pendingChunks;
+        const events = this.pendingEvents;
         this.pendingState = new Map();
         this.pendingCommits = new Map();
-        this.pendingChunks = [];
-        this.pendingWrites = 0;
+        this.pendingEvents = 0;
         await this.changelogAndCommit(states, commits);
-        for (const c of chunks) this.hooks.onCommitted?.(c);
+        this.hooks.onCommitted?.(events);
       }
     } catch (err) {
       this.failed ??= err as Error;
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, PredictionRecord>, commits: Map<number, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, StateToLog>, commits: Map<number, Commit>): Promise<void> {
     if (lastState.size) {
       const messages: Message[] = [];
-      for (const [key, p] of lastState) {
+      for (const [key, { partition, state: s }] of lastState) {
         // The changelog is partitioned like the input: the key's state goes to its input partition.
-        const partition = p.source.kind === 'kafka' ? p.source.partition : undefined;
-        const s = p.state!;
         const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
         messages.push(partition === undefined ? { key, value } : { key, value, partition });
       }
@@ -224,4 +278,30 @@ export class KafkaSink {
       }
     }
   }
+}
+
+/**
+ * Hands every output to `sink` as it arrives and completes once the sink has had all of them
+ * acknowledged; errors if the source errors or the sink fails. Emits nothing: the outputs leave
+ * through Kafka.
+ *
+ * ```
+ * outputs:  -a-b-c----|
+ * sink:      a b c       (packed on arrival; sent one request at a time)
+ * writeTo:  ----------(drain)|
+ * ```
+ */
+export function writeTo(sink: KafkaSink): OperatorFunction<PipelineOutput, never> {
+  return (source) =>
+    new Observable<never>((subscriber) =>
+      source.subscribe({
+        next: (r) => sink.add(r),
+        error: (err: unknown) => subscriber.error(err),
+        complete: () =>
+          void sink.drain().then(
+            () => subscriber.complete(),
+            (err: unknown) => subscriber.error(err),
+          ),
+      }),
+    );
 }
