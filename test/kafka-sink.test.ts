@@ -30,9 +30,11 @@ function fakeKafka() {
   const acked = new Map<number, number>();
   /** Each commit's offsets beside what was acknowledged and in the changelog when it was made. */
   const commitChecks: { partition: number; next: number; acked: number; changelogBefore: boolean }[] = [];
+  // An ordered producer: requests are acknowledged in the order they were sent (ackNext).
   const producer: RecordProducer = {
     connect: async () => {},
     disconnect: async () => {},
+    abort: () => {},
     // The changelog resolves at once; outputs wait for ackNext (the broker's acknowledgement).
     sendPacked: (packed) => {
       const topics = packed.map((t) => ({ topic: t.topic, messages: unpackMessages(t) }));

@@ -32,7 +32,10 @@ export const serviceConfigSchema = z
     keyCapacity: z.int().positive().default(1_000_000),
     idleTtlMs: z.number().positive().optional(),
     maxMessageBytes: z.int().positive().default(1 << 20),
-    /** Most outputs per produce request; while one is in flight the next one fills up to this. */
+    /**
+     * Most records per produce request: outputs are posted as they are stepped, and those that
+     * queue while a request is in flight are merged into the next one, up to this many.
+     */
     produceBatchSize: z.int().positive().default(5000),
     /**
      * Least time between writes of the state changelog and offset commits (each covers every

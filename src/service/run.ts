@@ -73,15 +73,19 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
-  // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight).
-  const producer: RecordProducer = config.producerThread ? new ProducerThread({ connection }, logger) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG));
+  // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight)
+  // and sends through an OrderedSender (in order, merged up to produceBatchSize, retried).
+  const producerHooks = { onRetry: () => metrics.produceRetries.inc() };
+  const producer: RecordProducer = config.producerThread
+    ? new ProducerThread({ connection, maxRecords: config.produceBatchSize }, logger, producerHooks)
+    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), logger, producerHooks, config.produceBatchSize);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
   // Learn the output topics' leaders now (the broker creates them here if it auto-creates
   // topics): the first predictions then do not wait for it, and a topic this service cannot
   // write fails the start instead of the first chunk.
-  await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), -1);
+  await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), { retry: false });
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
     metrics.restoreSeconds.set(r.seconds);
@@ -118,7 +122,6 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
         // Acknowledged outputs end an event's time in flight; its commit may follow later.
         queue.release(counts.predictions + counts.deadLetters + counts.skipped);
       },
-      onRetry: () => metrics.produceRetries.inc(),
     },
     { changelogIntervalMs: config.changelogIntervalMs, produceBatchSize: config.produceBatchSize },
   );

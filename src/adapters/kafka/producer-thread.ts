@@ -4,13 +4,14 @@
  * partitioner, and the garbage they make), whatever the record's size; on the service's thread
  * that cost comes on top of decoding, the model and the outputs' JSON, and it was the largest
  * single part of the service's time per event (docs/benchmarks.md, Kafka end to end). Here the
- * records cross to a worker thread already packed into one transferred buffer
- * (record-packer.ts), the worker's own kafkajs client encodes and sends them, and the
- * acknowledgement (or the error) comes back.
+ * records cross to a worker thread already packed (record-packer.ts), the worker's own kafkajs
+ * client encodes and sends them, and the acknowledgement comes back.
  *
- * The main thread sees RecordProducer: connect, sendPacked, disconnect. Requests run one at a time, in the order they were made, as with
- * an in-process producer limited to one request in flight, so per-partition order holds.
- * kafkajs's logs from the worker are forwarded to the injected logger.
+ * The main thread sees RecordProducer: it posts each request as soon as it is ready, and the
+ * worker's OrderedSender sends them one at a time, in order, merging what queued up meanwhile
+ * and retrying each until acknowledged, so per-partition order holds and the worker never
+ * waits for the main thread between requests. kafkajs's logs and retry notices from the worker
+ * are forwarded to the injected logger and hooks.
  */
 import { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
@@ -20,52 +21,90 @@ import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { projectPath } from '../../paths.js';
 import type { KafkaConnection } from './client.js';
-import { unpackMessages, type WireTopicMessages } from './record-packer.js';
+import { OrderedSender, type RetryNotice } from './ordered-sender.js';
+import type { WireTopicMessages } from './record-packer.js';
 
 /**
- * What the service's sink produces through: records already packed (record-packer.ts), one
- * request at a time, in order. ProducerThread sends them from a worker thread, InProcessProducer
- * from this one.
+ * What the service's sink produces through: packed records (record-packer.ts), queued in order
+ * and each retried with backoff until the broker acknowledges it (ordered-sender.ts).
+ * ProducerThread sends from a worker thread, InProcessProducer from this one.
  */
 export interface RecordProducer {
   connect(): Promise<void>;
   /**
-   * Resolves when the broker has acknowledged every record (acks -1: all in-sync replicas). The
-   * packed buffers stay the caller's: a retry sends the same request again.
+   * Queued behind every earlier request; resolves when the broker has acknowledged every record
+   * (acks -1: all in-sync replicas). Failures are retried, never skipped; it rejects only after
+   * `abort`, or, with `retry: false` (a start-up probe), on the first failed attempt. The packed
+   * buffers are copied, not taken.
    */
-  sendPacked(topicMessages: readonly WireTopicMessages[], acks: number): Promise<unknown>;
+  sendPacked(topicMessages: readonly WireTopicMessages[], options?: { retry?: boolean }): Promise<void>;
+  /** Stops retrying: what is queued or in flight rejects (a hard stop; nothing is committed for it). */
+  abort(): void;
+  /** After everything queued is acknowledged. */
   disconnect(): Promise<void>;
 }
 
+export interface ProducerHooks {
+  onRetry?(notice: RetryNotice): void;
+}
+
+/** Logs a failed attempt (what failed, the attempt, when it is retried) and passes it to the hook. */
+export function retryReporter(logger: Logger, hooks: ProducerHooks): (notice: RetryNotice) => void {
+  return (notice) => {
+    logger.warn({ attempt: notice.attempt, err: `${notice.error.name}: ${notice.error.message}`, retriable: notice.error.retriable, retryInMs: notice.retryInMs }, 'produce failed; retrying');
+    hooks.onRetry?.(notice);
+  };
+}
+
+/** Records in one merged produce request: the service's produceBatchSize default. */
+export const MAX_RECORDS_PER_REQUEST = 5000;
+
 /** A kafkajs producer on the calling thread behind RecordProducer (`producerThread: false`). */
 export class InProcessProducer implements RecordProducer {
-  constructor(private readonly producer: Producer) {}
+  private readonly sender: OrderedSender;
+
+  constructor(
+    private readonly producer: Producer,
+    logger: Logger,
+    hooks: ProducerHooks = {},
+    maxRecords = MAX_RECORDS_PER_REQUEST,
+  ) {
+    this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), { maxRecords });
+  }
 
   connect(): Promise<void> {
     return this.producer.connect();
   }
 
-  sendPacked(topicMessages: readonly WireTopicMessages[], acks: number): Promise<unknown> {
-    return this.producer.sendBatch({ acks, topicMessages: topicMessages.map((t) => ({ topic: t.topic, messages: unpackMessages(t) })) });
+  sendPacked(topicMessages: readonly WireTopicMessages[], options: { retry?: boolean } = {}): Promise<void> {
+    return this.sender.enqueue(topicMessages, options);
   }
 
-  disconnect(): Promise<void> {
-    return this.producer.disconnect();
+  abort(): void {
+    this.sender.abort();
+  }
+
+  async disconnect(): Promise<void> {
+    await this.sender.idle();
+    await this.producer.disconnect();
   }
 }
 
 export type WireRequest =
-  | { id: number; op: 'connect' | 'disconnect' }
-  | { id: number; op: 'send'; topicMessages: WireTopicMessages[]; acks: number };
+  | { id: number; op: 'connect' | 'disconnect' | 'abort' }
+  | { id: number; op: 'send'; topicMessages: WireTopicMessages[]; retry: boolean };
 export type WireReply =
   | { id: number; ok: true }
   | { id: number; ok: false; error: { name: string; message: string; retriable: boolean } }
+  | { retry: RetryNotice }
   | { log: 'debug' | 'info' | 'warn' | 'error'; fields: object; message: string | undefined };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export interface ProducerThreadOptions {
   readonly connection: KafkaConnection;
+  /** Records in one merged produce request. */
+  readonly maxRecords: number;
 }
 
 /** The worker's script: next to this module when running from dist, else dist's copy (vitest runs src). */
@@ -92,11 +131,16 @@ export class ProducerThread implements RecordProducer {
   private readonly pending = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private dead: Error | undefined;
 
-  constructor(options: ProducerThreadOptions, logger: Logger) {
+  constructor(options: ProducerThreadOptions, logger: Logger, hooks: ProducerHooks = {}) {
     this.worker = new Worker(workerScript(), { workerData: options });
+    const onRetry = retryReporter(logger, hooks);
     this.worker.on('message', (reply: WireReply) => {
       if ('log' in reply) {
         logger[reply.log]({ ...reply.fields, thread: 'producer' }, reply.message);
+        return;
+      }
+      if ('retry' in reply) {
+        onRetry(reply.retry);
         return;
       }
       const waiter = this.pending.get(reply.id);
@@ -130,9 +174,13 @@ export class ProducerThread implements RecordProducer {
     return this.call({ op: 'connect' });
   }
 
-  /** The packed buffers are copied to the worker (one memcpy each), so a retry can send them again. */
-  sendPacked(topicMessages: readonly WireTopicMessages[], acks: number): Promise<void> {
-    return this.call({ op: 'send', topicMessages: [...topicMessages], acks });
+  /** Posted at once (copied, one memcpy per buffer); the worker queues, merges and retries (OrderedSender). */
+  sendPacked(topicMessages: readonly WireTopicMessages[], options: { retry?: boolean } = {}): Promise<void> {
+    return this.call({ op: 'send', topicMessages: [...topicMessages], retry: options.retry ?? true });
+  }
+
+  abort(): void {
+    if (!this.dead) this.worker.postMessage({ id: this.nextId++, op: 'abort' } satisfies WireRequest);
   }
 
   async disconnect(): Promise<void> {

@@ -1,13 +1,14 @@
 /**
- * The worker side of ProducerThread (producer-thread.ts): one kafkajs producer, one request at a
- * time, replies in order. Runs only as a worker thread.
+ * The worker side of ProducerThread (producer-thread.ts): one kafkajs producer behind an
+ * OrderedSender (requests in arrival order, merged while one is in flight, each retried until
+ * acknowledged). Replies per request id. Runs only as a worker thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Producer } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 import { createKafka, PRODUCER_CONFIG } from './client.js';
+import { OrderedSender } from './ordered-sender.js';
 import type { ProducerThreadOptions, WireReply, WireRequest } from './producer-thread.js';
-import { unpackMessages } from './record-packer.js';
 
 if (!parentPort) throw new Error('producer-worker.js runs only as a worker thread');
 const port = parentPort;
@@ -21,23 +22,27 @@ const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: f
 
 const kafka = createKafka(options.connection, logger);
 const producer: Producer = kafka.producer(PRODUCER_CONFIG);
+const sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), (retry) => port.postMessage({ retry } satisfies WireReply), { maxRecords: options.maxRecords });
 
-async function handle(request: WireRequest): Promise<void> {
-  if (request.op !== 'send') return request.op === 'connect' ? producer.connect() : producer.disconnect();
-  await producer.sendBatch({ acks: request.acks, topicMessages: request.topicMessages.map((t) => ({ topic: t.topic, messages: unpackMessages(t) })) });
-}
+const reply = (id: number, work: Promise<unknown>): void => {
+  work.then(
+    () => port.postMessage({ id, ok: true } satisfies WireReply),
+    (err: Error & { retriable?: boolean }) => port.postMessage({ id, ok: false, error: { name: err.name, message: err.message, retriable: err.retriable ?? false } } satisfies WireReply),
+  );
+};
 
-// One request at a time, in arrival order: the order the main thread asked for is the order
-// the broker sees.
-let queue: Promise<void> = Promise.resolve();
 port.on('message', (request: WireRequest) => {
-  queue = queue.then(async () => {
-    try {
-      await handle(request);
-      port.postMessage({ id: request.id, ok: true } satisfies WireReply);
-    } catch (err) {
-      const e = err as Error & { retriable?: boolean };
-      port.postMessage({ id: request.id, ok: false, error: { name: e.name, message: e.message, retriable: e.retriable ?? false } } satisfies WireReply);
-    }
-  });
+  switch (request.op) {
+    case 'send':
+      return reply(request.id, sender.enqueue(request.topicMessages, { retry: request.retry }));
+    case 'connect':
+      return reply(request.id, producer.connect());
+    case 'disconnect':
+      return reply(
+        request.id,
+        sender.idle().then(() => producer.disconnect()),
+      );
+    case 'abort':
+      return sender.abort();
+  }
 });

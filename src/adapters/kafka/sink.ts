@@ -23,7 +23,6 @@
  */
 import type { Consumer, Message } from 'kafkajs';
 import { Observable, type OperatorFunction } from 'rxjs';
-import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { StateCapture } from '../../operators/rnn-by-key.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
@@ -32,6 +31,7 @@ import type { KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
 import type { RecordProducer } from './producer-thread.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
+import { wakeableSleep } from './sleep.js';
 
 export interface SinkTopics {
   readonly outputTopic: string;
@@ -51,7 +51,6 @@ export interface SinkHooks {
   onWritten?(counts: WrittenCounts): void;
   /** Called when acknowledged events' state is in the changelog and their offsets are committed. */
   onCommitted?(events: number): void;
-  onRetry?(attempt: number, err: Error): void;
 }
 
 export interface SinkOptions {
@@ -60,8 +59,6 @@ export interface SinkOptions {
   /** Most prediction records per produce request. */
   readonly produceBatchSize: number;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 type Commit = { topic: string; partition: number; offset: string };
 
@@ -97,14 +94,14 @@ const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new M
 const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.skipped;
 
 export class KafkaSink {
-  private stopped = false;
   private failed: Error | undefined;
   /** The request outputs are added to; its predictions are in `packer`. */
   private open = newRequest();
   private readonly packer = new RecordPacker();
-  /** Closed requests, in order, waiting for the one in flight. */
-  private readonly ready: Request[] = [];
-  private sending: Promise<void> | undefined;
+  /** A post of the open request is scheduled for the next microtask. */
+  private postScheduled = false;
+  /** Every posted request's acknowledgement, handled in posting order. */
+  private tail: Promise<void> = Promise.resolve();
   /** Changelog and commit work not yet started, merged across requests (latest state per key). */
   private pendingState = new Map<string, StateToLog>();
   private pendingCommits = new Map<number, Commit>();
@@ -127,14 +124,15 @@ export class KafkaSink {
 
   /** Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted. */
   abort(): void {
-    this.stopped = true;
+    this.producer.abort();
   }
 
   /**
    * Adds one output to the next produce request. Each prediction carries its key's state right
    * after it (rnnByKey's captureState); the latest acknowledged one per key is what goes to the
-   * changelog. Sending starts on the next microtask, so outputs emitted together (a stepped
-   * micro-batch) go in one request.
+   * changelog. The request is posted on the next microtask (or when it holds produceBatchSize
+   * predictions), so outputs emitted together (a stepped micro-batch) go as one; the producer
+   * queues posted requests and sends them in order, merging those that wait.
    */
   add(r: PipelineOutput): void {
     if (this.failed) return; // nothing more is committed; the stream is failing already
@@ -147,19 +145,29 @@ export class KafkaSink {
       packer.end();
       o.predictions++;
       if (r.state) o.states.set(r.key, { partition: r.source.kind === 'kafka' ? r.source.partition : undefined, state: r.state });
-      if (packer.count >= this.options.produceBatchSize) this.close();
+      if (packer.count >= this.options.produceBatchSize) this.post();
     } else if (r.kind === 'dead-letter') {
       o.deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       o.deadLetterCount++;
     } else {
       o.skipped++;
     }
-    this.sending ??= Promise.resolve().then(() => this.send());
+    if (!this.postScheduled) {
+      this.postScheduled = true;
+      queueMicrotask(() => {
+        this.postScheduled = false;
+        this.post();
+      });
+    }
   }
 
   /** Resolves once every output added so far is acknowledged; rejects if the sink failed. */
   async drain(): Promise<void> {
-    while (this.sending) await this.sending;
+    this.post();
+    for (let tail = this.tail; ; tail = this.tail) {
+      await tail;
+      if (tail === this.tail) break;
+    }
     if (this.failed) throw this.failed;
   }
 
@@ -176,31 +184,25 @@ export class KafkaSink {
     if (this.failed) throw this.failed;
   }
 
-  private close(): void {
+  /** Closes the open request (if it holds anything) and hands it to the producer. */
+  private post(): void {
     const o = this.open;
+    if (eventsIn(o) === 0 || this.failed) return;
     if (this.packer.count > 0) o.outputs.push(this.packer.finish(this.topics.outputTopic));
     if (o.deadLetters.length > 0) o.outputs.push(packMessages(this.topics.dlqTopic, o.deadLetters));
     o.deadLetters = [];
-    this.ready.push(o);
     this.open = newRequest();
-  }
-
-  /** Sends requests one at a time, in order, until none is left. */
-  private async send(): Promise<void> {
-    try {
-      for (;;) {
-        if (this.ready.length === 0 && eventsIn(this.open) > 0) this.close();
-        const request = this.ready.shift();
-        if (!request || this.failed) return;
-        // Copied to the producer thread, not transferred: a retry sends the same bytes again.
-        if (request.outputs.length > 0) await this.retrying('produce outputs', () => this.producer.sendPacked(request.outputs, -1));
-        this.acknowledged(request);
-      }
-    } catch (err) {
-      this.failed ??= err as Error;
-    } finally {
-      this.sending = undefined;
-    }
+    const sent = o.outputs.length > 0 ? this.producer.sendPacked(o.outputs) : Promise.resolve();
+    // Observed now (a rejection waits for the chain below; it must not count as unhandled).
+    sent.catch(() => undefined);
+    this.tail = this.tail
+      .then(() => sent)
+      .then(
+        () => this.acknowledged(o),
+        (err: unknown) => {
+          this.failed ??= err as Error;
+        },
+      );
   }
 
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
@@ -217,13 +219,9 @@ export class KafkaSink {
       while (this.pendingEvents > 0 && !this.failed) {
         const wait = this.lastFlushAt + this.options.changelogIntervalMs - performance.now();
         if (wait > 0 && !this.hurry) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, wait);
-            this.wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
+          const sleep = wakeableSleep(wait);
+          this.wake = sleep.wake;
+          await sleep.done;
           this.wake = undefined;
         }
         this.lastFlushAt = performance.now();
@@ -249,7 +247,8 @@ export class KafkaSink {
         const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
         messages.push(partition === undefined ? { key, value } : { key, value, partition });
       }
-      await this.retrying('produce state changelog', () => this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)], -1));
+      // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
+      await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
     }
     if (commits.size) {
       const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (BigInt(c.offset) + 1n).toString() }));
@@ -259,22 +258,6 @@ export class KafkaSink {
         // After a rebalance the partition may belong to another member now: its next owner
         // resumes from the last commit and skips what the changelog shows as applied.
         this.logger.warn({ err: (err as Error).message, offsets }, 'offset commit failed; the partition will be resumed from its last commit');
-      }
-    }
-  }
-
-  private async retrying(what: string, send: () => Promise<unknown>): Promise<void> {
-    let delay = 100;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await send();
-        return;
-      } catch (err) {
-        if (this.stopped) throw new RnnStreamError(`${what} failed and the service is stopping: ${(err as Error).message}`, { cause: err });
-        this.hooks.onRetry?.(attempt, err as Error);
-        this.logger.warn({ attempt, err: (err as Error).message, retryInMs: delay }, `${what} failed; retrying`);
-        await sleep(delay);
-        delay = Math.min(delay * 2, 5000);
       }
     }
   }

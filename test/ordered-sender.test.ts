@@ -1,0 +1,91 @@
+/**
+ * OrderedSender: requests go out one at a time in queue order, those queued meanwhile merged into
+ * the next send (up to maxRecords), a failed send is retried before anything after it is sent, and
+ * abort rejects what is in flight and queued.
+ */
+import { describe, expect, it } from 'vitest';
+import type { TopicMessages } from 'kafkajs';
+import { OrderedSender, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
+import { packMessages } from '../src/adapters/kafka/record-packer.js';
+
+const req = (topic: string, ...keys: string[]) => [packMessages(topic, keys.map((k) => ({ key: k, value: `v${k}` })))];
+const describeSend = (t: TopicMessages[]): string => t.map((x) => `${x.topic}:${x.messages.map((m) => String(m.key)).join(',')}`).join(' ');
+const tick = async (n = 5): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+/** A broker that answers when told: `next(ok)` settles the oldest send. */
+function fakeBroker() {
+  const sends: string[] = [];
+  const answers: ((ok: boolean) => void)[] = [];
+  const send = (t: TopicMessages[]): Promise<void> => {
+    sends.push(describeSend(t));
+    return new Promise<void>((resolve, reject) => answers.push((ok) => (ok ? resolve() : reject(Object.assign(new Error('NOT_LEADER'), { retriable: true })))));
+  };
+  const next = async (ok = true): Promise<void> => {
+    for (let i = 0; i < 50 && answers.length === 0; i++) await tick(1);
+    answers.shift()!(ok);
+    await tick();
+  };
+  return { sends, send, next };
+}
+
+describe('OrderedSender', () => {
+  it('sends one request at a time, in order, merging what queued up meanwhile (up to maxRecords)', async () => {
+    const b = fakeBroker();
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 3 });
+    const done: string[] = [];
+    const track = (name: string, p: Promise<void>): void => void p.then(() => done.push(name));
+    track('a', sender.enqueue(req('out', 'a')));
+    track('b', sender.enqueue(req('out', 'b')));
+    track('c', sender.enqueue([...req('out', 'c'), ...req('dlq', 'x')]));
+    track('d', sender.enqueue(req('out', 'd', 'e')));
+    await tick();
+    expect(b.sends).toEqual(['out:a']);
+    await b.next();
+    // b and c merged (3 records, per topic in queue order); d would pass maxRecords.
+    expect(b.sends).toEqual(['out:a', 'out:b,c dlq:x']);
+    expect(done).toEqual(['a']);
+    await b.next();
+    await b.next();
+    expect(b.sends).toEqual(['out:a', 'out:b,c dlq:x', 'out:d,e']);
+    expect(done).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('retries a failed send with backoff before sending anything queued after it', async () => {
+    const b = fakeBroker();
+    const retries: RetryNotice[] = [];
+    const sender = new OrderedSender(b.send, (n) => retries.push(n), { maxRecords: 100, initialRetryMs: 1 });
+    const first = sender.enqueue(req('out', 'a'));
+    await tick();
+    const second = sender.enqueue(req('out', 'b'));
+    await b.next(false);
+    await new Promise((r) => setTimeout(r, 10));
+    // The retry of a comes first; b waits.
+    expect(b.sends).toEqual(['out:a', 'out:a']);
+    await b.next(true);
+    await first;
+    await b.next(true);
+    await second;
+    expect(b.sends).toEqual(['out:a', 'out:a', 'out:b']);
+    expect(retries.map((r) => [r.attempt, r.error.message, r.error.retriable])).toEqual([[1, 'NOT_LEADER', true]]);
+  });
+
+  it('abort rejects the request in flight and everything queued; a request without retry fails alone', async () => {
+    const b = fakeBroker();
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, initialRetryMs: 60_000 });
+    // Each expectation is attached before the rejection it waits for.
+    const probe = expect(sender.enqueue(req('out'), { retry: false })).rejects.toThrow('NOT_LEADER');
+    await b.next(false);
+    await probe;
+    const inFlight = expect(sender.enqueue(req('out', 'a'))).rejects.toThrow('produce abandoned: stopping');
+    await tick();
+    const queued = expect(sender.enqueue(req('out', 'b'))).rejects.toThrow('produce abandoned: stopping');
+    await b.next(false); // now waiting 60 s to retry
+    sender.abort('stopping');
+    await inFlight;
+    await queued;
+    await expect(sender.enqueue(req('out', 'c'))).rejects.toThrow('produce abandoned');
+    expect(b.sends).toEqual(['out:', 'out:a']);
+  });
+});
