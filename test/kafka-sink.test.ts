@@ -23,7 +23,7 @@ const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog
 /** Records every call; each send resolves when the test says so (the broker's acknowledgement). */
 function fakeKafka() {
   const log: string[] = [];
-  const acks: (() => void)[] = [];
+  const acks: ((ok: boolean) => void)[] = [];
   const changelog: { key: string; value: Buffer; partition?: number }[] = [];
   const outputs: { topic: string; key: string; value: string }[] = [];
   /** The highest source offset per input partition whose output the broker has acknowledged. */
@@ -52,8 +52,9 @@ function fakeKafka() {
           sources.push({ partition: source.partition, offset: Number(source.offset) });
         }
       log.push(`sendBatch ${topics.map((t) => `${t.topic}:${t.messages.map((m) => String(m.key)).join(',')}`).join(' ')}`);
-      return new Promise<void>((resolve) =>
-        acks.push(() => {
+      return new Promise<void>((resolve, reject) =>
+        acks.push((ok) => {
+          if (!ok) return reject(new Error('produce abandoned: the producer is stopping'));
           for (const { partition, offset } of sources) acked.set(partition, Math.max(acked.get(partition) ?? -1, offset));
           resolve();
         }),
@@ -69,9 +70,10 @@ function fakeKafka() {
       log.push(`commit ${offsets.map((o) => `${o.topic}/${o.partition}@${o.offset}`).join(' ')}`);
     },
   } as unknown as Consumer;
-  const ackNext = async (): Promise<void> => {
+  /** Settles the oldest request: acknowledged, or (ok false) failed as after the producer's abort. */
+  const ackNext = async (ok = true): Promise<void> => {
     for (let i = 0; i < 50 && acks.length === 0; i++) await new Promise((r) => setImmediate(r));
-    acks.shift()!();
+    acks.shift()!(ok);
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   };
   return { log, producer, consumer, changelog, outputs, commitChecks, ackNext };
@@ -164,5 +166,21 @@ describe('KafkaSink', () => {
     // ...unless the service is stopping: then both chunks go as one changelog write and commit.
     await sink.flush();
     expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2', 'send changelog 2', 'commit in/0@5']);
+  });
+
+  it('acknowledges nothing after a failed request, even if a later one is acknowledged', async () => {
+    const store = new KeyStateStore(model);
+    const k = fakeKafka();
+    const written: number[] = [];
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions) }, { changelogIntervalMs: 0, produceBatchSize: 1 });
+    sink.add(prediction(store, 'x', 0, 1));
+    sink.add(prediction(store, 'x', 0, 2));
+    const drained = expect(sink.drain()).rejects.toThrow('produce abandoned');
+    await k.ackNext(false);
+    await k.ackNext(true);
+    await drained;
+    expect(written).toEqual([]);
+    expect(k.log.filter((l) => l.startsWith('commit') || l.startsWith('send changelog'))).toEqual([]);
+    await expect(sink.flush()).rejects.toThrow('produce abandoned');
   });
 });

@@ -198,7 +198,8 @@ export class KafkaSink {
     this.tail = this.tail
       .then(() => sent)
       .then(
-        () => this.acknowledged(o),
+        // Nothing posted after a failed request is acknowledged (its commit would pass the failure).
+        () => (this.failed ? undefined : this.acknowledged(o)),
         (err: unknown) => {
           this.failed ??= err as Error;
         },
