@@ -183,4 +183,32 @@ describe('KafkaSink', () => {
     expect(k.log.filter((l) => l.startsWith('commit') || l.startsWith('send changelog'))).toEqual([]);
     await expect(sink.flush()).rejects.toThrow('produce abandoned');
   });
+
+  it('after a rebalance, writes no state and commits no offset for partitions this member no longer owns', async () => {
+    const store = new KeyStateStore(model);
+    const k = fakeKafka();
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
+    sink.assign([0, 1]);
+    sink.add(prediction(store, 'x', 0, 1));
+    const first = sink.drain();
+    await k.ackNext();
+    await first; // the first changelog write and commit go at once
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    // Acknowledged within the interval: pending. Then partition 1 moves to another member.
+    sink.add(prediction(store, 'x', 0, 2));
+    sink.add(prediction(store, 'y', 1, 7));
+    const second = sink.drain();
+    await k.ackNext();
+    await second;
+    sink.assign([0]);
+    // An output of partition 1 still in flight at the rebalance is produced, but not logged or committed.
+    sink.add(prediction(store, 'y', 1, 8));
+    const third = sink.drain();
+    await k.ackNext();
+    await third;
+    await sink.flush();
+    expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2', 'send changelog 1', 'commit in/0@3']);
+    expect(k.changelog.map((m) => `${m.key}@${m.partition}`)).toEqual(['x@0', 'x@0']);
+    expect(k.outputs.map((o) => o.key)).toEqual(['x', 'x', 'y', 'y']);
+  });
 });

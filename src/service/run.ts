@@ -97,6 +97,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     const partitions = e.payload.memberAssignment[config.inputTopic] ?? [];
     logger.info({ generation: e.payload.groupId, partitions }, 'partitions assigned');
     restorer.assign(partitions);
+    sink.assign(partitions);
   });
 
   let fatal: Error | undefined;

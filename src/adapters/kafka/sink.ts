@@ -111,6 +111,8 @@ export class KafkaSink {
   /** Cuts the wait for the next interval short (flush on shutdown). */
   private wake: (() => void) | undefined;
   private hurry = false;
+  /** The input partitions this member owns (undefined until the first assignment: all). */
+  private owned: Set<number> | undefined;
 
   constructor(
     private readonly producer: RecordProducer,
@@ -121,6 +123,29 @@ export class KafkaSink {
     private readonly hooks: SinkHooks = {},
     private readonly options: SinkOptions = { changelogIntervalMs: 0, produceBatchSize: 5000 },
   ) {}
+
+  /**
+   * The input partitions this member owns now (after each rebalance). State and offsets of a
+   * partition it no longer owns are dropped, not written: its new owner restores from the
+   * changelog and writes that partition's keys from then on, and a late write of this member's
+   * (older) state after the new owner's would be the record log compaction keeps. Outputs already
+   * posted still go out (duplicates carry their source offset).
+   */
+  assign(partitions: readonly number[]): void {
+    this.owned = new Set(partitions);
+    let dropped = 0;
+    for (const [key, s] of this.pendingState) {
+      if (this.owns(s.partition)) continue;
+      this.pendingState.delete(key);
+      dropped++;
+    }
+    for (const p of this.pendingCommits.keys()) if (!this.owns(p)) this.pendingCommits.delete(p);
+    if (dropped > 0) this.logger.info({ keys: dropped, partitions }, 'state of revoked partitions not written to the changelog');
+  }
+
+  private owns(partition: number | undefined): boolean {
+    return partition === undefined || this.owned === undefined || this.owned.has(partition);
+  }
 
   /** Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted. */
   abort(): void {
@@ -208,8 +233,8 @@ export class KafkaSink {
 
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
-    for (const [key, s] of request.states) this.pendingState.set(key, s);
-    for (const c of request.commits.values()) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
+    for (const [key, s] of request.states) if (this.owns(s.partition)) this.pendingState.set(key, s);
+    for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += eventsIn(request);
     this.hooks.onWritten?.({ predictions: request.predictions, deadLetters: request.deadLetterCount, skipped: request.skipped });
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
@@ -241,16 +266,17 @@ export class KafkaSink {
   }
 
   private async changelogAndCommit(lastState: Map<string, StateToLog>, commits: Map<number, Commit>): Promise<void> {
-    if (lastState.size) {
-      const messages: Message[] = [];
-      for (const [key, { partition, state: s }] of lastState) {
-        // The changelog is partitioned like the input: the key's state goes to its input partition.
-        const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
-        messages.push(partition === undefined ? { key, value } : { key, value, partition });
-      }
-      // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
-      await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
+    const messages: Message[] = [];
+    for (const [key, { partition, state: s }] of lastState) {
+      // A rebalance may have come while this flush waited for its interval.
+      if (!this.owns(partition)) continue;
+      // The changelog is partitioned like the input: the key's state goes to its input partition.
+      const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
+      messages.push(partition === undefined ? { key, value } : { key, value, partition });
     }
+    // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
+    if (messages.length > 0) await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
+    for (const p of commits.keys()) if (!this.owns(p)) commits.delete(p);
     if (commits.size) {
       const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (BigInt(c.offset) + 1n).toString() }));
       try {
