@@ -91,6 +91,14 @@ function prediction(store: KeyStateStore, key: string, partition: number, offset
   return { kind: 'prediction', key, seq: entry.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), state, source };
 }
 
+/** Adds the outputs as one request, lets the broker acknowledge it, and waits for the sink to see that. */
+async function writeAcknowledged(sink: KafkaSink, k: ReturnType<typeof fakeKafka>, ...outputs: PipelineOutput[]): Promise<void> {
+  for (const r of outputs) sink.add(r);
+  const drained = sink.drain();
+  await k.ackNext();
+  await drained;
+}
+
 describe('KafkaSink', () => {
   it('outputs in order and in requests of produceBatchSize; changelog with the captured states; commits only behind acknowledged outputs', async () => {
     const store = new KeyStateStore(model);
@@ -147,20 +155,10 @@ describe('KafkaSink', () => {
     const k = fakeKafka();
     const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
     // The first changelog write goes at once; the next waits for the interval...
-    sink.add(prediction(store, 'x', 0, 1));
-    const first = sink.drain();
-    await k.ackNext();
-    await first;
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1));
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    sink.add(prediction(store, 'x', 0, 2));
-    sink.add(prediction(store, 'y', 0, 3));
-    const second = sink.drain();
-    await k.ackNext();
-    await second;
-    sink.add(prediction(store, 'x', 0, 4));
-    const third = sink.drain();
-    await k.ackNext();
-    await third;
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 2), prediction(store, 'y', 0, 3));
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 4));
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2']);
     // ...unless the service is stopping: then both chunks go as one changelog write and commit.
@@ -189,23 +187,13 @@ describe('KafkaSink', () => {
     const k = fakeKafka();
     const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
     sink.assign([0, 1]);
-    sink.add(prediction(store, 'x', 0, 1));
-    const first = sink.drain();
-    await k.ackNext();
-    await first; // the first changelog write and commit go at once
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1)); // the first changelog write and commit go at once
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     // Acknowledged within the interval: pending. Then partition 1 moves to another member.
-    sink.add(prediction(store, 'x', 0, 2));
-    sink.add(prediction(store, 'y', 1, 7));
-    const second = sink.drain();
-    await k.ackNext();
-    await second;
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 2), prediction(store, 'y', 1, 7));
     sink.assign([0]);
     // An output of partition 1 still in flight at the rebalance is produced, but not logged or committed.
-    sink.add(prediction(store, 'y', 1, 8));
-    const third = sink.drain();
-    await k.ackNext();
-    await third;
+    await writeAcknowledged(sink, k, prediction(store, 'y', 1, 8));
     await sink.flush();
     expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2', 'send changelog 1', 'commit in/0@3']);
     expect(k.changelog.map((m) => `${m.key}@${m.partition}`)).toEqual(['x@0', 'x@0']);
