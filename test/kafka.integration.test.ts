@@ -131,7 +131,7 @@ describe(`rnnstream run against ${inject('kafkaKind')}`, () => {
     expect(b.output()).toMatch(/"msg":"state restored"/);
   }, 180_000);
 
-  it('dead-letters every kind of bad message with its reason and source, and predicts every good one', async () => {
+  it('dead-letters every kind of bad message with its reason and source, and predicts every good one (in-process producer)', async () => {
     const t = freshTopics('mixed');
     const good = [0.1, 0.2, 0.3, 0.4, 0.5].map((x, i) => ({ key: 'b-good', value: JSON.stringify({ ballId: 'b-good', frame: i, t: i / 30, x, y: 0.5 }) }));
     const bad = [
@@ -146,8 +146,9 @@ describe(`rnnstream run against ${inject('kafkaKind')}`, () => {
     ];
     const mixed = [...good.slice(0, 2), ...bad.slice(0, 4), ...good.slice(2), ...bad.slice(4)];
     await produce(brokers, t.inputTopic, mixed.map(({ key, value }) => ({ key, value })));
+    // The in-process producer (producerThread: false) here; the other tests use the producer thread.
     const service = await startService(
-      resolveServiceConfig({ env: {}, flags: { ...t, pipeline: 'ball-direction', brokers: brokers.split(','), backend: 'onnx', maxMessageBytes: 4096, http: { port: 0 } } }),
+      resolveServiceConfig({ env: {}, flags: { ...t, pipeline: 'ball-direction', brokers: brokers.split(','), backend: 'onnx', maxMessageBytes: 4096, producerThread: false, http: { port: 0 } } }),
       silentLogger,
     );
     try {
