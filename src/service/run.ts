@@ -2,7 +2,8 @@
  * `rnnstream run`: the pipeline as a Kafka consumer-group service.
  *
  *   kafkajs consumer (eachBatch) -> predict() chain (the same operators as replay)
- *     -> chunks -> KafkaSink (outputs, changelog, then offset commit)
+ *     -> KafkaSink (packs outputs into produce requests as they arrive; changelog, then commit)
+ *     -> the producer (on its thread): requests in order, merged while one is in flight, retried
  *
  * Backpressure: every consumed event holds a slot of a bounded queue until the broker has
  * acknowledged its output; when the queue is full the consumer pauses its partitions and waits.
@@ -84,7 +85,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
   // Learn the output topics' leaders now (the broker creates them here if it auto-creates
   // topics): the first predictions then do not wait for it, and a topic this service cannot
-  // write fails the start instead of the first chunk.
+  // write fails the start instead of the first request.
   await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), { retry: false });
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {

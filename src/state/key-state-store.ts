@@ -156,7 +156,7 @@ export class KeyStateStore<E = unknown> {
 
   /**
    * Snapshot bytes of the given key states, which need not be resident: the Kafka service
-   * encodes the state each key had right after the last event of a produced chunk.
+   * encodes the state each key had right after its last acknowledged event.
    */
   encode(entries: Iterable<Readonly<Omit<KeyState<E>, 'prev'>> & { readonly prev: E | undefined }>): Uint8Array {
     const enc = new TextEncoder();
