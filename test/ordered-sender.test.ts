@@ -40,8 +40,11 @@ describe('OrderedSender', () => {
     track('b', sender.enqueue(req('out', 'b')));
     track('c', sender.enqueue([...req('out', 'c'), ...req('dlq', 'x')]));
     track('d', sender.enqueue(req('out', 'd', 'e')));
+    let idle = false;
+    void sender.idle().then(() => (idle = true));
     await tick();
     expect(b.sends).toEqual(['out:a']);
+    expect(idle).toBe(false);
     await b.next();
     // b and c merged (3 records, per topic in queue order); d would pass maxRecords.
     expect(b.sends).toEqual(['out:a', 'out:b,c dlq:x']);
@@ -50,6 +53,8 @@ describe('OrderedSender', () => {
     await b.next();
     expect(b.sends).toEqual(['out:a', 'out:b,c dlq:x', 'out:d,e']);
     expect(done).toEqual(['a', 'b', 'c', 'd']);
+    expect(idle).toBe(true);
+    await sender.idle(); // nothing queued: at once
   });
 
   it('retries a failed send with backoff before sending anything queued after it', async () => {

@@ -79,7 +79,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const producerHooks = { onRetry: () => metrics.produceRetries.inc() };
   const producer: RecordProducer = config.producerThread
     ? new ProducerThread({ connection, maxRecords: config.produceBatchSize }, logger, producerHooks)
-    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), logger, producerHooks, config.produceBatchSize);
+    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), config.produceBatchSize, logger, producerHooks);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);

@@ -42,6 +42,7 @@ export class OrderedSender {
   private running = false;
   private aborted: Error | undefined;
   private wakeRetry: (() => void) | undefined;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     /** One produce request (kafkajs's sendBatch, acks -1). */
@@ -69,8 +70,9 @@ export class OrderedSender {
   }
 
   /** Resolves when nothing is queued or in flight. */
-  async idle(): Promise<void> {
-    while (this.running || this.queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
   private async pump(): Promise<void> {
@@ -97,6 +99,7 @@ export class OrderedSender {
       }
     } finally {
       this.running = false;
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
   }
 

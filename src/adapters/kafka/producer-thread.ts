@@ -56,18 +56,16 @@ export function retryReporter(logger: Logger, hooks: ProducerHooks): (notice: Re
   };
 }
 
-/** Records in one merged produce request: the service's produceBatchSize default. */
-export const MAX_RECORDS_PER_REQUEST = 5000;
-
 /** A kafkajs producer on the calling thread behind RecordProducer (`producerThread: false`). */
 export class InProcessProducer implements RecordProducer {
   private readonly sender: OrderedSender;
 
   constructor(
     private readonly producer: Producer,
+    /** Records in one merged produce request (the service's produceBatchSize). */
+    maxRecords: number,
     logger: Logger,
     hooks: ProducerHooks = {},
-    maxRecords = MAX_RECORDS_PER_REQUEST,
   ) {
     this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), { maxRecords });
   }
