@@ -10,25 +10,34 @@ import { randomModel } from '../core/random-model.js';
 import { ReferenceBackend } from './reference.js';
 import type { StepBackend } from './types.js';
 
-/** Absolute tolerance on every state value and output: float32 kernels vs float64 arithmetic. */
-export const CONFORMANCE_TOLERANCE = 1e-4;
-export const CONFORMANCE_STEPS = 50;
-export const CONFORMANCE_BATCHES: readonly number[] = [1, 7, 256];
-
 export interface ConformanceCase {
   readonly label: string;
   readonly layers: readonly { readonly cell: CellKind; readonly hiddenSize: number }[];
 }
 
-/** Every cell type, single and stacked. */
-export const CONFORMANCE_CASES: readonly ConformanceCase[] = [
-  { label: 'rnn', layers: [{ cell: 'rnn', hiddenSize: 16 }] },
-  { label: 'lstm', layers: [{ cell: 'lstm', hiddenSize: 16 }] },
-  { label: 'gru', layers: [{ cell: 'gru', hiddenSize: 16 }] },
-  { label: 'rnn x2', layers: [{ cell: 'rnn', hiddenSize: 12 }, { cell: 'rnn', hiddenSize: 8 }] },
-  { label: 'lstm x2', layers: [{ cell: 'lstm', hiddenSize: 12 }, { cell: 'lstm', hiddenSize: 8 }] },
-  { label: 'gru x2', layers: [{ cell: 'gru', hiddenSize: 12 }, { cell: 'gru', hiddenSize: 8 }] },
-];
+/**
+ * The suite CI runs for every backend and `rnnstream backends --check` runs on the user's host:
+ * every cell type, single and stacked, at each batch size, for `steps` steps.
+ */
+export const CONFORMANCE_SUITE = {
+  /** Absolute tolerance on every state value and output: float32 kernels vs float64 arithmetic. */
+  tolerance: 1e-4,
+  steps: 50,
+  batches: [1, 7, 256] as readonly number[],
+  cases: [
+    { label: 'rnn', layers: [{ cell: 'rnn', hiddenSize: 16 }] },
+    { label: 'lstm', layers: [{ cell: 'lstm', hiddenSize: 16 }] },
+    { label: 'gru', layers: [{ cell: 'gru', hiddenSize: 16 }] },
+    { label: 'rnn x2', layers: [{ cell: 'rnn', hiddenSize: 12 }, { cell: 'rnn', hiddenSize: 8 }] },
+    { label: 'lstm x2', layers: [{ cell: 'lstm', hiddenSize: 12 }, { cell: 'lstm', hiddenSize: 8 }] },
+    { label: 'gru x2', layers: [{ cell: 'gru', hiddenSize: 12 }, { cell: 'gru', hiddenSize: 8 }] },
+  ] as readonly ConformanceCase[],
+  /**
+   * Least largest reference state value a check accepts: a backend that returned zeros would
+   * otherwise match a reference that is also near zero.
+   */
+  minReferenceMagnitude: 0.05,
+} as const;
 
 export const conformanceModel = (c: ConformanceCase, seed = 7): RnnModel =>
   randomModel({
@@ -73,7 +82,7 @@ export async function compareWithReference(
   const outR = new Float32Array(batch * model.outputSize);
   const input = new Float32Array(batch * model.inputSize);
   let worst = 0;
-  for (let t = 0; t < (options.steps ?? CONFORMANCE_STEPS); t++) {
+  for (let t = 0; t < (options.steps ?? CONFORMANCE_SUITE.steps); t++) {
     for (let i = 0; i < input.length; i++) input[i] = rng.normal() * 1.5;
     await backend.step(batch, input, stateK, nextK, outK);
     reference.step(batch, input, stateR, nextR, outR);
@@ -83,4 +92,19 @@ export async function compareWithReference(
     worst = Number.isNaN(diff) ? Infinity : Math.max(worst, diff);
   }
   return { worstAbsError: worst, referenceMagnitude: maxAbsDiff(stateR, new Float32Array(stateR.length)) };
+}
+
+export interface ConformanceCheck extends ConformanceResult {
+  readonly passed: boolean;
+}
+
+/**
+ * One check of the suite: `backend` (built for `conformanceModel(modelCase)`) beside the
+ * reference at `batch` keys, on the same inputs in CI and on the user's host, with the verdict.
+ */
+export async function checkConformance(backend: StepBackend, modelCase: ConformanceCase, batch: number): Promise<ConformanceCheck> {
+  const r = await compareWithReference(backend, conformanceModel(modelCase), batch, { seed: batch * 31 + modelCase.label.length });
+  // Written so that NaN fails both comparisons.
+  const passed = r.worstAbsError < CONFORMANCE_SUITE.tolerance && r.referenceMagnitude > CONFORMANCE_SUITE.minReferenceMagnitude;
+  return { ...r, passed };
 }

@@ -10,14 +10,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import cliProgress from 'cli-progress';
 import { listBackends, resolveBackend } from '../backends/registry.js';
 import { BACKEND_NAMES, type BackendName } from '../backends/types.js';
-import {
-  compareWithReference,
-  CONFORMANCE_BATCHES,
-  CONFORMANCE_CASES,
-  CONFORMANCE_STEPS,
-  CONFORMANCE_TOLERANCE,
-  conformanceModel,
-} from '../backends/conformance.js';
+import { checkConformance, CONFORMANCE_SUITE, conformanceModel } from '../backends/conformance.js';
 import { ModelFileError, RnnStreamError, UsageError } from '../core/errors.js';
 import { loadModelFile } from '../core/model.js';
 import { randomModelFile } from '../core/random-model.js';
@@ -301,7 +294,7 @@ export function buildProgram(): Command {
     .option('--pipeline <name>', "probe with this pipeline's model", 'ball-direction')
     .option(
       '--check',
-      `also run every working backend beside the float64 reference (each cell type, single and stacked, B = ${CONFORMANCE_BATCHES.join(', ')}, ${CONFORMANCE_STEPS} steps) and fail if any differs by ${CONFORMANCE_TOLERANCE} or more`,
+      `also run every working backend beside the float64 reference (each cell type, single and stacked, B = ${CONFORMANCE_SUITE.batches.join(', ')}, ${CONFORMANCE_SUITE.steps} steps) and fail if any differs by ${CONFORMANCE_SUITE.tolerance} or more`,
     )
     .action(async (opts) => {
       const pipeline = await loadPipeline(opts.pipeline);
@@ -324,7 +317,7 @@ export function buildProgram(): Command {
       auto.backend.dispose();
       if (opts.check) {
         const failed = await checkBackends(working.filter((n) => n !== 'reference'));
-        if (failed > 0) throw new RnnStreamError(`${failed} backend check(s) differ from the float64 reference by ${CONFORMANCE_TOLERANCE} or more`);
+        if (failed > 0) throw new RnnStreamError(`${failed} backend check(s) differ from the float64 reference by ${CONFORMANCE_SUITE.tolerance} or more`);
       }
     });
 
@@ -353,28 +346,27 @@ function securityFlags(opts: { ssl?: boolean; saslMechanism?: string; saslUserna
 
 /** Conformance of each named backend against the reference; prints a line per backend, returns the failures. */
 async function checkBackends(names: readonly BackendName[]): Promise<number> {
-  process.stdout.write(`\nconformance vs float64 reference (${CONFORMANCE_STEPS} steps, tolerance ${CONFORMANCE_TOLERANCE}):\n`);
+  const { cases, batches, steps, tolerance } = CONFORMANCE_SUITE;
+  process.stdout.write(`\nconformance vs float64 reference (${steps} steps, tolerance ${tolerance}):\n`);
   let failed = 0;
   for (const name of names) {
     let worst = 0;
     const bad: string[] = [];
-    for (const modelCase of CONFORMANCE_CASES) {
-      const model = conformanceModel(modelCase);
-      const { backend } = await resolveBackend(name, model);
+    for (const modelCase of cases) {
+      const { backend } = await resolveBackend(name, conformanceModel(modelCase));
       try {
-        for (const batch of CONFORMANCE_BATCHES) {
-          const r = await compareWithReference(backend, model, batch);
+        for (const batch of batches) {
+          const r = await checkConformance(backend, modelCase, batch);
           worst = Math.max(worst, r.worstAbsError);
-          if (!(r.worstAbsError < CONFORMANCE_TOLERANCE) || !(r.referenceMagnitude > 0.05)) bad.push(`${modelCase.label} B=${batch}: ${r.worstAbsError.toExponential(2)}`);
+          if (!r.passed) bad.push(`${modelCase.label} B=${batch}: ${r.worstAbsError.toExponential(2)}`);
         }
       } finally {
         backend.dispose();
       }
     }
     failed += bad.length;
-    const cases = CONFORMANCE_CASES.length * CONFORMANCE_BATCHES.length;
     process.stdout.write(
-      `${name.padEnd(10)} ${bad.length === 0 ? 'pass' : 'FAIL'}  worst ${worst.toExponential(2)} over ${cases} cases${bad.length ? ` (${bad.join('; ')})` : ''}\n`,
+      `${name.padEnd(10)} ${bad.length === 0 ? 'pass' : 'FAIL'}  worst ${worst.toExponential(2)} over ${cases.length * batches.length} cases${bad.length ? ` (${bad.join('; ')})` : ''}\n`,
     );
   }
   return failed;
