@@ -20,7 +20,7 @@ import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { packMessages } from '../adapters/kafka/record-packer.js';
-import { offsetAtLeast } from '../adapters/kafka/offsets.js';
+import { positionAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink, writeTo } from '../adapters/kafka/sink.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
@@ -129,11 +129,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   );
 
   // An event is already applied when its key's state reflects an offset at or after it.
-  const alreadyApplied = (key: string, source: SourcePosition): boolean => {
-    if (source.kind !== 'kafka') return false;
-    const pos = store.get(key)?.position as SourcePosition | undefined;
-    return pos?.kind === 'kafka' && pos.topic === source.topic && pos.partition === source.partition && offsetAtLeast(pos.offset, source.offset);
-  };
+  const alreadyApplied = (key: string, source: SourcePosition): boolean =>
+    positionAtLeast(store.get(key)?.position as SourcePosition | undefined, source) === true;
 
   const input = new Subject<RawRecord>();
   const outputs$: Observable<unknown> = input.pipe(

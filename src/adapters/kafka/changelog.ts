@@ -16,19 +16,15 @@ import { SnapshotError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { SourcePosition } from '../../operators/records.js';
 import type { KeyState, KeyStateStore } from '../../state/key-state-store.js';
-import { offsetAtLeast } from './offsets.js';
+import { positionAtLeast } from './offsets.js';
 
 /**
  * A changelog record may replace a key's restored state only if it reflects the same or a later
  * input position. Last-written is not enough: after a rebalance, the previous owner's in-flight
  * events of a revoked partition can still write their state after the new owner's writes.
  */
-export function notBehind(incoming: KeyState<unknown>, resident: KeyState<unknown>): boolean {
-  const a = incoming.position as SourcePosition | undefined;
-  const b = resident.position as SourcePosition | undefined;
-  if (a?.kind !== 'kafka' || b?.kind !== 'kafka' || a.topic !== b.topic || a.partition !== b.partition) return true;
-  return offsetAtLeast(a.offset, b.offset);
-}
+export const notBehind = (incoming: KeyState<unknown>, resident: KeyState<unknown>): boolean =>
+  positionAtLeast(incoming.position as SourcePosition | undefined, resident.position as SourcePosition | undefined) ?? true;
 
 export interface RestoreReport {
   readonly partitions: readonly number[];

@@ -24,6 +24,7 @@
 import type { Consumer, Message } from 'kafkajs';
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Logger } from '../../observability/logger.js';
+import type { SourcePosition } from '../../operators/records.js';
 import type { StateCapture } from '../../operators/rnn-by-key.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
 import { deadLetterJson, writePredictionJson } from '../../pipeline/serialize.js';
@@ -73,17 +74,18 @@ function raiseCommit(commits: Map<number, Commit>, topic: string, partition: num
   else if (!offsetAtLeast(seen.offset, offset)) seen.offset = offset;
 }
 
-/** A key's state right after its last event in a request, for the changelog. */
-interface StateToLog {
-  readonly partition: number | undefined;
-  readonly state: StateCapture<unknown>;
-}
+/** The input partition a captured state belongs to: that of the event it reflects (its position). */
+const partitionOf = (s: StateCapture<unknown>): number | undefined => {
+  const p = s.position as SourcePosition | undefined;
+  return p?.kind === 'kafka' ? p.partition : undefined;
+};
 
 /** A produce request being filled (predictions in the packer) or waiting to be sent. */
 interface Request {
   outputs: WireTopicMessages[];
   deadLetters: Message[];
-  states: Map<string, StateToLog>;
+  /** The latest state capture per key (each names its source position). */
+  states: Map<string, StateCapture<unknown>>;
   commits: Map<number, Commit>;
   predictions: number;
   deadLetterCount: number;
@@ -103,7 +105,7 @@ export class KafkaSink {
   /** Every posted request's acknowledgement, handled in posting order. */
   private tail: Promise<void> = Promise.resolve();
   /** Changelog and commit work not yet started, merged across requests (latest state per key). */
-  private pendingState = new Map<string, StateToLog>();
+  private pendingState = new Map<string, StateCapture<unknown>>();
   private pendingCommits = new Map<number, Commit>();
   private pendingEvents = 0;
   private flushing: Promise<void> | undefined;
@@ -135,7 +137,7 @@ export class KafkaSink {
     this.owned = new Set(partitions);
     let dropped = 0;
     for (const [key, s] of this.pendingState) {
-      if (this.owns(s.partition)) continue;
+      if (this.owns(partitionOf(s))) continue;
       this.pendingState.delete(key);
       dropped++;
     }
@@ -169,7 +171,7 @@ export class KafkaSink {
       writePredictionJson(r, packer.writer);
       packer.end();
       o.predictions++;
-      if (r.state) o.states.set(r.key, { partition: r.source.kind === 'kafka' ? r.source.partition : undefined, state: r.state });
+      if (r.state) o.states.set(r.key, r.state);
       if (packer.count >= this.options.produceBatchSize) this.post();
     } else if (r.kind === 'dead-letter') {
       o.deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
@@ -233,7 +235,7 @@ export class KafkaSink {
 
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
-    for (const [key, s] of request.states) if (this.owns(s.partition)) this.pendingState.set(key, s);
+    for (const [key, s] of request.states) if (this.owns(partitionOf(s))) this.pendingState.set(key, s);
     for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += eventsIn(request);
     this.hooks.onWritten?.({ predictions: request.predictions, deadLetters: request.deadLetterCount, skipped: request.skipped });
@@ -265,9 +267,10 @@ export class KafkaSink {
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, StateToLog>, commits: Map<number, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, StateCapture<unknown>>, commits: Map<number, Commit>): Promise<void> {
     const messages: Message[] = [];
-    for (const [key, { partition, state: s }] of lastState) {
+    for (const [key, s] of lastState) {
+      const partition = partitionOf(s);
       // A rebalance may have come while this flush waited for its interval.
       if (!this.owns(partition)) continue;
       // The changelog is partitioned like the input: the key's state goes to its input partition.
