@@ -29,7 +29,7 @@ import { createKafka, PRODUCER_CONFIG } from '../adapters/kafka/client.js';
 import { defaultTopics, resolveServiceConfig } from '../service/config.js';
 import { createServiceLogger } from '../service/logger.js';
 import { produceFixture } from '../service/produce.js';
-import { startService } from '../service/run.js';
+import { startService, type RunningService } from '../service/run.js';
 
 const positiveInt = (name: string) => (value: string): number => {
   const n = Number(value);
@@ -225,19 +225,24 @@ export function buildProgram(): Command {
       };
       const resolved = resolveServiceConfig({ file: opts.config, flags });
       const logger = createServiceLogger(resolved.config.logLevel);
-      const service = await startService(resolved, logger);
+      // Signals are handled from before the start: a SIGTERM while the service is still joining
+      // its group (an orchestrator scaling down) is a graceful stop right after the start, not
+      // Node's default kill, which would skip the shutdown.
       let signals = 0;
+      let service: RunningService | undefined;
       const onSignal = (signal: string): void => {
         signals++;
         if (signals > 1) {
           logger.warn({ signal }, 'second signal: exiting now without a graceful shutdown');
           process.exit(130);
         }
-        logger.info({ signal }, 'shutting down');
-        void service.stop();
+        logger.info({ signal, starting: service === undefined }, 'shutting down');
+        void service?.stop();
       };
       process.on('SIGTERM', () => onSignal('SIGTERM'));
       process.on('SIGINT', () => onSignal('SIGINT'));
+      service = await startService(resolved, logger);
+      if (signals > 0) void service.stop();
       await service.done;
     });
 

@@ -11,7 +11,7 @@
  * offset taken when the restore began, and pauses it again.
  */
 import { randomUUID } from 'node:crypto';
-import type { Admin, Consumer, Kafka } from 'kafkajs';
+import type { Admin, Batch, Consumer, Kafka } from 'kafkajs';
 import { SnapshotError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { SourcePosition } from '../../operators/records.js';
@@ -26,6 +26,12 @@ import { positionAtLeast } from './offsets.js';
 export const notBehind = (incoming: KeyState<unknown>, resident: KeyState<unknown>): boolean =>
   positionAtLeast(incoming.position as SourcePosition | undefined, resident.position as SourcePosition | undefined) ?? true;
 
+/**
+ * kafkajs's Batch as it is at run time: its type leaves out the offset the fetch asked for and
+ * whether anything but aborted or control records came back.
+ */
+type FetchedBatch = Batch & { readonly fetchedOffset: string; isEmptyIncludingFiltered(): boolean };
+
 export interface RestoreReport {
   readonly partitions: readonly number[];
   readonly keys: number;
@@ -35,6 +41,7 @@ export interface RestoreReport {
 }
 
 interface Job {
+  /** The high watermark when the restore began: the last record below it is never compacted away (it is in the active segment). */
   readonly end: bigint;
   /** The next offset to apply: batches fetched before the seek to 0 are recognised and skipped. */
   next: bigint;
@@ -70,7 +77,7 @@ export class ChangelogRestorer {
       let joined!: () => void;
       const hasJoined = new Promise<void>((r) => (joined = r));
       reader.on(reader.events.GROUP_JOIN, () => joined());
-      await reader.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: async ({ batch }) => this.apply(batch.partition, batch.messages) });
+      await reader.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: async ({ batch }) => this.apply(batch as FetchedBatch) });
       await hasJoined;
     })());
   }
@@ -79,19 +86,26 @@ export class ChangelogRestorer {
     await this.reader?.disconnect();
   }
 
-  private apply(partition: number, messages: { offset: string; key: Buffer | null; value: Buffer | null }[]): void {
+  /**
+   * Applies one fetched batch of a partition being restored. A batch counts only if it was
+   * fetched at or before the next offset to apply (`fetchedOffset`): one fetched before the seek
+   * to the beginning starts further on and is dropped, and the reader waits for the one from
+   * the beginning. Within a batch, offsets may jump: a compacted changelog has gaps wherever
+   * the cleaner removed superseded records, so a gap is not a missing batch.
+   */
+  private apply(batch: FetchedBatch): void {
+    const { partition, messages } = batch;
     const job = this.jobs.get(partition);
     if (!job) {
       // Not being restored: stop reading it until a restore asks for it.
       this.reader!.pause([{ topic: this.changelogTopic, partitions: [partition] }]);
       return;
     }
+    if (BigInt(batch.fetchedOffset) > job.next) return;
     for (const m of messages) {
       const offset = BigInt(m.offset);
-      if (offset >= job.end) break;
       if (offset < job.next) continue;
-      // A gap means a batch fetched before the seek: wait for the one from the beginning.
-      if (offset > job.next) return;
+      if (offset >= job.end) break;
       job.next = offset + 1n;
       if (!m.value) continue;
       job.messages++;
@@ -103,6 +117,12 @@ export class ChangelogRestorer {
         if (!(err instanceof SnapshotError)) throw err;
         if (job.refused++ === 0) this.logger.warn({ key: m.key?.toString(), reason: err.message }, 'changelog state refused');
       }
+    }
+    // The batch's last offset counts control records (transaction markers), which take offsets
+    // but are not messages: a changelog written in transactions ends on one.
+    if (!batch.isEmptyIncludingFiltered()) {
+      const last = BigInt(batch.lastOffset()) + 1n;
+      if (last > job.next) job.next = last;
     }
     if (job.next >= job.end) this.finish(partition);
   }
@@ -151,10 +171,10 @@ export class ChangelogRestorer {
   private async read(partitions: number[]): Promise<void> {
     const started = performance.now();
     await this.start();
-    let ends: Map<number, bigint>;
+    let ends: Map<number, { low: bigint; end: bigint }>;
     try {
       const offsets = await this.admin.fetchTopicOffsets(this.changelogTopic);
-      ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, BigInt(o.high)]));
+      ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, { low: BigInt(o.low), end: BigInt(o.high) }]));
     } catch (err) {
       // No changelog topic yet: nothing was ever written, so there is nothing to restore.
       this.logger.info({ partitions, reason: (err as Error).message }, 'no state to restore');
@@ -165,13 +185,13 @@ export class ChangelogRestorer {
     let messages = 0;
     let refused = 0;
     const waits: Promise<void>[] = [];
-    for (const [partition, end] of ends) {
-      if (end === 0n) continue;
+    for (const [partition, { low, end }] of ends) {
+      if (end <= low) continue;
       waits.push(
         new Promise<void>((resolve) => {
           const job: Job = {
             end,
-            next: 0n,
+            next: low,
             keys,
             messages: 0,
             refused: 0,
@@ -184,7 +204,7 @@ export class ChangelogRestorer {
           this.jobs.set(partition, job);
         }),
       );
-      this.reader!.seek({ topic: this.changelogTopic, partition, offset: '0' });
+      this.reader!.seek({ topic: this.changelogTopic, partition, offset: String(low) });
       this.reader!.resume([{ topic: this.changelogTopic, partitions: [partition] }]);
     }
     if (waits.length) this.logger.info({ partitions: [...ends.keys()], topic: this.changelogTopic }, 'restoring state');

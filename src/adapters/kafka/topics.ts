@@ -1,0 +1,119 @@
+/**
+ * The service's topics, made and checked before it consumes anything (Kafka Streams does the
+ * same for its internal topics):
+ *
+ * - the input topic, if missing, with the broker's `num.partitions`;
+ * - the predictions and dead-letter topics, if missing, partitioned like the input;
+ * - the state changelog, if missing, partitioned like the input (the state of input partition p
+ *   is in changelog partition p) with `cleanup.policy=compact`, so the latest state of every key
+ *   is kept for as long as the key lives, and nothing else is.
+ *
+ * An existing changelog that is not compacted, or whose partition count differs from the
+ * input's, is refused: with `delete` the state is gone after `retention.ms`, and with other
+ * partitions the state of a key would be restored by the wrong member. Replication is the
+ * configured factor, or the broker's `default.replication.factor`.
+ */
+import { ConfigResourceTypes, type Admin, type ITopicConfig } from 'kafkajs';
+import { RnnStreamError } from '../../core/errors.js';
+import type { Logger } from '../../observability/logger.js';
+
+export class TopicSetupError extends RnnStreamError {
+  override readonly name = 'TopicSetupError';
+}
+
+export interface TopicPlan {
+  readonly inputTopic: string;
+  readonly outputTopic: string;
+  readonly dlqTopic: string;
+  readonly changelogTopic: string;
+  /** Replication of the topics created here; undefined: the broker's default.replication.factor. */
+  readonly replicationFactor?: number | undefined;
+  /** Extra topic configs for a changelog created here (e.g. segment.ms, min.compaction.lag.ms). */
+  readonly changelogTopicConfig?: Readonly<Record<string, string>>;
+}
+
+export interface TopicLayout {
+  readonly inputPartitions: number;
+  /** Topics this call created. */
+  readonly created: readonly string[];
+}
+
+/** The broker defaults that topics created here inherit. */
+async function brokerDefaults(admin: Admin): Promise<{ partitions: number; replicationFactor: number }> {
+  const { brokers } = await admin.describeCluster();
+  const broker = brokers[0];
+  if (!broker) throw new TopicSetupError('the cluster lists no brokers');
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [{ type: ConfigResourceTypes.BROKER, name: String(broker.nodeId), configNames: ['num.partitions', 'default.replication.factor'] }],
+  });
+  const entries = described.resources[0]?.configEntries ?? [];
+  const value = (name: string, fallback: number): number => {
+    const v = Number(entries.find((e) => e.configName === name)?.configValue);
+    return Number.isInteger(v) && v > 0 ? v : fallback;
+  };
+  // A replication factor above the cluster's size cannot be met; the broker would refuse it.
+  return { partitions: value('num.partitions', 1), replicationFactor: Math.min(value('default.replication.factor', 1), brokers.length) };
+}
+
+async function partitionCounts(admin: Admin, topics: readonly string[]): Promise<Map<string, number>> {
+  const existing = new Set(await admin.listTopics());
+  const present = topics.filter((t) => existing.has(t));
+  if (present.length === 0) return new Map();
+  const { topics: metadata } = await admin.fetchTopicMetadata({ topics: present });
+  return new Map(metadata.map((t) => [t.name, t.partitions.length]));
+}
+
+async function cleanupPolicy(admin: Admin, topic: string): Promise<string> {
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['cleanup.policy'] }],
+  });
+  return described.resources[0]?.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? 'delete';
+}
+
+/** Creates what is missing and checks the changelog; throws TopicSetupError with what to change. */
+export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger): Promise<TopicLayout> {
+  const all = [plan.inputTopic, plan.outputTopic, plan.dlqTopic, plan.changelogTopic];
+  const counts = await partitionCounts(admin, all);
+  const missing = all.filter((t) => !counts.has(t));
+  const created: string[] = [];
+  if (missing.length > 0) {
+    const defaults = await brokerDefaults(admin);
+    const replicationFactor = plan.replicationFactor ?? defaults.replicationFactor;
+    const inputPartitions = counts.get(plan.inputTopic) ?? defaults.partitions;
+    const topics: ITopicConfig[] = missing.map((topic) => ({
+      topic,
+      numPartitions: inputPartitions,
+      replicationFactor,
+      ...(topic === plan.changelogTopic
+        ? { configEntries: Object.entries({ ...plan.changelogTopicConfig, 'cleanup.policy': 'compact' }).map(([name, value]) => ({ name, value })) }
+        : {}),
+    }));
+    try {
+      // false when another instance created them first: fine, they are checked below.
+      await admin.createTopics({ topics, waitForLeaders: true });
+    } catch (err) {
+      throw new TopicSetupError(`cannot create topics ${missing.join(', ')} (replication factor ${replicationFactor}, ${inputPartitions} partitions): ${(err as Error).message}`, { cause: err });
+    }
+    created.push(...missing);
+    logger.info({ topics: missing, partitions: inputPartitions, replicationFactor }, 'topics created');
+    for (const [t, n] of await partitionCounts(admin, missing)) counts.set(t, n);
+  }
+  const inputPartitions = counts.get(plan.inputTopic)!;
+  const changelogPartitions = counts.get(plan.changelogTopic)!;
+  if (changelogPartitions !== inputPartitions) {
+    throw new TopicSetupError(
+      `changelog topic ${plan.changelogTopic} has ${changelogPartitions} partitions, but the input topic ${plan.inputTopic} has ${inputPartitions}: ` +
+        'the changelog must be partitioned like the input (delete it, or name another with --changelog-topic, and the service creates it)',
+    );
+  }
+  const policy = await cleanupPolicy(admin, plan.changelogTopic);
+  if (policy !== 'compact') {
+    throw new TopicSetupError(
+      `changelog topic ${plan.changelogTopic} has cleanup.policy=${policy}, expected compact: with deletion the state of keys is lost after retention.ms ` +
+        `(set it with: kafka-configs --alter --entity-type topics --entity-name ${plan.changelogTopic} --add-config cleanup.policy=compact)`,
+    );
+  }
+  return { inputPartitions, created };
+}
