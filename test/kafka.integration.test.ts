@@ -1,16 +1,13 @@
 /**
- * The Kafka service against a real Kafka protocol broker (see kafka-global-setup.ts: KAFKA_BROKERS,
- * a testcontainers Kafka, or librdkafka's mock cluster). Volumes stay small: the mock cluster
- * keeps about 5 MiB per partition.
+ * The Kafka service against a real broker (see kafka-global-setup.ts: KAFKA_BROKERS, a
+ * testcontainers Kafka, or Apache Kafka's jar broker): end to end, kill -9, two instances, bad
+ * messages. Failover, compaction, rebalancing and security have files of their own.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { silentLogger } from '../src/observability/logger.js';
 import { resolveServiceConfig } from '../src/service/config.js';
 import { startService } from '../src/service/run.js';
-import { cli } from './support/cli.js';
+import { ballHarness, type BallHarness } from './support/harness.js';
 import {
   comparePredictions,
   dedupeByKey,
@@ -18,7 +15,6 @@ import {
   freshTopics,
   produce,
   readTopic,
-  replayPredictions,
   spawnService,
   topicSize,
   waitFor,
@@ -26,41 +22,19 @@ import {
   type Topics,
 } from './support/kafka.js';
 
-const brokers = inject('kafkaBrokers');
-const dir = mkdtempSync(join(tmpdir(), 'rnnstream-kafka-'));
-const fixture = join(dir, 'balls.jsonl');
-let events = 0;
+let h: BallHarness;
+let brokers: string;
+let events: number;
 let expected: Map<string, Prediction[]>;
 
-/** A deliberately slow configuration, so a test can act while the stream is mid-way. */
-const throttled = (t: Topics): string => {
-  const file = join(dir, `${t.group}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({ ...t, pipeline: 'ball-direction', brokers: brokers.split(','), queueCapacity: 24, maxBatchSize: 24, produceBatchSize: 12, sessionTimeoutMs: 6000, http: { port: 0 }, logLevel: 'info', backend: 'onnx' }),
-  );
-  return file;
-};
-
 beforeAll(async () => {
-  const r = cli(['fixtures', 'ball', '--keys', '24', '--seed', '77', '--out', fixture]);
-  expect(r.code, r.stderr).toBe(0);
-  expected = await replayPredictions('ball-direction', fixture);
-  events = [...expected.values()].reduce((n, l) => n + l.length, 0);
+  h = await ballHarness();
+  ({ brokers, events, expected } = h);
 }, 60_000);
 
-/** Predictions in the output topic after dropping duplicates by source offset. */
-async function distinctPredictions(t: Topics): Promise<number> {
-  const size = await topicSize(brokers, t.outputTopic);
-  if (size < events) return 0; // cannot be complete yet; skip the (slower) read
-  const out = await readTopic(brokers, t.outputTopic, size);
-  return [...dedupeByKey(out).values()].reduce((n, l) => n + l.length, 0);
-}
-
-async function produceFixture(t: Topics): Promise<void> {
-  const r = cli(['produce', '--pipeline', 'ball-direction', '--brokers', brokers, '--input', fixture, '--topic', t.inputTopic]);
-  expect(r.code, r.stderr).toBe(0);
-}
+const throttled = (t: Topics): string => h.throttled(t);
+const distinctPredictions = (t: Topics): Promise<number> => h.distinctPredictions(t);
+const produceFixture = async (t: Topics): Promise<void> => h.produceFixture(t);
 
 describe(`rnnstream run against ${inject('kafkaKind')}`, () => {
   it('end to end: produce + run gives exactly the predictions replay gives', async () => {

@@ -23,6 +23,16 @@ export const serviceConfigSchema = z
     outputTopic: z.string().min(1).optional(),
     dlqTopic: z.string().min(1).optional(),
     changelogTopic: z.string().min(1).optional(),
+    /**
+     * Replication of the topics the service creates (predictions, dead letters, changelog and a
+     * missing input); unset: the broker's default.replication.factor.
+     */
+    replicationFactor: z.int().positive().optional(),
+    /**
+     * Extra topic configs for a changelog the service creates (cleanup.policy is always
+     * compact), e.g. {"min.insync.replicas": "2", "segment.ms": "600000"}.
+     */
+    changelogTopicConfig: z.record(z.string(), z.string()).default({}),
     backend: z.enum(['auto', ...BACKEND_NAMES]).default('auto'),
     model: z.string().min(1).optional(),
     maxBatchSize: z.int().positive().default(1024),
@@ -115,6 +125,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_OUTPUT_TOPIC: (v) => ({ outputTopic: v }),
   RNNSTREAM_DLQ_TOPIC: (v) => ({ dlqTopic: v }),
   RNNSTREAM_CHANGELOG_TOPIC: (v) => ({ changelogTopic: v }),
+  RNNSTREAM_REPLICATION_FACTOR: (v) => ({ replicationFactor: Number(v) }),
   RNNSTREAM_BACKEND: (v) => ({ backend: v }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),

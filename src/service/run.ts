@@ -22,6 +22,7 @@ import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapt
 import { packMessages } from '../adapters/kafka/record-packer.js';
 import { positionAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink, writeTo } from '../adapters/kafka/sink.js';
+import { ensureTopics } from '../adapters/kafka/topics.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import type { RawRecord, SourcePosition } from '../operators/records.js';
@@ -83,6 +84,10 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
+  // The topics exist, and the changelog is compacted and partitioned like the input, before
+  // anything is consumed: a changelog with deletion would lose state, one with other partitions
+  // would restore a key's state on the wrong member.
+  await ensureTopics(admin, config, logger);
   // Learn the output topics' leaders now (the broker creates them here if it auto-creates
   // topics): the first predictions then do not wait for it, and a topic this service cannot
   // write fails the start instead of the first request.

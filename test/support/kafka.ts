@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { projectPath } from '../../src/paths.js';
 import { replay } from '../../src/replay/replay.js';
@@ -165,3 +166,60 @@ export function spawnService(args: string[]): ChildProcess & { output: () => str
 
 export const exited = (child: ChildProcess): Promise<number | null> =>
   child.exitCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
+
+export interface TopicContents {
+  readonly messages: ReadMessage[];
+  /** Sum over partitions of high watermark - log start offset: what the offsets span. */
+  readonly offsetsSpanned: number;
+}
+
+/**
+ * Every record of a topic from its log start to the high watermarks taken first. On a compacted
+ * topic `messages.length < offsetsSpanned`: the cleaner removed superseded records.
+ */
+export async function readToEnd(brokers: string, topic: string, timeoutMs = 60_000): Promise<TopicContents> {
+  const admin = kafkaClient(brokers).admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic).finally(() => admin.disconnect());
+  const ends = new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+  const offsetsSpanned = offsets.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+  const pending = new Set(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => o.partition));
+  const messages: ReadMessage[] = [];
+  if (pending.size === 0) return { messages, offsetsSpanned };
+  const consumer = kafkaClient(brokers).consumer({ groupId: `reader-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${topic}: partitions ${[...pending].join(',')} not read to their end in ${timeoutMs} ms`)), timeoutMs);
+      consumer
+        .run({
+          eachBatch: async ({ batch }) => {
+            for (const m of batch.messages) {
+              if (BigInt(m.offset) >= ends.get(batch.partition)!) break;
+              messages.push({ key: m.key?.toString() ?? null, value: m.value?.toString() ?? '', partition: batch.partition, offset: m.offset, headers: {} });
+            }
+            if (BigInt(batch.lastOffset()) + 1n >= ends.get(batch.partition)!) pending.delete(batch.partition);
+            if (pending.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return { messages, offsetsSpanned };
+}
+
+/** Writes the first `share` of a JSON Lines fixture's lines to one file and the rest to another. */
+export function splitFixture(file: string, share: number): [string, string] {
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+  const cut = Math.round(lines.length * share);
+  const [a, b] = [`${file}.part1.jsonl`, `${file}.part2.jsonl`];
+  writeFileSync(a, lines.slice(0, cut).join('\n') + '\n');
+  writeFileSync(b, lines.slice(cut).join('\n') + '\n');
+  return [a, b];
+}

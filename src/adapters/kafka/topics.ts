@@ -13,9 +13,12 @@
  * partitions the state of a key would be restored by the wrong member. Replication is the
  * configured factor, or the broker's `default.replication.factor`.
  */
-import { ConfigResourceTypes, type Admin, type ITopicConfig } from 'kafkajs';
+import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
+
+// Node's CommonJS interop does not see this export by name; the package's default object has it.
+const { ConfigResourceTypes } = kafkajs;
 
 export class TopicSetupError extends RnnStreamError {
   override readonly name = 'TopicSetupError';
