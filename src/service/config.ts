@@ -61,6 +61,8 @@ export const serviceConfigSchema = z
     fromBeginning: z.boolean().default(true),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),
+    /** How often the service checks the cluster for /healthz (brokers gone, partitions offline or under-replicated). */
+    healthCheckIntervalMs: z.int().min(100).default(2000),
     http: z
       .object({
         host: z.string().min(1).default('127.0.0.1'),

@@ -2,8 +2,17 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
+/**
+ * ok: all is well. degraded: still consuming and producing, but something an operator must
+ * look at (a broker down, partitions under-replicated); still live, so /healthz answers 200.
+ * unhealthy: not doing its job (a fatal error, the consumer down, shutting down): 503.
+ */
+export type HealthStatus = 'ok' | 'degraded' | 'unhealthy';
+
 export interface Health {
-  readonly ok: boolean;
+  readonly status: HealthStatus;
+  /** Why it is not ok, one line each. */
+  readonly reasons: readonly string[];
   readonly detail: Record<string, unknown>;
 }
 
@@ -25,8 +34,8 @@ export function startHttpServer(host: string, port: number, registry: Registry, 
     }
     if (req.method === 'GET' && url === '/healthz') {
       const h = health();
-      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: h.ok ? 'ok' : 'unhealthy', ...h.detail }));
+      res.writeHead(h.status === 'unhealthy' ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: h.status, reasons: h.reasons, ...h.detail }));
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });

@@ -41,6 +41,8 @@ export class ServiceMetrics {
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
   readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
+  readonly health = new Gauge({ name: 'rnnstream_health_status', help: '0 ok, 1 degraded (e.g. a broker down, partitions under-replicated), 2 unhealthy; as /healthz', registers: [this.registry] });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'rnnstream_' });
   }

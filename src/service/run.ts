@@ -23,6 +23,7 @@ import { packMessages } from '../adapters/kafka/record-packer.js';
 import { positionAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink, writeTo } from '../adapters/kafka/sink.js';
 import { ensureTopics } from '../adapters/kafka/topics.js';
+import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import type { RawRecord, SourcePosition } from '../operators/records.js';
@@ -31,7 +32,7 @@ import { prequentialFor } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
-import { startHttpServer } from './http.js';
+import { startHttpServer, type Health } from './http.js';
 import { ServiceMetrics } from './metrics.js';
 
 /** Times every backend step into the metrics. */
@@ -250,17 +251,24 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   });
   await run();
 
+  const clusterHealth = new ClusterHealthMonitor(admin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, (now) => {
+    if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
+    else logger.info({}, 'cluster healthy again');
+  });
+  await clusterHealth.start();
+  const health = (): Health => {
+    const unhealthy = [
+      ...(fatal ? [`pipeline failed: ${fatal.message}`] : []),
+      ...(consumerDown ? [`consumer down, rejoining: ${consumerDown.message}`] : []),
+      ...(stopping ? ['shutting down'] : []),
+    ];
+    const degraded = clusterHealth.health.problems;
+    const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'ok';
+    metrics.health.set(status === 'ok' ? 0 : status === 'degraded' ? 1 : 2);
+    return { status, reasons: [...unhealthy, ...degraded], detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size } };
+  };
   // Port 0 picks a free port (tests); the address is logged and returned.
-  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, () => ({
-    ok: !fatal && !stopping && !consumerDown,
-    detail: {
-      pipeline: pipeline.name,
-      backend: backend.name,
-      keys: store.size,
-      inFlight: queue.size,
-      ...(fatal ? { error: fatal.message } : consumerDown ? { error: `consumer down, rejoining: ${consumerDown.message}` } : {}),
-    },
-  }));
+  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, health);
   const address = server.address();
   const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
@@ -280,6 +288,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       }
       await consumer.disconnect();
       await restorer.stop();
+      await clusterHealth.stop();
       await producer.disconnect();
       await admin.disconnect();
       backend.dispose();

@@ -1,6 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { projectPath } from '../../src/paths.js';
 import { replay } from '../../src/replay/replay.js';
@@ -22,7 +23,7 @@ export function freshTopics(label: string): Topics {
 export const kafkaClient = (brokers: string): Kafka => new Kafka({ clientId: 'rnnstream-tests', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
 
 export async function produce(brokers: string, topic: string, messages: { key: string | null; value: string | Buffer }[]): Promise<void> {
-  const producer = kafkaClient(brokers).producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer = kafkaClient(brokers).producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner, retry: { retries: 10, initialRetryTime: 300 } });
   await producer.connect();
   try {
     for (let i = 0; i < messages.length; i += 500) await producer.send({ topic, messages: messages.slice(i, i + 500), acks: -1 });
@@ -222,4 +223,49 @@ export function splitFixture(file: string, share: number): [string, string] {
   writeFileSync(a, lines.slice(0, cut).join('\n') + '\n');
   writeFileSync(b, lines.slice(cut).join('\n') + '\n');
   return [a, b];
+}
+
+/** `node scripts/kafka.mjs kill|restart --dir DIR --broker K`: one broker of the test cluster. */
+export function brokerControl(dir: string, action: 'kill' | 'restart', broker: number): void {
+  const r = spawnSync(process.execPath, [projectPath('scripts', 'kafka.mjs'), action, '--dir', dir, '--broker', String(broker)], { encoding: 'utf8', timeout: 180_000 });
+  if (r.status !== 0) throw new Error(`kafka.mjs ${action} --broker ${broker} failed: ${r.stderr}`);
+}
+
+/** The broker (node id) leading each partition of a topic. */
+export async function partitionLeaders(brokers: string, topic: string): Promise<Map<number, number>> {
+  const admin = kafkaClient(brokers).admin();
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    return new Map(topics[0]!.partitions.map((p) => [p.partitionId, p.leader]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** The service's /healthz answer (a spawned service logs its endpoint in "service started"). */
+export function healthOf(httpAddress: string): Promise<{ code: number; status: string; reasons: string[] }> {
+  // A fresh connection per call (agent: false): polling with fetch reuses keep-alive sockets that
+  // the server closes after 5 s idle, and a request racing that close fails with "other side closed".
+  return new Promise((resolve, reject) => {
+    httpGet(`${httpAddress}/healthz`, { agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        const body = JSON.parse(text) as { status: string; reasons: string[] };
+        resolve({ code: res.statusCode ?? 0, status: body.status, reasons: body.reasons });
+      });
+    }).on('error', reject);
+  });
+}
+
+/** The http address a spawned service logged at start-up, once it has. */
+export async function httpAddressOf(service: { output: () => string }, timeoutMs = 60_000): Promise<string> {
+  let address: string | undefined;
+  await waitFor('the service to start', async () => {
+    address = /"msg":"service started"/.test(service.output()) ? /"http":"([^"]+)"/.exec(service.output().split('\n').find((l) => l.includes('"msg":"service started"'))!)?.[1] : undefined;
+    return address !== undefined;
+  }, timeoutMs);
+  return address!;
 }

@@ -52,9 +52,15 @@ export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
  * Java-compatible) partitioner, chosen explicitly: keys land where a Java producer would put
  * them, and the changelog can use the input's partition numbers. One request in flight, so a
  * retried request cannot overtake a later one (per-key order).
+ *
+ * Retries outlast a broker failover: a killed broker stays the leader in the metadata until the
+ * controller fences it (broker.session.timeout.ms, 9 s by default) and elects another, and
+ * kafkajs's default of 5 retries (about 3 s) gave up before that (found on a real 3-node
+ * cluster; the mock cluster never fails over). 10 retries from 300 ms, capped at 5 s, wait about 25 s.
  */
 export const PRODUCER_CONFIG: ProducerConfig = Object.freeze({
   allowAutoTopicCreation: true,
   maxInFlightRequests: 1,
   createPartitioner: Partitioners.DefaultPartitioner,
+  retry: { retries: 10, initialRetryTime: 300 },
 });
