@@ -30,6 +30,7 @@ import { defaultTopics, resolveServiceConfig } from '../service/config.js';
 import { createServiceLogger } from '../service/logger.js';
 import { produceFixture } from '../service/produce.js';
 import { startService, type RunningService } from '../service/run.js';
+import { explainKafkaError } from '../adapters/kafka/errors.js';
 
 const positiveInt = (name: string) => (value: string): number => {
   const n = Number(value);
@@ -333,15 +334,16 @@ export function buildProgram(): Command {
 function addSecurityOptions(command: Command): Command {
   return command
     .option('--ssl', 'connect to the brokers over TLS')
+    .option('--ssl-ca <file.pem>', "CA certificate(s) to trust for the brokers' TLS certificates (implies --ssl)")
     .option('--sasl-mechanism <mechanism>', 'plain, scram-sha-256 or scram-sha-512')
     .option('--sasl-username <user>', 'SASL user name (the password comes from RNNSTREAM_SASL_PASSWORD or --sasl-password-file)')
     .option('--sasl-password-file <file>', 'file whose first line is the SASL password');
 }
 
 /** The security part of the configuration flags; absent options stay undefined (config file and env then apply). */
-function securityFlags(opts: { ssl?: boolean; saslMechanism?: string; saslUsername?: string; saslPasswordFile?: string }): Record<string, unknown> {
+function securityFlags(opts: { ssl?: boolean; sslCa?: string; saslMechanism?: string; saslUsername?: string; saslPasswordFile?: string }): Record<string, unknown> {
   return {
-    ssl: opts.ssl ? true : undefined,
+    ssl: opts.sslCa ? { ca: opts.sslCa } : opts.ssl ? true : undefined,
     sasl:
       opts.saslMechanism || opts.saslUsername || opts.saslPasswordFile
         ? { mechanism: opts.saslMechanism, username: opts.saslUsername, passwordFile: opts.saslPasswordFile }
@@ -392,6 +394,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof RnnStreamError) {
       process.stderr.write(`rnnstream: ${err.message}\n`);
+      return 1;
+    }
+    const kafka = explainKafkaError(err);
+    if (kafka) {
+      process.stderr.write(`rnnstream: ${kafka}\n`);
       return 1;
     }
     process.stderr.write(`rnnstream: unexpected error: ${(err as Error).stack ?? String(err)}\n`);

@@ -134,6 +134,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: v === 'true' || v === '1' }),
+  RNNSTREAM_SSL_CA: (v) => ({ ssl: { ca: v } }),
   RNNSTREAM_CHANGELOG_INTERVAL_MS: (v) => ({ changelogIntervalMs: Number(v) }),
   RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
   RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
@@ -147,6 +148,9 @@ function merge(target: Record<string, unknown>, source: Record<string, unknown>)
   for (const [k, v] of Object.entries(source)) {
     if (v === undefined) continue;
     const existing = target[k];
+    // `ssl: true` (--ssl, RNNSTREAM_SSL) asks for TLS; TLS settings from a lower layer already do,
+    // and must not be dropped by it.
+    if (k === 'ssl' && v === true && existing && typeof existing === 'object') continue;
     target[k] =
       v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object' && !Array.isArray(existing)
         ? merge({ ...(existing as Record<string, unknown>) }, v as Record<string, unknown>)

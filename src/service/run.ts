@@ -84,15 +84,27 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), config.produceBatchSize, logger, producerHooks);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
-  await Promise.all([admin.connect(), producer.connect(), consumer.connect()]);
-  // The topics exist, and the changelog is compacted and partitioned like the input, before
-  // anything is consumed: a changelog with deletion would lose state, one with other partitions
-  // would restore a key's state on the wrong member.
-  await ensureTopics(admin, config, logger);
-  // Learn the output topics' leaders now (the broker creates them here if it auto-creates
-  // topics): the first predictions then do not wait for it, and a topic this service cannot
-  // write fails the start instead of the first request.
-  await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), { retry: false });
+  try {
+    // allSettled, then the first failure: every client must have finished trying before the
+    // clean-up below disconnects them, or a late connect would hold the process open.
+    const connected = await Promise.allSettled([admin.connect(), producer.connect(), consumer.connect()]);
+    const failed = connected.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    // The topics exist, and the changelog is compacted and partitioned like the input, before
+    // anything is consumed: a changelog with deletion would lose state, one with other partitions
+    // would restore a key's state on the wrong member.
+    await ensureTopics(admin, config, logger);
+    // Learn the output topics' leaders now (the broker creates them here if it auto-creates
+    // topics): the first predictions then do not wait for it, and a topic this service cannot
+    // write fails the start instead of the first request.
+    await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), { retry: false });
+  } catch (err) {
+    // A failed start (wrong password, no broker, a refused changelog) leaves nothing running:
+    // the caller prints one line and the process exits.
+    await Promise.allSettled([consumer.disconnect(), producer.disconnect(), admin.disconnect()]);
+    backend.dispose();
+    throw err;
+  }
 
   const restorer = new ChangelogRestorer(kafka, admin, config.changelogTopic, config.group, store, logger, (r) => {
     metrics.restoreSeconds.set(r.seconds);

@@ -158,8 +158,8 @@ export function comparePredictions(actual: Map<string, Prediction[]>, expected: 
 }
 
 /** Starts `rnnstream run` as its own process (so a test can kill -9 it). */
-export function spawnService(args: string[]): ChildProcess & { output: () => string } {
-  const child = spawn(process.execPath, [projectPath('dist', 'src', 'cli', 'main.js'), 'run', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+export function spawnService(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { output: () => string } {
+  const child = spawn(process.execPath, [projectPath('dist', 'src', 'cli', 'main.js'), 'run', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   return Object.assign(child, { output: () => log });

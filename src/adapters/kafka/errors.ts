@@ -1,0 +1,38 @@
+/**
+ * kafkajs's errors as one line a user can act on. kafkajs wraps the error that ended its retries
+ * (KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded) around the one that says what went
+ * wrong; the innermost one is the message, and the kind of failure says what to check. Messages
+ * carry no credentials: kafkajs's own texts never include them, and none are added here.
+ */
+interface KafkaJsError extends Error {
+  readonly cause?: unknown;
+  readonly retriable?: boolean;
+}
+
+const isKafkaJsError = (err: unknown): err is KafkaJsError => err instanceof Error && err.name.startsWith('KafkaJS');
+
+/** The chain of wrapped errors, outermost first. */
+function chain(err: KafkaJsError): KafkaJsError[] {
+  const out: KafkaJsError[] = [err];
+  let at: unknown = err.cause;
+  while (at instanceof Error && out.length < 10) {
+    out.push(at as KafkaJsError);
+    at = (at as KafkaJsError).cause;
+  }
+  return out;
+}
+
+/** One line for a kafkajs error (undefined for any other error). */
+export function explainKafkaError(err: unknown): string | undefined {
+  if (!isKafkaJsError(err)) return undefined;
+  const errors = chain(err);
+  const root = errors.at(-1)!;
+  const names = new Set(errors.map((e) => e.name));
+  if (names.has('KafkaJSSASLAuthenticationError')) {
+    return `Kafka authentication failed: ${root.message} (check the SASL mechanism, user name and password: RNNSTREAM_SASL_PASSWORD or sasl.passwordFile)`;
+  }
+  if (names.has('KafkaJSConnectionError') || names.has('KafkaJSConnectionClosedError') || names.has('KafkaJSRequestTimeoutError')) {
+    return `cannot reach the Kafka brokers: ${root.message} (check the broker list, that they are up, and TLS: --ssl, --ssl-ca)`;
+  }
+  return `Kafka error: ${root.name}: ${root.message}`;
+}
