@@ -1,11 +1,11 @@
 /**
  * OrderedSender: requests go out one at a time in queue order, those queued meanwhile merged into
- * the next send (up to maxRecords), a failed send is retried before anything after it is sent, and
+ * the next send (up to maxRecords and maxBytes; a larger request is split, in order), a failed send is retried before anything after it is sent, and
  * abort rejects what is in flight and queued.
  */
 import { describe, expect, it } from 'vitest';
 import type { TopicMessages } from 'kafkajs';
-import { OrderedSender, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
+import { OrderedSender, RECORD_OVERHEAD_BYTES, splitByBytes, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
 import { packMessages } from '../src/adapters/kafka/record-packer.js';
 
 const req = (topic: string, ...keys: string[]) => [packMessages(topic, keys.map((k) => ({ key: k, value: `v${k}` })))];
@@ -33,7 +33,7 @@ function fakeBroker() {
 describe('OrderedSender', () => {
   it('sends one request at a time, in order, merging what queued up meanwhile (up to maxRecords)', async () => {
     const b = fakeBroker();
-    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 3 });
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 3, maxBytes: 1 << 20 });
     const done: string[] = [];
     const track = (name: string, p: Promise<void>): void => void p.then(() => done.push(name));
     track('a', sender.enqueue(req('out', 'a')));
@@ -57,10 +57,45 @@ describe('OrderedSender', () => {
     await sender.idle(); // nothing queued: at once
   });
 
+  it('merges only up to maxBytes, and splits a request larger than maxBytes into ordered requests', async () => {
+    const b = fakeBroker();
+    // Each record: key (1 byte) + value 'v' + key (2 bytes) + the overhead estimate.
+    const record = 1 + 2 + RECORD_OVERHEAD_BYTES;
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, maxBytes: 2 * record });
+    const done: string[] = [];
+    const track = (name: string, p: Promise<void>): void => void p.then(() => done.push(name));
+    track('a', sender.enqueue(req('out', 'a')));
+    track('b', sender.enqueue(req('out', 'b')));
+    track('c', sender.enqueue(req('out', 'c')));
+    track('big', sender.enqueue([...req('out', 'd', 'e', 'f'), ...req('changelog', 'g', 'h')]));
+    await tick();
+    await b.next();
+    // b and c fit in maxBytes together; the 5-record request does not join them.
+    expect(b.sends).toEqual(['out:a', 'out:b,c']);
+    await b.next();
+    expect(done).toEqual(['a', 'b', 'c']);
+    // Split in order, no part over 2 records' bytes, one at a time; each topic's records in
+    // queue order, and the request resolves only when its last part is acknowledged.
+    expect(b.sends.slice(2)).toEqual(['out:d,e']);
+    await b.next();
+    expect(b.sends.slice(2)).toEqual(['out:d,e', 'out:f changelog:g']);
+    await b.next();
+    expect(b.sends.slice(2)).toEqual(['out:d,e', 'out:f changelog:g', 'changelog:h']);
+    expect(done).toEqual(['a', 'b', 'c']);
+    await b.next();
+    expect(done).toEqual(['a', 'b', 'c', 'big']);
+  });
+
+  it('splitByBytes keeps a record larger than the limit alone and loses nothing', () => {
+    const big = { key: 'k', value: 'x'.repeat(5000) };
+    const parts = splitByBytes([{ topic: 't', messages: [{ key: 'a', value: 'v' }, big, { key: 'b', value: 'v' }] }], 1000);
+    expect(parts.map(describeSend)).toEqual(['t:a', 't:k', 't:b']);
+  });
+
   it('retries a failed send with backoff before sending anything queued after it', async () => {
     const b = fakeBroker();
     const retries: RetryNotice[] = [];
-    const sender = new OrderedSender(b.send, (n) => retries.push(n), { maxRecords: 100, initialRetryMs: 1 });
+    const sender = new OrderedSender(b.send, (n) => retries.push(n), { maxRecords: 100, maxBytes: 1 << 20, initialRetryMs: 1 });
     const first = sender.enqueue(req('out', 'a'));
     await tick();
     const second = sender.enqueue(req('out', 'b'));
@@ -78,7 +113,7 @@ describe('OrderedSender', () => {
 
   it('abort rejects the request in flight and everything queued; a request without retry fails alone', async () => {
     const b = fakeBroker();
-    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, initialRetryMs: 60_000 });
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, maxBytes: 1 << 20, initialRetryMs: 60_000 });
     // Each expectation is attached before the rejection it waits for.
     const probe = expect(sender.enqueue(req('out'), { retry: false })).rejects.toThrow('NOT_LEADER');
     await b.next(false);

@@ -48,6 +48,12 @@ export const serviceConfigSchema = z
      */
     produceBatchSize: z.int().positive().default(5000),
     /**
+     * Most bytes of records per produce request (a larger one is split, in order). A broker
+     * refuses a record batch above the topic's max.message.bytes (1048588 by default) outright,
+     * so keep this below it.
+     */
+    produceBatchBytes: z.int().positive().default(1_000_000),
+    /**
      * Least time between writes of the state changelog and offset commits (each covers every
      * output acknowledged since the last). Longer: fewer changelog records, more events redelivered
      * (and skipped as already applied) after a crash.
@@ -71,19 +77,25 @@ export const serviceConfigSchema = z
       .strict()
       .default({ host: '127.0.0.1', port: 9464 }),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /**
+     * TLS to the brokers. One shape, so that layers merge field by field (a CA from the file and
+     * --ssl from the command line both hold). `true`/`false` are short for `{ enabled }`; an
+     * object without `enabled` means TLS on (giving a CA implies TLS).
+     */
     ssl: z
-      .union([
-        z.boolean(),
+      .preprocess(
+        (v) => (typeof v === 'boolean' ? { enabled: v } : v),
         z
           .object({
+            enabled: z.boolean().default(true),
             ca: z.string().min(1).optional(),
             cert: z.string().min(1).optional(),
             key: z.string().min(1).optional(),
             rejectUnauthorized: z.boolean().default(true),
           })
           .strict(),
-      ])
-      .default(false),
+      )
+      .default({ enabled: false, rejectUnauthorized: true }),
     sasl: z
       .object({
         mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
@@ -133,7 +145,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
-  RNNSTREAM_SSL: (v) => ({ ssl: v === 'true' || v === '1' }),
+  RNNSTREAM_SSL: (v) => ({ ssl: { enabled: v === 'true' || v === '1' } }),
   RNNSTREAM_SSL_CA: (v) => ({ ssl: { ca: v } }),
   RNNSTREAM_CHANGELOG_INTERVAL_MS: (v) => ({ changelogIntervalMs: Number(v) }),
   RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
@@ -142,15 +154,15 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_SASL_PASSWORD_FILE: (v) => ({ sasl: { passwordFile: v } }),
 };
 
+/** The RNNSTREAM_* environment variables the service reads (besides RNNSTREAM_SASL_PASSWORD). */
+export const SERVICE_ENVIRONMENT_VARIABLES: readonly string[] = Object.freeze(Object.keys(ENV));
+
 type Layer = { readonly source: string; readonly values: Record<string, unknown> };
 
 function merge(target: Record<string, unknown>, source: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(source)) {
     if (v === undefined) continue;
     const existing = target[k];
-    // `ssl: true` (--ssl, RNNSTREAM_SSL) asks for TLS; TLS settings from a lower layer already do,
-    // and must not be dropped by it.
-    if (k === 'ssl' && v === true && existing && typeof existing === 'object') continue;
     target[k] =
       v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object' && !Array.isArray(existing)
         ? merge({ ...(existing as Record<string, unknown>) }, v as Record<string, unknown>)

@@ -77,11 +77,13 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
   // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight)
-  // and sends through an OrderedSender (in order, merged up to produceBatchSize, retried).
+  // and sends through an OrderedSender (in order, merged up to produceBatchSize records and
+  // produceBatchBytes, retried).
   const producerHooks = { onRetry: () => metrics.produceRetries.inc() };
+  const limits = { maxRecords: config.produceBatchSize, maxBytes: config.produceBatchBytes };
   const producer: RecordProducer = config.producerThread
-    ? new ProducerThread({ connection, maxRecords: config.produceBatchSize }, logger, producerHooks)
-    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), config.produceBatchSize, logger, producerHooks);
+    ? new ProducerThread({ connection, limits }, logger, producerHooks)
+    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, producerHooks);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   try {
@@ -276,9 +278,9 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     ];
     const degraded = clusterHealth.health.problems;
     const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'ok';
-    metrics.health.set(status === 'ok' ? 0 : status === 'degraded' ? 1 : 2);
     return { status, reasons: [...unhealthy, ...degraded], detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size } };
   };
+  metrics.reportHealthFrom(() => health().status);
   // Port 0 picks a free port (tests); the address is logged and returned.
   const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, health);
   const address = server.address();

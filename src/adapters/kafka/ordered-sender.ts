@@ -6,6 +6,12 @@
  * queue whatever is ready whenever it is ready: the sending side never waits for the caller to
  * notice an acknowledgement before the next request goes out.
  *
+ * A request also holds at most `maxBytes` of records (estimated as Kafka encodes them): a broker
+ * refuses a record batch above the topic's `max.message.bytes` (1 MiB by default) with
+ * MESSAGE_TOO_LARGE, which no retry cures. A queued request larger than that is sent as several,
+ * in order. (librdkafka's mock cluster has no such limit; the real broker showed it with
+ * 1,000 keys in bench:kafka.)
+ *
  * Runs wherever the kafkajs producer runs: on the producer thread (producer-worker.ts) or on the
  * service's thread (InProcessProducer).
  */
@@ -21,9 +27,15 @@ export interface RetryNotice {
   readonly retryInMs: number;
 }
 
-export interface OrderedSenderOptions {
-  /** Most records merged into one produce request (a broker limits a record batch's bytes). */
+/** The size of one produce request. */
+export interface RequestLimits {
+  /** Most records merged into one produce request. */
   readonly maxRecords: number;
+  /** Most bytes of records in one produce request (keep below the topics' max.message.bytes). */
+  readonly maxBytes: number;
+}
+
+export interface OrderedSenderOptions extends RequestLimits {
   readonly initialRetryMs?: number;
   readonly maxRetryMs?: number;
 }
@@ -33,6 +45,7 @@ interface Queued {
   /** False: one attempt, sent alone; a failure rejects this request only (a start-up probe). */
   readonly retry: boolean;
   readonly count: number;
+  readonly bytes: number;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }
@@ -58,7 +71,9 @@ export class OrderedSender {
   enqueue(topicMessages: readonly WireTopicMessages[], options: { retry?: boolean } = {}): Promise<void> {
     if (this.aborted) return Promise.reject(this.aborted);
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ topicMessages, retry: options.retry ?? true, count: topicMessages.reduce((n, t) => n + t.count, 0), resolve, reject });
+      const count = topicMessages.reduce((n, t) => n + t.count, 0);
+      const bytes = topicMessages.reduce((n, t) => n + t.bytes.byteLength + t.count * RECORD_OVERHEAD_BYTES, 0);
+      this.queue.push({ topicMessages, retry: options.retry ?? true, count, bytes, resolve, reject });
       if (!this.running) void this.pump();
     });
   }
@@ -85,13 +100,20 @@ export class OrderedSender {
           await this.send(merge([first])).then(first.resolve, first.reject);
           continue;
         }
-        // Everything queued meanwhile goes in one request, up to maxRecords (at least one entry).
+        // Everything queued meanwhile goes in one request, up to maxRecords and maxBytes (at
+        // least one entry; one larger than maxBytes is split below).
         let records = first.count;
+        let bytes = first.bytes;
         let n = 1;
-        while (n < this.queue.length && this.queue[n]!.retry && records + this.queue[n]!.count <= this.options.maxRecords) records += this.queue[n++]!.count;
+        for (; n < this.queue.length; n++) {
+          const next = this.queue[n]!;
+          if (!next.retry || records + next.count > this.options.maxRecords || bytes + next.bytes > this.options.maxBytes) break;
+          records += next.count;
+          bytes += next.bytes;
+        }
         const batch = this.queue.splice(0, n);
         try {
-          await this.sendUntilAcknowledged(merge(batch));
+          for (const request of splitByBytes(merge(batch), this.options.maxBytes)) await this.sendUntilAcknowledged(request);
           for (const q of batch) q.resolve();
         } catch (err) {
           for (const q of [...batch, ...this.queue.splice(0)]) q.reject(err as Error);
@@ -124,6 +146,45 @@ export class OrderedSender {
       }
     }
   }
+}
+
+/**
+ * Per-record bytes of Kafka's v2 record format beyond key, value and headers (length, attributes,
+ * timestamp and offset deltas, key and value lengths, header count: varints, at most about 20),
+ * so that the estimate errs on the large side.
+ */
+export const RECORD_OVERHEAD_BYTES = 24;
+
+const recordBytes = (m: Message): number => {
+  let n = RECORD_OVERHEAD_BYTES + (m.key ? Buffer.byteLength(m.key) : 0) + (m.value ? Buffer.byteLength(m.value) : 0);
+  if (m.headers) for (const [k, v] of Object.entries(m.headers)) n += Buffer.byteLength(k) + (v == null ? 0 : Buffer.byteLength(v as string | Buffer)) + 4;
+  return n;
+};
+
+/**
+ * One request as consecutive requests of at most `maxBytes` each (a record larger than that goes
+ * alone), each topic's messages kept in order: sent one after another, per-key order holds.
+ */
+export function splitByBytes(topicMessages: readonly TopicMessages[], maxBytes: number): TopicMessages[][] {
+  const requests: TopicMessages[][] = [];
+  let current = new Map<string, Message[]>();
+  let size = 0;
+  const flush = (): void => {
+    if (current.size > 0) requests.push([...current].map(([topic, messages]) => ({ topic, messages })));
+    current = new Map();
+    size = 0;
+  };
+  for (const t of topicMessages)
+    for (const m of t.messages) {
+      const bytes = recordBytes(m);
+      if (size > 0 && size + bytes > maxBytes) flush();
+      let list = current.get(t.topic);
+      if (!list) current.set(t.topic, (list = []));
+      list.push(m);
+      size += bytes;
+    }
+  flush();
+  return requests;
 }
 
 /** The queued requests as one: each topic's messages concatenated in queue order. */

@@ -21,7 +21,7 @@ import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { projectPath } from '../../paths.js';
 import type { KafkaConnection } from './client.js';
-import { OrderedSender, type RetryNotice } from './ordered-sender.js';
+import { OrderedSender, type RequestLimits, type RetryNotice } from './ordered-sender.js';
 import type { WireTopicMessages } from './record-packer.js';
 
 /**
@@ -62,12 +62,12 @@ export class InProcessProducer implements RecordProducer {
 
   constructor(
     private readonly producer: Producer,
-    /** Records in one merged produce request (the service's produceBatchSize). */
-    maxRecords: number,
+    /** One merged produce request's size (the service's produceBatchSize and produceBatchBytes). */
+    limits: RequestLimits,
     logger: Logger,
     hooks: ProducerHooks = {},
   ) {
-    this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), { maxRecords });
+    this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), limits);
   }
 
   connect(): Promise<void> {
@@ -101,8 +101,8 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export interface ProducerThreadOptions {
   readonly connection: KafkaConnection;
-  /** Records in one merged produce request. */
-  readonly maxRecords: number;
+  /** One merged produce request's size. */
+  readonly limits: RequestLimits;
 }
 
 /** The worker's script: next to this module when running from dist, else dist's copy (vitest runs src). */

@@ -22,7 +22,7 @@ const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: f
 
 const kafka = createKafka(options.connection, logger);
 const producer: Producer = kafka.producer(PRODUCER_CONFIG);
-const sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), (retry) => port.postMessage({ retry } satisfies WireReply), { maxRecords: options.maxRecords });
+const sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), (retry) => port.postMessage({ retry } satisfies WireReply), options.limits);
 
 const reply = (id: number, work: Promise<unknown>): void => {
   work.then(
