@@ -1,9 +1,9 @@
 /**
  * `npm run bench:kafka`: end-to-end events/s of the Kafka service beside a pass-through that only
  * consumes, parses and validates (JSON + zod) and produces the same number of records, on the
- * same broker, in one run. The broker is KAFKA_BROKERS when set, else librdkafka's mock cluster
- * (kcat), which keeps about 5 MiB per partition: the input (1000 balls, ~72k events, ~1.8 MB per
- * partition) fits; the outputs, which nothing reads back here, may lose their oldest records.
+ * same broker, in one run. The broker is KAFKA_BROKERS when set, else one KRaft node of Apache
+ * Kafka's own broker from kafka/libs (scripts/kafka.mjs; started here and stopped at the end),
+ * and librdkafka's mock cluster (kcat) only where there is no java, with a warning.
  * The volume is large enough that JIT warm-up and the first metadata round trips are not most
  * of a run (with 500 balls a run lasted about one second).
  *
@@ -12,10 +12,10 @@
  * `--only` runs one side (to profile it: `node --cpu-prof dist/bench/kafka.js --only service`);
  * the ratio is then not printed.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { generateBallEvents } from '../src/fixtures/ball.js';
+import { projectPath } from '../src/paths.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { loadPipeline } from '../src/pipeline/registry.js';
 import { resolveServiceConfig } from '../src/service/config.js';
@@ -39,27 +39,34 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
+
+/** KAFKA_BROKERS when set; else one KRaft node of the jar broker; the kcat mock only without java. */
 async function brokers(): Promise<{ list: string; kind: string; stop: () => void }> {
   if (process.env.KAFKA_BROKERS) return { list: process.env.KAFKA_BROKERS, kind: 'KAFKA_BROKERS', stop: () => {} };
-  const child = spawn('kcat', ['-X', 'test.mock.num.brokers=3', '-b', 'localhost:1', '-C', '-t', '_probe', '-d', 'mock'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const list = await new Promise<string>((resolve, reject) => {
-    let seen = '';
-    child.on('error', reject);
-    child.stderr!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      const m = /bootstrap\.servers=(\S+)/.exec(seen);
-      if (m) {
-        child.stderr!.removeAllListeners('data');
-        child.stderr!.resume();
-        resolve(m[1]!);
-      }
-    });
-  });
-  return { list, kind: 'librdkafka mock cluster (kcat, 3 brokers)', stop: () => child.kill('SIGKILL') };
+  const { javaAvailable, startJarCluster, startMockCluster } = (await import(projectPath('scripts', 'kafka-broker.mjs'))) as KafkaBroker;
+  if (javaAvailable()) {
+    const cluster = await startJarCluster({ nodes: 1 });
+    const list = cluster.values.KAFKA_BROKERS;
+    if (!list) throw new Error('scripts/kafka.mjs printed no KAFKA_BROKERS line');
+    return { list, kind: `Apache Kafka ${cluster.values.KAFKA_VERSION} (jar broker, 1 node)`, stop: () => cluster.stop() };
+  }
+  process.stderr.write('bench:kafka: no java, so on librdkafka\'s mock cluster (kcat), which is not a real broker; install Java 17 and run `mvn -f kafka/pom.xml dependency:copy-dependencies`\n');
+  const mock = await startMockCluster();
+  return { list: mock.brokers, kind: 'librdkafka mock cluster (kcat, 3 brokers)', stop: () => mock.stop() };
 }
 
 async function main(): Promise<void> {
   const broker = await brokers();
+  try {
+    await measure(broker);
+  } finally {
+    broker.stop();
+  }
+  process.exit(0);
+}
+
+async function measure(broker: { list: string; kind: string }): Promise<void> {
   const kafka = new Kafka({ clientId: 'rnnstream-bench', brokers: broker.list.split(','), logLevel: logLevel.NOTHING });
   const pipeline = await loadPipeline('ball-direction');
   const events = generateBallEvents({ keys, seed: 4242 }).map((e) => ({ key: e.ballId, value: JSON.stringify(e) }));
@@ -83,6 +90,9 @@ async function main(): Promise<void> {
       consumer
         .run({
           autoCommit: false,
+          // One batch per partition at a time, the partitions side by side: what a careful
+          // hand-written consumer->producer does (one at a time left the broker idle between acks).
+          partitionsConsumedConcurrently: 4,
           eachBatch: async ({ batch, resolveOffset }) => {
             started ||= performance.now();
             const messages = [];
@@ -146,7 +156,6 @@ async function main(): Promise<void> {
     }
   }
   await producer.disconnect();
-  broker.stop();
   const result = { broker: broker.kind, events: events.length, keys, runs, passThrough: median(pass), service: median(svc), ratio: median(svc) / median(pass), passRuns: pass, serviceRuns: svc };
   if (json) {
     process.stdout.write(JSON.stringify(result) + '\n');
@@ -164,7 +173,6 @@ async function main(): Promise<void> {
       only ? `service / pass-through: not measured (--only ${only})` : `service / pass-through: ${result.ratio.toFixed(2)}x`,
     ].join('\n') + '\n',
   );
-  process.exit(0);
 }
 
 main().catch((err: unknown) => {

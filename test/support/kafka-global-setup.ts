@@ -10,11 +10,8 @@
  *    compaction or transactions, so the tests that need them fail there, and in CI (CI=true)
  *    the setup refuses it outright.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import type { TestProject } from 'vitest/node';
 import { projectPath } from '../../src/paths.js';
 
@@ -32,54 +29,12 @@ declare module 'vitest' {
   }
 }
 
-const execFileAsync = promisify(execFile);
-const kafkaScript = projectPath('scripts', 'kafka.mjs');
-
-function startMockCluster(): Promise<{ brokers: string; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('kcat', ['-X', 'test.mock.num.brokers=3', '-b', 'localhost:1', '-C', '-t', '_probe', '-d', 'mock'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error('kcat did not print the mock cluster address within 10 s')), 10_000);
-    child.on('error', (err) => reject(new Error(`no Kafka for the integration tests: no KAFKA_BROKERS, no Docker engine, no java, and kcat cannot start (${err.message})`)));
-    child.stderr!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      const m = /bootstrap\.servers=(\S+)/.exec(seen);
-      if (m) {
-        clearTimeout(timer);
-        seen = '';
-        child.stderr!.removeAllListeners('data');
-        child.stderr!.resume();
-        resolve({ brokers: m[1]!, child });
-      }
-    });
-  });
-}
+type KafkaBroker = typeof import('../../scripts/kafka-broker.mjs');
+const kafkaBroker = (): Promise<KafkaBroker> => import(projectPath('scripts', 'kafka-broker.mjs')) as Promise<KafkaBroker>;
 
 function dockerAvailable(): boolean {
   if (!process.env.DOCKER_HOST && !existsSync('/var/run/docker.sock')) return false;
   return spawnSync('docker', ['info'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
-}
-
-const javaAvailable = (): boolean => spawnSync('java', ['-version'], { stdio: 'ignore' }).status === 0;
-
-/** `KEY=value` lines of scripts/kafka.mjs's stdout. */
-const parseLines = (stdout: string): Record<string, string> =>
-  Object.fromEntries(stdout.split('\n').flatMap((l) => {
-    const m = /^([A-Z_]+)=(.*)$/.exec(l);
-    return m ? [[m[1]!, m[2]!]] : [];
-  }));
-
-async function startJarCluster(): Promise<{ values: Record<string, string>; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'rnnstream-kafka-cluster-'));
-  try {
-    const { stdout } = await execFileAsync(process.execPath, [kafkaScript, 'start', '--brokers', '3', '--dir', dir, '--sasl'], { timeout: 240_000 });
-    return { values: parseLines(stdout), dir };
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`could not start the Kafka jar cluster (scripts/kafka.mjs): ${e.stderr?.trim() || e.message}`);
-  }
 }
 
 function provideAll(project: TestProject, p: Partial<Record<keyof import('vitest').ProvidedContext, string>>): void {
@@ -111,7 +66,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   if (dockerAvailable()) {
     const { KafkaContainer } = await import('@testcontainers/kafka');
-    const { kafkaVersion } = (await import(kafkaScript)) as { kafkaVersion: () => string };
+    const { kafkaVersion } = (await import(projectPath('scripts', 'kafka.mjs'))) as { kafkaVersion: () => string };
     const image = `apache/kafka:${kafkaVersion()}`;
     say(`integration tests on a testcontainers ${image} (single node: the failover and SASL tests are skipped)`);
     const container = await new KafkaContainer(image).withKraft().start();
@@ -120,29 +75,27 @@ export default async function setup(project: TestProject): Promise<() => Promise
       await container.stop();
     };
   }
+  const { javaAvailable, startJarCluster, startMockCluster } = await kafkaBroker();
   if (javaAvailable()) {
-    const started = performance.now();
-    const { values, dir } = await startJarCluster();
-    say(`integration tests on Apache Kafka ${values.KAFKA_VERSION} from the jars: 3 KRaft nodes at ${values.KAFKA_BROKERS} (started in ${((performance.now() - started) / 1000).toFixed(1)} s, ${dir})`);
+    const cluster = await startJarCluster({ nodes: 3, sasl: true });
+    const { values } = cluster;
+    say(`integration tests on Apache Kafka ${values.KAFKA_VERSION} from the jars: 3 KRaft nodes at ${values.KAFKA_BROKERS} (started in ${cluster.startSeconds.toFixed(1)} s, ${cluster.dir})`);
     provideAll(project, {
       kafkaBrokers: values.KAFKA_BROKERS,
       kafkaKind: `Apache Kafka ${values.KAFKA_VERSION} (jar broker, 3 nodes)`,
-      kafkaClusterDir: dir,
+      kafkaClusterDir: cluster.dir,
       kafkaSaslBrokers: values.KAFKA_SASL_BROKERS,
       kafkaCaFile: values.KAFKA_CA,
       kafkaSaslUsername: values.KAFKA_SASL_USERNAME,
       kafkaSaslPasswordFile: values.KAFKA_SASL_PASSWORD_FILE,
     });
-    return async () => {
-      spawnSync(process.execPath, [kafkaScript, 'stop', '--dir', dir], { stdio: 'ignore' });
-      rmSync(dir, { recursive: true, force: true });
-    };
+    return async () => cluster.stop();
   }
   if (process.env.CI === 'true') throw new Error('CI needs a real Kafka broker: java is missing (and no KAFKA_BROKERS or Docker engine); see .ci/run');
   say('LAST RESORT: librdkafka mock cluster (kcat); no CreateTopics, compaction or transactions, so the tests that need them fail here. Install Java 17 for the real broker.');
-  const { brokers, child } = await startMockCluster();
-  provideAll(project, { kafkaBrokers: brokers, kafkaKind: 'librdkafka mock cluster (kcat)' });
-  return async () => {
-    child.kill('SIGKILL');
-  };
+  const mock = await startMockCluster().catch((err: Error) => {
+    throw new Error(`no Kafka for the integration tests: no KAFKA_BROKERS, no Docker engine, no java, and ${err.message}`);
+  });
+  provideAll(project, { kafkaBrokers: mock.brokers, kafkaKind: 'librdkafka mock cluster (kcat)' });
+  return async () => mock.stop();
 }
