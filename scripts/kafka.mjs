@@ -68,6 +68,13 @@ export function BROKER_SETTINGS(nodes) {
   };
 }
 
+/** What makes each node a combined KRaft broker + controller (docker-compose.yml's nodes too). */
+export const COMBINED_NODE_SETTINGS = {
+  'process.roles': 'broker,controller',
+  'controller.listener.names': 'CONTROLLER',
+  'inter.broker.listener.name': 'PLAINTEXT',
+};
+
 const JVM_HEAP = '512m';
 
 function usage(message) {
@@ -148,11 +155,9 @@ function serverProperties(cluster, k) {
   const advertised = [`PLAINTEXT://127.0.0.1:${node.port}`];
   const protocols = ['PLAINTEXT:PLAINTEXT', 'CONTROLLER:PLAINTEXT'];
   const props = {
-    'process.roles': 'broker,controller',
+    ...COMBINED_NODE_SETTINGS,
     'node.id': String(k),
     'controller.quorum.voters': voters,
-    'controller.listener.names': 'CONTROLLER',
-    'inter.broker.listener.name': 'PLAINTEXT',
     'log.dirs': join(cluster.dir, `broker-${k}`, 'data'),
     ...BROKER_SETTINGS(cluster.nodes.length),
   };
