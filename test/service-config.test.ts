@@ -24,6 +24,21 @@ describe('service configuration', () => {
     expect(config.changelogTopic).toBe('ball-direction.changelog');
   });
 
+  it('merges TLS settings field by field: a CA from the file, TLS switched on or off above it', () => {
+    const file = join(dir, 'tls.json');
+    writeFileSync(file, JSON.stringify({ pipeline: 'ball-direction', brokers: ['k:9093'], ssl: { ca: '/etc/ca.pem', rejectUnauthorized: false } }));
+    const base = { pipeline: 'ball-direction', brokers: ['k:9093'] };
+    expect(resolveServiceConfig({ env: {}, flags: base }).config.ssl).toEqual({ enabled: false, rejectUnauthorized: true });
+    // An object without `enabled` means TLS on; --ssl on top keeps the file's CA.
+    expect(resolveServiceConfig({ file, env: {}, flags: { ssl: { enabled: true } } }).config.ssl).toEqual({ enabled: true, ca: '/etc/ca.pem', rejectUnauthorized: false });
+    expect(resolveServiceConfig({ file, env: { RNNSTREAM_SSL: 'false' } }).config.ssl.enabled).toBe(false);
+    // `ssl: true` in a file is short for { enabled: true }; a CA from the environment joins it.
+    writeFileSync(file, JSON.stringify({ ...base, ssl: true }));
+    expect(resolveServiceConfig({ file, env: { RNNSTREAM_SSL_CA: '/run/ca.pem' } }).config.ssl).toEqual({ enabled: true, ca: '/run/ca.pem', rejectUnauthorized: true });
+    writeFileSync(file, JSON.stringify({ ...base, ssl: { verify: false } }));
+    expect(() => resolveServiceConfig({ file, env: {} })).toThrow(/ssl \(from config file .*\): Unrecognized key: "verify"/);
+  });
+
   it('binds the HTTP endpoint to 127.0.0.1 unless told otherwise', () => {
     const { config } = resolveServiceConfig({ env: {}, flags: { pipeline: 'stock-moves', brokers: ['k:9092'] } });
     expect(config.http.host).toBe('127.0.0.1');

@@ -343,7 +343,7 @@ function addSecurityOptions(command: Command): Command {
 /** The security part of the configuration flags; absent options stay undefined (config file and env then apply). */
 function securityFlags(opts: { ssl?: boolean; sslCa?: string; saslMechanism?: string; saslUsername?: string; saslPasswordFile?: string }): Record<string, unknown> {
   return {
-    ssl: opts.sslCa ? { ca: opts.sslCa } : opts.ssl ? true : undefined,
+    ssl: opts.sslCa ? { enabled: true, ca: opts.sslCa } : opts.ssl ? { enabled: true } : undefined,
     sasl:
       opts.saslMechanism || opts.saslUsername || opts.saslPasswordFile
         ? { mechanism: opts.saslMechanism, username: opts.saslUsername, passwordFile: opts.saslPasswordFile }

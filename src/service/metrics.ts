@@ -41,7 +41,22 @@ export class ServiceMetrics {
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
   readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
-  readonly health = new Gauge({ name: 'rnnstream_health_status', help: '0 ok, 1 degraded (e.g. a broker down, partitions under-replicated), 2 unhealthy; as /healthz', registers: [this.registry] });
+  /** What /healthz would answer now; the service sets it (reportHealthFrom). */
+  private healthNow: () => 'ok' | 'degraded' | 'unhealthy' = () => 'ok';
+  readonly health = new Gauge({
+    name: 'rnnstream_health_status',
+    help: '0 ok, 1 degraded (e.g. a broker down, partitions under-replicated), 2 unhealthy; as /healthz',
+    registers: [this.registry],
+    // Read at each scrape, so /metrics says the same as /healthz whether or not anyone asked it.
+    collect: () => {
+      const status = this.healthNow();
+      this.health.set(status === 'ok' ? 0 : status === 'degraded' ? 1 : 2);
+    },
+  });
+
+  reportHealthFrom(status: () => 'ok' | 'degraded' | 'unhealthy'): void {
+    this.healthNow = status;
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'rnnstream_' });

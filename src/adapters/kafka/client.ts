@@ -3,15 +3,36 @@
  * own logs routed into our logger (never its console logger). Credentials go to kafkajs only.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type KafkaConfig, type LogEntry, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 
 export interface KafkaConnection {
   readonly brokers: readonly string[];
   readonly clientId: string;
-  readonly ssl: boolean | { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; rejectUnauthorized: boolean };
+  readonly ssl: { enabled: boolean; ca?: string | undefined; cert?: string | undefined; key?: string | undefined; rejectUnauthorized: boolean };
   readonly sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string } | undefined;
   readonly saslPassword?: string | undefined;
+}
+
+// kafkajs's table of broker error codes (not exported by name; kafkajs is pinned at 2.2.4).
+const { errorCodes } = createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as { errorCodes: { message: string; retriable: boolean }[] };
+
+/** Messages of the broker errors kafkajs retries (a group's coordinator loading, a leader moving, ...). */
+export const RETRIABLE_BROKER_ERRORS: ReadonlySet<string> = new Set(errorCodes.filter((e) => e.retriable).map((e) => e.message));
+
+/**
+ * The level a kafkajs ERROR entry deserves. kafkajs logs every error response at ERROR, those it
+ * then retries too: a fresh cluster's "coordinator is loading" at every start, each request to a
+ * leader that just moved. Those go to debug; what outlasts kafkajs's retries reaches our callers,
+ * which log it. kafkajs's own "restarting in N ms" is a warning. The rest stay errors.
+ */
+export function kafkajsErrorLevel(fields: Record<string, unknown>): 'error' | 'warn' | 'debug' {
+  const text =
+    typeof fields.error === 'string' ? fields.error : typeof fields.stack === 'string' ? fields.stack.split('\n')[0]!.replace(/^\w+: /, '') : undefined;
+  if (text !== undefined && RETRIABLE_BROKER_ERRORS.has(text)) return 'debug';
+  if (text === undefined && 'retryTime' in fields) return 'warn';
+  return 'error';
 }
 
 function kafkaLogCreator(logger: Logger) {
@@ -19,22 +40,19 @@ function kafkaLogCreator(logger: Logger) {
     ({ level, log }: LogEntry): void => {
       const { message, ...fields } = log;
       const entry = { component: 'kafkajs', ...fields };
-      if (level === KafkaLogLevel.ERROR) logger.error(entry, message);
+      if (level === KafkaLogLevel.ERROR) logger[kafkajsErrorLevel(fields)](entry, message);
       else if (level === KafkaLogLevel.WARN) logger.warn(entry, message);
       else if (level === KafkaLogLevel.INFO) logger.debug(entry, message);
     };
 }
 
 export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
-  const ssl =
-    typeof c.ssl === 'boolean'
-      ? c.ssl
-      : {
-          rejectUnauthorized: c.ssl.rejectUnauthorized,
-          ...(c.ssl.ca ? { ca: [readFileSync(c.ssl.ca, 'utf8')] } : {}),
-          ...(c.ssl.cert ? { cert: readFileSync(c.ssl.cert, 'utf8') } : {}),
-          ...(c.ssl.key ? { key: readFileSync(c.ssl.key, 'utf8') } : {}),
-        };
+  const ssl = c.ssl.enabled && {
+    rejectUnauthorized: c.ssl.rejectUnauthorized,
+    ...(c.ssl.ca ? { ca: [readFileSync(c.ssl.ca, 'utf8')] } : {}),
+    ...(c.ssl.cert ? { cert: readFileSync(c.ssl.cert, 'utf8') } : {}),
+    ...(c.ssl.key ? { key: readFileSync(c.ssl.key, 'utf8') } : {}),
+  };
   const config: KafkaConfig = {
     clientId: c.clientId,
     brokers: [...c.brokers],
