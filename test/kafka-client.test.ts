@@ -18,6 +18,7 @@ describe('kafkajs log levels', () => {
 
   it("makes kafkajs's own 'restarting in N ms' a warning and keeps everything else an error", () => {
     expect(kafkajsErrorLevel({ groupId: 'g', retryCount: 0, retryTime: 100 })).toBe('warn');
+    expect(kafkajsErrorLevel({ broker: '127.0.0.1:1', stack: 'Error: connect ECONNREFUSED 127.0.0.1:1\n    at TCPConnectWrap' })).toBe('warn');
     // Not retriable: an error even though kafkajs says it will retry.
     expect(kafkajsErrorLevel({ error: 'The request included a message larger than the max message size the server will accept', retryTime: 271 })).toBe('error');
     expect(kafkajsErrorLevel({ error: 'SASL SCRAM SHA512 authentication failed' })).toBe('error');

@@ -14,13 +14,16 @@ const tick = async (n = 5): Promise<void> => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
 
+/** kafkajs's error for a retriable broker answer. */
+const notLeader = (): Error => Object.assign(new Error('NOT_LEADER'), { name: 'KafkaJSProtocolError', retriable: true });
+
 /** A broker that answers when told: `next(ok)` settles the oldest send. */
 function fakeBroker() {
   const sends: string[] = [];
   const answers: ((ok: boolean) => void)[] = [];
   const send = (t: TopicMessages[]): Promise<void> => {
     sends.push(describeSend(t));
-    return new Promise<void>((resolve, reject) => answers.push((ok) => (ok ? resolve() : reject(Object.assign(new Error('NOT_LEADER'), { retriable: true })))));
+    return new Promise<void>((resolve, reject) => answers.push((ok) => (ok ? resolve() : reject(notLeader()))));
   };
   const next = async (ok = true): Promise<void> => {
     for (let i = 0; i < 50 && answers.length === 0; i++) await tick(1);
@@ -90,6 +93,36 @@ describe('OrderedSender', () => {
     const big = { key: 'k', value: 'x'.repeat(5000) };
     const parts = splitByBytes([{ topic: 't', messages: [{ key: 'a', value: 'v' }, big, { key: 'b', value: 'v' }] }], 1000);
     expect(parts.map(describeSend)).toEqual(['t:a', 't:k', 't:b']);
+  });
+
+  it('gives up at once on an error no retry cures: that request and everything queued after it reject, later ones too', async () => {
+    const tooLarge = Object.assign(new Error('The request included a message larger than the max message size the server will accept'), { name: 'KafkaJSProtocolError', retriable: false });
+    const sends: string[] = [];
+    const retries: RetryNotice[] = [];
+    const sender = new OrderedSender(
+      (t) => {
+        sends.push(describeSend(t));
+        return Promise.reject(sends.length === 1 ? notLeader() : Object.assign(new Error(tooLarge.message), { name: 'KafkaJSNonRetriableError', retriable: false, cause: tooLarge }));
+      },
+      (n) => retries.push(n),
+      { maxRecords: 1, maxBytes: 1 << 20, initialRetryMs: 1 },
+    );
+    const first = sender.enqueue(req('out', 'a'));
+    const second = sender.enqueue(req('out', 'b'));
+    await expect(first).rejects.toThrow(/producing to out failed and cannot succeed by retrying: The request included a message larger/);
+    await expect(second).rejects.toThrow(/cannot succeed by retrying/);
+    await expect(sender.enqueue(req('out', 'c'))).rejects.toThrow(/cannot succeed by retrying/);
+    // One retry for the retriable error, none for the other; b and c were never sent.
+    expect(retries.map((r) => r.error.retriable)).toEqual([true]);
+    expect(sends).toEqual(['out:a', 'out:a']);
+  });
+
+  it('keeps retrying a retriable cause that outlasted kafkajs\'s own retries (an outage)', async () => {
+    const exhausted = (): Error => Object.assign(new Error('Connection error'), { name: 'KafkaJSNumberOfRetriesExceeded', retriable: false, cause: Object.assign(new Error('Connection error: ECONNREFUSED'), { name: 'KafkaJSConnectionError', retriable: true }) });
+    let calls = 0;
+    const sender = new OrderedSender(() => (++calls < 4 ? Promise.reject(exhausted()) : Promise.resolve()), () => {}, { maxRecords: 10, maxBytes: 1 << 20, initialRetryMs: 1 });
+    await sender.enqueue(req('out', 'a'));
+    expect(calls).toBe(4);
   });
 
   it('retries a failed send with backoff before sending anything queued after it', async () => {

@@ -7,7 +7,8 @@ import { createRng } from '../src/core/prng.js';
 import type { SourcePosition } from '../src/operators/records.js';
 import { ByteWriter } from '../src/pipeline/json-bytes.js';
 import type { PredictionRecord } from '../src/pipeline/predict.js';
-import { formatFloat32, predictionJson, writePredictionJson } from '../src/pipeline/serialize.js';
+import { createHash } from 'node:crypto';
+import { DEAD_LETTER_RAW_BYTES, deadLetterJson, formatFloat32, predictionJson, writePredictionJson } from '../src/pipeline/serialize.js';
 
 const bytesOf = (write: (w: ByteWriter) => void): string => {
   const w = new ByteWriter(8); // small, so growing is exercised too
@@ -65,5 +66,47 @@ describe('JSON as bytes', () => {
       };
       expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));
     }
+  });
+});
+
+describe('dead letters, bounded', () => {
+  const source: SourcePosition = { kind: 'kafka', topic: 'in', partition: 2, offset: '41' };
+  const dead = (raw: string | Uint8Array) => ({ kind: 'dead-letter' as const, reason: 'not valid JSON', source, raw });
+  const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+  it('keeps a small input whole, with its size and hash', () => {
+    const d = JSON.parse(deadLetterJson(dead('{"x":'))) as Record<string, unknown>;
+    expect(d).toEqual({ reason: 'not valid JSON', source: { topic: 'in', partition: 2, offset: '41' }, rawBytes: 5, rawSha256: sha('{"x":'), raw: '{"x":' });
+  });
+
+  it('cuts 700,000 bytes of \\x01 (6 bytes each when escaped) to the 64 KiB prefix: the size and hash name the rest', () => {
+    const raw = new Uint8Array(700_000).fill(1);
+    const json = deadLetterJson(dead(raw));
+    expect(json.length).toBeLessThan(6 * DEAD_LETTER_RAW_BYTES + 400);
+    const d = JSON.parse(json) as { raw: string; rawBytes: number; rawSha256: string; rawTruncated: boolean };
+    expect(d.raw).toBe('\x01'.repeat(DEAD_LETTER_RAW_BYTES));
+    expect([d.rawBytes, d.rawSha256, d.rawTruncated]).toEqual([700_000, sha(raw), true]);
+  });
+
+  it('keeps bytes that are not UTF-8 as base64, cut, and a UTF-8 prefix on a character boundary', () => {
+    const bin = new Uint8Array(200_000).fill(0xff);
+    const b = JSON.parse(deadLetterJson(dead(bin), { maxRawBytes: 1000 })) as { rawBase64: string; rawTruncated: boolean };
+    expect(Buffer.from(b.rawBase64, 'base64')).toEqual(Buffer.alloc(1000, 0xff));
+    expect(b.rawTruncated).toBe(true);
+    const text = 'é'.repeat(10); // 2 bytes each: a 5-byte cut keeps 2 characters
+    expect((JSON.parse(deadLetterJson(dead(text), { maxRawBytes: 5 })) as { raw: string }).raw).toBe('éé');
+  });
+
+  it('shrinks the prefix, to nothing if need be, to stay within maxBytes', () => {
+    const raw = new Uint8Array(100_000).fill(1);
+    for (const maxBytes of [50_000, 2_000, 300]) {
+      const json = deadLetterJson(dead(raw), { maxBytes });
+      expect(Buffer.byteLength(json)).toBeLessThanOrEqual(maxBytes);
+      const d = JSON.parse(json) as { rawBytes: number; rawTruncated: boolean };
+      expect([d.rawBytes, d.rawTruncated]).toEqual([100_000, true]);
+    }
+    // Too small for any of it: reason, source, size and hash only.
+    const minimal = JSON.parse(deadLetterJson(dead(raw), { maxBytes: 0 })) as Record<string, unknown>;
+    expect(Object.keys(minimal)).toEqual(['reason', 'source', 'rawBytes', 'rawSha256', 'rawTruncated']);
   });
 });

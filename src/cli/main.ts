@@ -80,6 +80,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--pace <pace>', 'emit as fast as possible, or spaced by event time').choices(['max', 'realtime']).default('max'))
     .option('--batch-size <n>', 'most events per micro-batch', positiveInt('--batch-size'), 4096)
     .option('--threads <n>', 'CPU threads for the onnx backend', positiveInt('--threads'))
+    .option('--key-capacity <n>', 'most keys held in memory; the least recently used is evicted past it (default 1000000)', positiveInt('--key-capacity'))
+    .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
       const json = Boolean(opts.json);
@@ -95,6 +97,8 @@ export function buildProgram(): Command {
           pace: opts.pace,
           maxBatchSize: opts.batchSize,
           threads: opts.threads,
+          keyCapacity: opts.keyCapacity,
+          idleTtlMs: opts.idleTtl,
         },
         {
           logger: consoleLogger('warn'),
@@ -208,6 +212,8 @@ export function buildProgram(): Command {
       .option('--http-host <host>', 'metrics/health endpoint host (default 127.0.0.1)')
       .option('--http-port <port>', 'metrics/health endpoint port (default 9464; 0 picks a free port)', nonNegativeInt('--http-port'))
       .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
+      .option('--key-capacity <n>', 'most keys held in memory (RNNSTREAM_KEY_CAPACITY; default 1000000)', positiveInt('--key-capacity'))
+      .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms (RNNSTREAM_IDLE_TTL_MS; default: never)', positiveInt('--idle-ttl'))
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -221,6 +227,8 @@ export function buildProgram(): Command {
         backend: opts.backend,
         model: opts.model,
         logLevel: opts.logLevel,
+        keyCapacity: opts.keyCapacity,
+        idleTtlMs: opts.idleTtl,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };
@@ -239,12 +247,26 @@ export function buildProgram(): Command {
         }
         logger.info({ signal, starting: service === undefined }, 'shutting down');
         void service?.stop();
+        // Still starting (kafkajs may retry an unreachable cluster for half a minute): nothing
+        // has been consumed, so nothing is lost by ending at the deadline.
+        if (service === undefined) {
+          setTimeout(() => {
+            logger.warn({ timeoutMs: resolved.config.shutdownTimeoutMs }, 'still starting at the shutdown deadline: exiting');
+            process.exit(1);
+          }, resolved.config.shutdownTimeoutMs).unref();
+        }
       };
       process.on('SIGTERM', () => onSignal('SIGTERM'));
       process.on('SIGINT', () => onSignal('SIGINT'));
       service = await startService(resolved, logger);
       if (signals > 0) void service.stop();
-      await service.done;
+      const result = await service.done;
+      // The service has let go of everything it could within shutdownTimeoutMs; a client still
+      // retrying in an outage must not hold the process past that.
+      setTimeout(() => process.exit(), 500).unref();
+      if (!result.flushed) {
+        throw new RnnStreamError(`stopped after at most ${resolved.config.shutdownTimeoutMs / 1000} s with ${result.unflushedEvents} event(s) not flushed; they were not committed and will be redelivered`);
+      }
     });
 
   addSecurityOptions(

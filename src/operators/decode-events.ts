@@ -57,6 +57,8 @@ export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOpti
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) return reject(formatZodIssues(parsed.error).join('; '));
-    return { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value };
+    return raw.messageKey === undefined
+      ? { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value }
+      : { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
   });
 }

@@ -34,6 +34,8 @@ export interface EventRecord<E> {
   readonly source: SourcePosition;
   /** The original input, kept so a later rejection can still dead-letter the exact bytes. */
   readonly raw: string | Uint8Array;
+  /** The Kafka message key, kept for the same reason (the dead letter is keyed by it). */
+  readonly messageKey?: string;
 }
 
 /** An input that could not be used, with the reason and the original bytes; the stream goes on. */

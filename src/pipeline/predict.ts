@@ -59,6 +59,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly store: KeyStateStore<unknown>;
   readonly maxBatchSize?: number;
   readonly maxWaitMs?: number;
+  /** Events with a longer key (UTF-8 bytes) are dead-lettered (default DEFAULT_MAX_KEY_BYTES). */
+  readonly maxKeyBytes?: number;
   readonly scheduler?: SchedulerLike;
   readonly queue?: BoundedQueue;
   /** Scores each prediction when its key's next event arrives (softmax heads). */
@@ -113,10 +115,33 @@ export function toPredictionRecord(
   };
 }
 
+/** An event that cannot be used after all, as a dead letter: its bytes, source and message key. */
+const deadLetterOf = (r: EventRecord<unknown>, reason: string): DeadLetter =>
+  r.messageKey === undefined ? { kind: 'dead-letter', reason, source: r.source, raw: r.raw } : { kind: 'dead-letter', reason, source: r.source, raw: r.raw, messageKey: r.messageKey };
+
+/** Longest key, in UTF-8 bytes, by default: a key is an id, and every prediction repeats it. */
+export const DEFAULT_MAX_KEY_BYTES = 256;
+
+/**
+ * Dead-letters events whose key is longer than `maxKeyBytes`: a 1 MB key would be held in memory
+ * as state and repeated in every prediction of its key.
+ */
+export function rejectLongKeys(pipeline: PipelineDefinition, maxKeyBytes: number): OperatorFunction<Decoded<unknown>, Decoded<unknown>> {
+  return map((r) => {
+    if (r.kind !== 'event') return r;
+    const key = pipeline.key(r.event);
+    // A UTF-16 length of at most a third of the limit cannot pass it in UTF-8.
+    const bytes = key.length * 3 <= maxKeyBytes ? 0 : Buffer.byteLength(key);
+    if (bytes <= maxKeyBytes) return r;
+    return deadLetterOf(r, `key too long: ${bytes} bytes (${pipeline.keyField}), the limit is ${maxKeyBytes}`);
+  });
+}
+
 export function predict(pipeline: PipelineDefinition, model: RnnModel, options: PredictOptions): OperatorFunction<RawRecord, PipelineOutput> {
   checkModelFitsPipeline(pipeline, model);
   return pipe(
     decodeEvents(pipeline.schema, options),
+    rejectLongKeys(pipeline, options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES),
     rnnByKey<Decoded<unknown>, unknown>({
       backend: options.backend,
       store: options.store,
@@ -142,7 +167,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {
           const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
-          return { kind: 'dead-letter', reason: step.reason, source: item.source, raw: item.raw };
+          return deadLetterOf(item, step.reason);
         }
       }
     }),

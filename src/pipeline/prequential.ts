@@ -4,6 +4,7 @@
  * the same in replay and in the Kafka service, and is identical for the same events.
  */
 import type { RnnModel } from '../core/model.js';
+import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 
 export interface PrequentialScore {
   /** What the key's previous event predicted. */
@@ -24,7 +25,7 @@ export class PrequentialTracker {
   private correctCount = 0;
 
   /** @param capacity most keys remembered (the earliest remembered forgotten first). */
-  constructor(private readonly capacity = 1_000_000) {}
+  constructor(private readonly capacity = DEFAULT_KEY_CAPACITY) {}
 
   get scored(): number {
     return this.scoredCount;

@@ -3,6 +3,7 @@
  * lines and the Kafka service's output and dead-letter records are the same text, so a reader
  * and the equality tests see one format.
  */
+import { createHash } from 'node:crypto';
 import { describePosition, type DeadLetter, type SourcePosition } from '../operators/records.js';
 import { utf8Bytes, type ByteWriter } from './json-bytes.js';
 import type { PredictionRecord } from './predict.js';
@@ -115,11 +116,47 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
   }
 }
 
-/** A dead letter as JSON: the reason, the source, and the original input as `raw` text, or `rawBase64` when it is not UTF-8. */
-export function deadLetterJson(d: DeadLetter): string {
-  const base = `{"reason":${JSON.stringify(d.reason)},"source":${sourceJson(d.source)}`;
-  if (typeof d.raw === 'string') return `${base},"raw":${JSON.stringify(d.raw)}}`;
-  const bytes = Buffer.from(d.raw.buffer, d.raw.byteOffset, d.raw.byteLength);
-  const text = bytes.toString('utf8');
-  return Buffer.from(text, 'utf8').equals(bytes) ? `${base},"raw":${JSON.stringify(text)}}` : `${base},"rawBase64":${JSON.stringify(bytes.toString('base64'))}}`;
+/** Bytes of the original input a dead letter keeps by default (the rest is named by size and hash). */
+export const DEAD_LETTER_RAW_BYTES = 64 * 1024;
+/** Longest reason a dead letter carries (reasons are ours, but quote the input's field names). */
+const MAX_REASON_CHARS = 1000;
+
+export interface DeadLetterLimits {
+  /** Most bytes of the original input kept (default DEAD_LETTER_RAW_BYTES). */
+  readonly maxRawBytes?: number;
+  /** Most bytes of the whole dead letter's JSON (e.g. below the topic's max.message.bytes). */
+  readonly maxBytes?: number;
+}
+
+/** The longest prefix of valid UTF-8 `bytes` with at most `n` bytes that ends on a character boundary. */
+function utf8Prefix(bytes: Buffer, n: number): Buffer {
+  if (bytes.length <= n) return bytes;
+  let end = n;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
+/**
+ * A dead letter as JSON: the reason, the source, the original input's size and SHA-256, and the
+ * input itself, or its first `maxRawBytes`, as `raw` text, or `rawBase64` when it is not UTF-8
+ * (`rawTruncated: true` when cut). Bounded: escaping can make `raw` up to 6 times its bytes
+ * (`\u0001`), so a dead letter of a 1 MiB input would otherwise be several MiB, past what a
+ * broker accepts in one record. Past `maxBytes` the kept prefix shrinks, to none at all.
+ */
+export function deadLetterJson(d: DeadLetter, limits: DeadLetterLimits = {}): string {
+  const bytes = typeof d.raw === 'string' ? Buffer.from(d.raw, 'utf8') : Buffer.from(d.raw.buffer, d.raw.byteOffset, d.raw.byteLength);
+  const reason = d.reason.length > MAX_REASON_CHARS ? `${d.reason.slice(0, MAX_REASON_CHARS)}…` : d.reason;
+  const base = `{"reason":${JSON.stringify(reason)},"source":${sourceJson(d.source)},"rawBytes":${bytes.length},"rawSha256":"${createHash('sha256').update(bytes).digest('hex')}"`;
+  const isUtf8 = typeof d.raw === 'string' || Buffer.from(bytes.toString('utf8'), 'utf8').equals(bytes);
+  const withPrefix = (n: number): string => {
+    const kept = isUtf8 ? utf8Prefix(bytes, n) : bytes.subarray(0, n);
+    const field = isUtf8 ? `"raw":${JSON.stringify(kept.toString('utf8'))}` : `"rawBase64":"${kept.toString('base64')}"`;
+    return `${base},${field}${kept.length < bytes.length ? ',"rawTruncated":true' : ''}}`;
+  };
+  const maxBytes = limits.maxBytes ?? Infinity;
+  for (let n = Math.min(limits.maxRawBytes ?? DEAD_LETTER_RAW_BYTES, bytes.length); n >= 1; n = Math.floor(n / 2)) {
+    const json = withPrefix(n);
+    if (json.length <= maxBytes && Buffer.byteLength(json) <= maxBytes) return json;
+  }
+  return `${base}${bytes.length > 0 ? ',"rawTruncated":true' : ',"raw":""'}}`;
 }

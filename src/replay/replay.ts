@@ -19,7 +19,7 @@ import { silentLogger, type Logger } from '../observability/logger.js';
 import { predict, type PipelineOutput, type PredictionRecord } from '../pipeline/predict.js';
 import { eventOfLine } from '../pipeline/define.js';
 import { loadPipeline } from '../pipeline/registry.js';
-import { KeyStateStore } from '../state/key-state-store.js';
+import { DEFAULT_KEY_CAPACITY, KeyStateStore } from '../state/key-state-store.js';
 import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
 import { prequentialFor } from '../pipeline/prequential.js';
 
@@ -34,7 +34,7 @@ export const replayOptionsSchema = z
     pace: z.enum(['max', 'realtime']).default('max'),
     maxBatchSize: z.int().positive().default(4096),
     maxWaitMs: z.number().nonnegative().default(2),
-    keyCapacity: z.int().positive().default(1_000_000),
+    keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     idleTtlMs: z.number().positive().optional(),
     threads: z.int().positive().optional(),
   })

@@ -9,6 +9,9 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
 import { formatPath } from '../core/validation.js';
+import { DEFAULT_MAX_KEY_BYTES } from '../pipeline/predict.js';
+import { DEAD_LETTER_RAW_BYTES } from '../pipeline/serialize.js';
+import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: 'expected host:port' });
 
@@ -39,9 +42,13 @@ export const serviceConfigSchema = z
     maxWaitMs: z.number().nonnegative().default(5),
     /** Events in flight between the consumer and the broker's acknowledgement of their outputs. */
     queueCapacity: z.int().positive().default(16384),
-    keyCapacity: z.int().positive().default(1_000_000),
+    keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     idleTtlMs: z.number().positive().optional(),
     maxMessageBytes: z.int().positive().default(1 << 20),
+    /** Events whose key is longer (UTF-8 bytes) are dead-lettered. */
+    maxKeyBytes: z.int().positive().default(DEFAULT_MAX_KEY_BYTES),
+    /** Bytes of a bad input a dead letter keeps (the rest is named by its size and SHA-256). */
+    deadLetterRawBytes: z.int().nonnegative().default(DEAD_LETTER_RAW_BYTES),
     /**
      * Most records per produce request: outputs are posted as they are stepped, and those that
      * queue while a request is in flight are merged into the next one, up to this many.
@@ -69,6 +76,16 @@ export const serviceConfigSchema = z
     sessionTimeoutMs: z.int().min(3000).default(30_000),
     /** How often the service checks the cluster for /healthz (brokers gone, partitions offline or under-replicated). */
     healthCheckIntervalMs: z.int().min(100).default(2000),
+    /**
+     * Sends failing, the consumer not fetching, or the brokers not answering a health check for
+     * this long: /healthz says degraded and /readyz not ready, with the reason.
+     */
+    stallTimeoutMs: z.int().min(100).default(30_000),
+    /**
+     * The most a stop (SIGTERM) takes, outage or not: it flushes and commits what it can in that
+     * time; the process then exits 0 if everything was flushed, 1 if not.
+     */
+    shutdownTimeoutMs: z.int().min(100).default(30_000),
     http: z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
@@ -141,6 +158,8 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_CHANGELOG_TOPIC: (v) => ({ changelogTopic: v }),
   RNNSTREAM_REPLICATION_FACTOR: (v) => ({ replicationFactor: Number(v) }),
   RNNSTREAM_BACKEND: (v) => ({ backend: v }),
+  RNNSTREAM_KEY_CAPACITY: (v) => ({ keyCapacity: Number(v) }),
+  RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),

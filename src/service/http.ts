@@ -11,6 +11,8 @@ export type HealthStatus = 'ok' | 'degraded' | 'unhealthy';
 
 export interface Health {
   readonly status: HealthStatus;
+  /** Doing its job (consuming, producing): /readyz answers 200, else 503. */
+  readonly ready: boolean;
   /** Why it is not ok, one line each. */
   readonly reasons: readonly string[];
   readonly detail: Record<string, unknown>;
@@ -32,14 +34,17 @@ export function startHttpServer(host: string, port: number, registry: Registry, 
       );
       return;
     }
-    if (req.method === 'GET' && url === '/healthz') {
+    // Liveness (/healthz: 503 only when restarting the process is the cure) and readiness
+    // (/readyz: 503 while it cannot do its job: brokers unreachable, sends or fetches stalled).
+    if (req.method === 'GET' && (url === '/healthz' || url === '/readyz')) {
       const h = health();
-      res.writeHead(h.status === 'unhealthy' ? 503 : 200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: h.status, reasons: h.reasons, ...h.detail }));
+      const ok = url === '/healthz' ? h.status !== 'unhealthy' : h.ready;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: h.status, ready: h.ready, reasons: h.reasons, ...h.detail }));
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found: try /metrics or /healthz\n');
+    res.end('not found: try /metrics, /healthz or /readyz\n');
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

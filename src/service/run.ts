@@ -12,6 +12,7 @@
  * commit, leave the group.
  */
 import type { Server } from 'node:http';
+import type { Kafka } from 'kafkajs';
 import { lastValueFrom, Subject, type Observable } from 'rxjs';
 import { resolveBackend } from '../backends/registry.js';
 import type { StepBackend } from '../backends/types.js';
@@ -22,7 +23,7 @@ import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapt
 import { packMessages } from '../adapters/kafka/record-packer.js';
 import { positionAtLeast } from '../adapters/kafka/offsets.js';
 import { KafkaSink, writeTo } from '../adapters/kafka/sink.js';
-import { ensureTopics } from '../adapters/kafka/topics.js';
+import { ensureTopics, type TopicLayout } from '../adapters/kafka/topics.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
@@ -34,6 +35,7 @@ import { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
 import { startHttpServer, type Health } from './http.js';
 import { ServiceMetrics } from './metrics.js';
+import { StallWatch } from './stall-watch.js';
 
 /** Times every backend step into the metrics. */
 function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend {
@@ -52,13 +54,58 @@ function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend 
   };
 }
 
+/** How a stop went. */
+export interface StopResult {
+  /** Every event taken in was produced and committed before the deadline. */
+  readonly flushed: boolean;
+  /** Events in flight when the deadline came (not committed: they are redelivered). */
+  readonly unflushedEvents: number;
+}
+
 export interface RunningService {
-  /** Resolves when the service has stopped (after a graceful shutdown or a fatal error). */
-  readonly done: Promise<void>;
-  /** Graceful shutdown: finish in-flight events, produce, commit, leave the group. */
-  stop(): Promise<void>;
+  /** Resolves when the service has stopped after a stop(); rejects after a fatal error. */
+  readonly done: Promise<StopResult>;
+  /**
+   * Graceful shutdown, within shutdownTimeoutMs: finish in-flight events, produce, commit, leave
+   * the group. What is not flushed by then stays uncommitted.
+   */
+  stop(): Promise<StopResult>;
   readonly httpAddress: string | undefined;
   readonly metrics: ServiceMetrics;
+}
+
+/** `work`'s value, or 'timeout' if it takes longer than `ms`. */
+async function within<T>(ms: number, work: Promise<T>): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A cluster health check unanswered for this long reads "brokers unreachable". */
+const HEALTH_CHECK_TIMEOUT_MS = 5000;
+
+/**
+ * Room left in a record batch below the topics' max.message.bytes: the batch header (61 bytes),
+ * a dead letter's key and reason header, and slack for the size estimate.
+ */
+const RECORD_BATCH_MARGIN_BYTES = 4096;
+
+/**
+ * The producer of outputs, dead letters and changelog records. Either way it is built with
+ * PRODUCER_CONFIG (partitioner, one request in flight) and sends through an OrderedSender (in
+ * order, merged up to produceBatchSize records and produceBatchBytes, below the topics'
+ * max.message.bytes, retried while the error is retriable).
+ */
+function createProducer(config: ResolvedConfig['config'], connection: KafkaConnection, kafka: Kafka, maxMessageBytes: number, logger: Logger, onRetry: () => void): RecordProducer {
+  const hooks = { onRetry };
+  const maxBytes = Math.min(config.produceBatchBytes, maxMessageBytes - RECORD_BATCH_MARGIN_BYTES);
+  if (maxBytes < config.produceBatchBytes) logger.info({ produceBatchBytes: maxBytes, maxMessageBytes }, "produce requests capped below the topics' max.message.bytes");
+  const limits = { maxRecords: config.produceBatchSize, maxBytes };
+  return config.producerThread ? new ProducerThread({ connection, limits }, logger, hooks) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, hooks);
 }
 
 export async function startService(resolved: ResolvedConfig, logger: Logger): Promise<RunningService> {
@@ -76,26 +123,26 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
-  // Either way the producer is built with PRODUCER_CONFIG (partitioner, one request in flight)
-  // and sends through an OrderedSender (in order, merged up to produceBatchSize records and
-  // produceBatchBytes, retried).
-  const producerHooks = { onRetry: () => metrics.produceRetries.inc() };
-  const limits = { maxRecords: config.produceBatchSize, maxBytes: config.produceBatchBytes };
-  const producer: RecordProducer = config.producerThread
-    ? new ProducerThread({ connection, limits }, logger, producerHooks)
-    : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, producerHooks);
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
   const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
+  const stalls = new StallWatch();
+  let producer: RecordProducer | undefined;
+  let layout: TopicLayout;
   try {
     // allSettled, then the first failure: every client must have finished trying before the
     // clean-up below disconnects them, or a late connect would hold the process open.
-    const connected = await Promise.allSettled([admin.connect(), producer.connect(), consumer.connect()]);
+    const connected = await Promise.allSettled([admin.connect(), consumer.connect()]);
     const failed = connected.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     // The topics exist, and the changelog is compacted and partitioned like the input, before
     // anything is consumed: a changelog with deletion would lose state, one with other partitions
     // would restore a key's state on the wrong member.
-    await ensureTopics(admin, config, logger);
+    layout = await ensureTopics(admin, config, logger);
+    producer = createProducer(config, connection, kafka, layout.maxMessageBytes, logger, () => {
+      metrics.produceRetries.inc();
+      stalls.sendFailed();
+    });
+    await producer.connect();
     // Learn the output topics' leaders now (the broker creates them here if it auto-creates
     // topics): the first predictions then do not wait for it, and a topic this service cannot
     // write fails the start instead of the first request.
@@ -103,7 +150,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   } catch (err) {
     // A failed start (wrong password, no broker, a refused changelog) leaves nothing running:
     // the caller prints one line and the process exits.
-    await Promise.allSettled([consumer.disconnect(), producer.disconnect(), admin.disconnect()]);
+    await Promise.allSettled([consumer.disconnect(), producer?.disconnect(), admin.disconnect()]);
     backend.dispose();
     throw err;
   }
@@ -130,7 +177,9 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     store,
     logger,
     {
+      onCommitted: () => stalls.sendSucceeded(),
       onWritten: (counts) => {
+        stalls.sendSucceeded();
         metrics.predictionsOut.inc(counts.predictions);
         metrics.deadLetters.inc(counts.deadLetters);
         metrics.skipped.inc(counts.skipped);
@@ -145,7 +194,11 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
         queue.release(counts.predictions + counts.deadLetters + counts.skipped);
       },
     },
-    { changelogIntervalMs: config.changelogIntervalMs, produceBatchSize: config.produceBatchSize },
+    {
+      changelogIntervalMs: config.changelogIntervalMs,
+      produceBatchSize: config.produceBatchSize,
+      deadLetterLimits: { maxRawBytes: config.deadLetterRawBytes, maxBytes: layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES },
+    },
   );
 
   // An event is already applied when its key's state reflects an offset at or after it.
@@ -166,6 +219,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       maxBatchSize: config.maxBatchSize,
       maxWaitMs: config.maxWaitMs,
       maxBytes: config.maxMessageBytes,
+      maxKeyBytes: config.maxKeyBytes,
     }),
     // Packed on arrival; one produce request in flight at a time, the next one filling meanwhile.
     writeTo(sink),
@@ -265,20 +319,26 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   });
   await run();
 
-  const clusterHealth = new ClusterHealthMonitor(admin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, (now) => {
+  const clusterHealth = new ClusterHealthMonitor(admin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, HEALTH_CHECK_TIMEOUT_MS, (now) => {
     if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
     else logger.info({}, 'cluster healthy again');
   });
   await clusterHealth.start();
+  // Stalls kafkajs retries through in silence: a send failing, the consumer not fetching.
+  consumer.on(consumer.events.FETCH, () => stalls.fetched());
   const health = (): Health => {
     const unhealthy = [
       ...(fatal ? [`pipeline failed: ${fatal.message}`] : []),
       ...(consumerDown ? [`consumer down, rejoining: ${consumerDown.message}`] : []),
       ...(stopping ? ['shutting down'] : []),
     ];
-    const degraded = clusterHealth.health.problems;
+    const stalled = stopping ? [] : stalls.problems(config.stallTimeoutMs);
+    const unreachable = clusterHealth.health.problems.filter((p) => p.startsWith('brokers unreachable'));
+    const degraded = [...stalled, ...clusterHealth.health.problems];
     const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'ok';
-    return { status, reasons: [...unhealthy, ...degraded], detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size } };
+    // Not ready while it cannot do its job; degraded by an under-replicated partition, it can.
+    const ready = !unhealthy.length && !stalled.length && !unreachable.length;
+    return { status, ready, reasons: [...unhealthy, ...degraded], detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size } };
   };
   metrics.reportHealthFrom(() => health().status);
   // Port 0 picks a free port (tests); the address is logged and returned.
@@ -287,36 +347,54 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
 
-  let stopped: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
+  let stopped: Promise<StopResult> | undefined;
+  let stopCalled: (() => void) | undefined;
+  const stopRequested = new Promise<void>((resolve) => (stopCalled = resolve));
+  const stop = (): Promise<StopResult> =>
     (stopped ??= (async () => {
+      stopCalled?.();
       stopping = true;
-      logger.info({ inFlight: queue.size }, 'stopping: finishing in-flight events');
-      await consumer.stop();
-      input.complete();
-      try {
+      const deadline = performance.now() + config.shutdownTimeoutMs;
+      const left = (): number => Math.max(0, deadline - performance.now());
+      logger.info({ inFlight: queue.size, timeoutMs: config.shutdownTimeoutMs }, 'stopping: finishing in-flight events');
+      // Flushing gets most of the time; leaving the group and disconnecting the rest. In an
+      // outage neither ends by itself: kafkajs retries for as long as it is let.
+      const drained = async (): Promise<boolean> => {
+        await consumer.stop();
+        input.complete();
         await pipelineDone;
         await sink.flush();
-      } catch {
-        // Already logged; what was in flight stays uncommitted and is redelivered.
+        return true;
+      };
+      // A failure was logged where it happened; what was in flight stays uncommitted.
+      const flushed = (await within(left() * 0.8, drained().catch(() => false))) === true;
+      const unflushedEvents = flushed ? 0 : queue.size;
+      if (!flushed) {
+        sink.abort();
+        logger.warn({ unflushedEvents, timeoutMs: config.shutdownTimeoutMs }, 'stopping without flushing everything: what is not committed is redelivered');
       }
-      await consumer.disconnect();
-      await restorer.stop();
-      await clusterHealth.stop();
-      await producer.disconnect();
-      await admin.disconnect();
-      backend.dispose();
-      await new Promise<void>((r) => server.close(() => r()));
-      logger.info({}, 'stopped');
+      clusterHealth.stop();
+      await within(left(), Promise.allSettled([consumer.disconnect(), restorer.stop(), producer.disconnect(), admin.disconnect()]));
+      // A backend still stepping (a flush cut short) is left to the process's exit.
+      if (flushed) backend.dispose();
+      server.closeAllConnections();
+      await within(left(), new Promise<void>((r) => server.close(() => r())));
+      logger.info({ flushed, unflushedEvents }, 'stopped');
+      return { flushed, unflushedEvents };
     })());
 
-  const done = pipelineDone.then(
-    () => stopped ?? stop(),
-    async (err: Error) => {
-      sink.abort();
-      await stop();
-      throw err;
-    },
-  );
+  // Settles with the stop, whether the pipeline ended (a fatal error, the input completed) or
+  // stop() was called: a stop cut short by its deadline leaves the pipeline unfinished.
+  const done = Promise.race([
+    pipelineDone.then(
+      () => stop(),
+      async (err: Error) => {
+        sink.abort();
+        await stop();
+        throw err;
+      },
+    ),
+    stopRequested.then(() => stopped!),
+  ]);
   return { done, stop, httpAddress, metrics };
 }

@@ -18,6 +18,9 @@ import { SnapshotError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
 import { z } from 'zod';
 
+/** Keys held in memory by default; the least recently used is evicted past it. */
+export const DEFAULT_KEY_CAPACITY = 1_000_000;
+
 export interface KeyState<E> {
   readonly key: string;
   /** The model's state vector for this key (model.stateSegments layout); updated in place. */
@@ -41,7 +44,7 @@ export interface StoreCounters {
 export const keyStateStoreOptionsSchema = z
   .object({
     /** Most keys held at once. */
-    capacity: z.int().positive().default(1_000_000),
+    capacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     /** Evict keys idle for longer than this many ms (absent: never). */
     idleTtlMs: z.number().positive().optional(),
   })

@@ -23,6 +23,15 @@ export function freshTopics(label: string): Topics {
 export const kafkaClient = (brokers: string): Kafka => new Kafka({ clientId: 'rnnstream-tests', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
 
 export async function produce(brokers: string, topic: string, messages: { key: string | null; value: string | Buffer }[]): Promise<void> {
+  // Created first, with its leaders known: a first send that auto-creates the topic can fail
+  // with UNKNOWN_TOPIC_OR_PARTITION from a broker that has not heard of it yet.
+  const admin = kafkaClient(brokers).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
   const producer = kafkaClient(brokers).producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner, retry: { retries: 10, initialRetryTime: 300 } });
   await producer.connect();
   try {
@@ -243,12 +252,12 @@ export async function partitionLeaders(brokers: string, topic: string): Promise<
   }
 }
 
-/** The service's /healthz answer (a spawned service logs its endpoint in "service started"). */
-export function healthOf(httpAddress: string): Promise<{ code: number; status: string; reasons: string[] }> {
+/** The service's /healthz (or /readyz) answer (a spawned service logs its endpoint in "service started"). */
+export function healthOf(httpAddress: string, path: '/healthz' | '/readyz' = '/healthz'): Promise<{ code: number; status: string; reasons: string[] }> {
   // A fresh connection per call (agent: false): polling with fetch reuses keep-alive sockets that
   // the server closes after 5 s idle, and a request racing that close fails with "other side closed".
   return new Promise((resolve, reject) => {
-    httpGet(`${httpAddress}/healthz`, { agent: false }, (res) => {
+    httpGet(`${httpAddress}${path}`, { agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (text += d));

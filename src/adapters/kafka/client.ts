@@ -21,16 +21,21 @@ const { errorCodes } = createRequire(import.meta.url)('kafkajs/src/protocol/erro
 /** Messages of the broker errors kafkajs retries (a group's coordinator loading, a leader moving, ...). */
 export const RETRIABLE_BROKER_ERRORS: ReadonlySet<string> = new Set(errorCodes.filter((e) => e.retriable).map((e) => e.message));
 
+const NETWORK_ERROR = /^(connect )?E(CONNREFUSED|CONNRESET|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE)\b|^Connection (error|timeout)|^Closed connection/;
+
 /**
  * The level a kafkajs ERROR entry deserves. kafkajs logs every error response at ERROR, those it
  * then retries too: a fresh cluster's "coordinator is loading" at every start, each request to a
  * leader that just moved. Those go to debug; what outlasts kafkajs's retries reaches our callers,
- * which log it. kafkajs's own "restarting in N ms" is a warning. The rest stay errors.
+ * which log it. A refused or reset connection, and kafkajs's own "restarting in N ms", are
+ * warnings. The rest stay errors.
  */
 export function kafkajsErrorLevel(fields: Record<string, unknown>): 'error' | 'warn' | 'debug' {
   const text =
     typeof fields.error === 'string' ? fields.error : typeof fields.stack === 'string' ? fields.stack.split('\n')[0]!.replace(/^\w+: /, '') : undefined;
   if (text !== undefined && RETRIABLE_BROKER_ERRORS.has(text)) return 'debug';
+  // A connection kafkajs will try again (an outage: /healthz says so too).
+  if (text !== undefined && NETWORK_ERROR.test(text)) return 'warn';
   if (text === undefined && 'retryTime' in fields) return 'warn';
   return 'error';
 }

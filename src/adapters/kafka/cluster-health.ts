@@ -66,6 +66,12 @@ export class ClusterHealthMonitor {
     private readonly admin: Admin,
     private readonly topics: readonly string[],
     private readonly intervalMs: number,
+    /**
+     * A check that has not answered by then counts as "brokers unreachable": kafkajs retries a
+     * request to an unreachable cluster for half a minute and more, and until then the last answer
+     * (ok) would stand.
+     */
+    private readonly checkTimeoutMs: number,
     private readonly onChange: (now: ClusterHealth, before: ClusterHealth) => void = () => {},
   ) {}
 
@@ -80,13 +86,23 @@ export class ClusterHealthMonitor {
     this.timer.unref();
   }
 
-  async stop(): Promise<void> {
+  /** No more checks. One in flight is not awaited: in an outage it could take half a minute. */
+  stop(): void {
     clearInterval(this.timer);
-    await this.running;
   }
 
   private async check(): Promise<void> {
-    const problems = await checkCluster(this.admin, this.topics, this.knownBrokers);
+    const answer = checkCluster(this.admin, this.topics, this.knownBrokers);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string[]>((resolve) => {
+      timer = setTimeout(() => resolve([`brokers unreachable: no answer to metadata within ${this.checkTimeoutMs / 1000} s`]), this.checkTimeoutMs);
+    });
+    this.record(await Promise.race([answer, timeout]).finally(() => clearTimeout(timer)));
+    // A late answer still counts: it is the newest news of the cluster.
+    this.record(await answer);
+  }
+
+  private record(problems: string[]): void {
     const before = this.latest;
     this.latest = { problems, checkedAt: Date.now() };
     if (problems.join('\n') !== before.problems.join('\n')) this.onChange(this.latest, before);

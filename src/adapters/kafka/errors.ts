@@ -22,6 +22,20 @@ function chain(err: KafkaJsError): KafkaJsError[] {
   return out;
 }
 
+/**
+ * Whether a failed send may succeed if tried again. kafkajs marks every error it gives up on as
+ * not retriable, so its wrapper says little: KafkaJSNumberOfRetriesExceeded means the cause was
+ * retriable and lasted longer than kafkajs's retries (a broker outage: try again, later), while
+ * KafkaJSNonRetriableError wraps a cause that no retry cures (MESSAGE_TOO_LARGE, an authorization
+ * failure, an invalid record). Errors that are not kafkajs's (a bug) are not retriable.
+ */
+export function isRetriableSendError(err: unknown): boolean {
+  if (!isKafkaJsError(err)) return false;
+  const errors = chain(err);
+  if (errors.some((e) => e.name === 'KafkaJSNumberOfRetriesExceeded')) return errors.at(-1)!.retriable !== false;
+  return errors.at(-1)!.retriable === true;
+}
+
 /** One line for a kafkajs error (undefined for any other error). */
 export function explainKafkaError(err: unknown): string | undefined {
   if (!isKafkaJsError(err)) return undefined;

@@ -1,7 +1,10 @@
 /**
  * Sends packed produce requests in the order they were queued, one at a time, each retried with
- * exponential backoff until the broker acknowledges it: a later request never overtakes an
- * earlier one, so per-partition (per-key) order holds through any failure. Requests queued while
+ * capped exponential backoff while its error is retriable, until the broker acknowledges it: a
+ * later request never overtakes an earlier one, so per-partition (per-key) order holds through
+ * any outage. An error no retry cures (isRetriableSendError) ends the sender: that request and
+ * every one queued after it reject with a SendFailedError, so nothing after it is committed and
+ * the service stops with the reason rather than retry forever. Requests queued while
  * one is in flight are merged into the next send (up to `maxRecords` records), so the caller can
  * queue whatever is ready whenever it is ready: the sending side never waits for the caller to
  * notice an acknowledgement before the next request goes out.
@@ -18,6 +21,7 @@
 import type { Message, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import { unpackMessages, type WireTopicMessages } from './record-packer.js';
+import { isRetriableSendError } from './errors.js';
 import { wakeableSleep } from './sleep.js';
 
 /** What a failed attempt looks like to the caller's hooks (logs, a retry counter). */
@@ -48,6 +52,14 @@ interface Queued {
   readonly bytes: number;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
+}
+
+/** A send failed with an error no retry cures; nothing queued after it is sent. */
+export class SendFailedError extends RnnStreamError {
+  override readonly name = 'SendFailedError';
+  constructor(topics: readonly string[], cause: Error) {
+    super(`producing to ${topics.join(', ')} failed and cannot succeed by retrying: ${cause.message}`, { cause, retriable: false });
+  }
 }
 
 export class OrderedSender {
@@ -136,8 +148,13 @@ export class OrderedSender {
         // Read again: abort() may have come while this attempt was in flight.
         const aborted = this.aborted as Error | undefined;
         if (aborted) throw new RnnStreamError(`${aborted.message}: ${(err as Error).message}`, { cause: err });
-        const e = err as Error & { retriable?: boolean };
-        this.onRetry({ attempt, error: { name: e.name, message: e.message, retriable: e.retriable ?? false }, retryInMs: delay });
+        const e = err as Error;
+        if (!isRetriableSendError(e)) {
+          const failed = new SendFailedError(topicMessages.map((t) => t.topic), e);
+          this.aborted ??= failed;
+          throw failed;
+        }
+        this.onRetry({ attempt, error: { name: e.name, message: e.message, retriable: true }, retryInMs: delay });
         const sleep = wakeableSleep(delay);
         this.wakeRetry = sleep.wake;
         await sleep.done;

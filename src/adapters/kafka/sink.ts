@@ -27,7 +27,7 @@ import type { Logger } from '../../observability/logger.js';
 import type { SourcePosition } from '../../operators/records.js';
 import type { StateCapture } from '../../operators/rnn-by-key.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
-import { deadLetterJson, writePredictionJson } from '../../pipeline/serialize.js';
+import { deadLetterJson, writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
 import type { KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
 import type { RecordProducer } from './producer-thread.js';
@@ -59,7 +59,14 @@ export interface SinkOptions {
   readonly changelogIntervalMs: number;
   /** Most prediction records per produce request. */
   readonly produceBatchSize: number;
+  /** The size of a dead letter (below the DLQ topic's max.message.bytes) and of its kept input. */
+  readonly deadLetterLimits?: DeadLetterLimits;
 }
+
+/** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
+const MAX_DEAD_LETTER_KEY_BYTES = 1024;
+const deadLetterKey = (key: string | undefined): string | null =>
+  key === undefined || (key.length * 3 > MAX_DEAD_LETTER_KEY_BYTES && Buffer.byteLength(key) > MAX_DEAD_LETTER_KEY_BYTES) ? null : key;
 
 type Commit = { topic: string; partition: number; offset: string };
 
@@ -97,6 +104,9 @@ const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.s
 
 export class KafkaSink {
   private failed: Error | undefined;
+  private onFailure: ((err: Error) => void) | undefined;
+  /** Rejects with the first failure (a send no retry cures): the stream must stop, not go on uncommitted. */
+  readonly failure: Promise<never> = new Promise<never>((_, reject) => (this.onFailure = reject));
   /** The request outputs are added to; its predictions are in `packer`. */
   private open = newRequest();
   private readonly packer = new RecordPacker();
@@ -124,7 +134,10 @@ export class KafkaSink {
     private readonly logger: Logger,
     private readonly hooks: SinkHooks = {},
     private readonly options: SinkOptions = { changelogIntervalMs: 0, produceBatchSize: 5000 },
-  ) {}
+  ) {
+    // Observed here, so that a sink nobody watches (a test's) raises no unhandled rejection.
+    this.failure.catch(() => undefined);
+  }
 
   /**
    * The input partitions this member owns now (after each rebalance). State and offsets of a
@@ -147,6 +160,12 @@ export class KafkaSink {
 
   private owns(partition: number | undefined): boolean {
     return partition === undefined || this.owned === undefined || this.owned.has(partition);
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    this.onFailure?.(err);
   }
 
   /** Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted. */
@@ -174,7 +193,7 @@ export class KafkaSink {
       if (r.state) o.states.set(r.key, r.state);
       if (packer.count >= this.options.produceBatchSize) this.post();
     } else if (r.kind === 'dead-letter') {
-      o.deadLetters.push({ key: r.messageKey ?? null, value: deadLetterJson(r), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
+      o.deadLetters.push({ key: deadLetterKey(r.messageKey), value: deadLetterJson(r, this.options.deadLetterLimits), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
       o.deadLetterCount++;
     } else {
       o.skipped++;
@@ -228,7 +247,7 @@ export class KafkaSink {
         // Nothing posted after a failed request is acknowledged (its commit would pass the failure).
         () => (this.failed ? undefined : this.acknowledged(o)),
         (err: unknown) => {
-          this.failed ??= err as Error;
+          this.fail(err as Error);
         },
       );
   }
@@ -263,7 +282,7 @@ export class KafkaSink {
         this.hooks.onCommitted?.(events);
       }
     } catch (err) {
-      this.failed ??= err as Error;
+      this.fail(err as Error);
     }
   }
 
@@ -301,13 +320,16 @@ export class KafkaSink {
  * ```
  * outputs:  -a-b-c----|
  * sink:      a b c       (packed on arrival; sent one request at a time)
+ * failure:  ------#     (a send no retry cures: the stream errors at once)
  * writeTo:  ----------(drain)|
  * ```
  */
 export function writeTo(sink: KafkaSink): OperatorFunction<PipelineOutput, never> {
   return (source) =>
-    new Observable<never>((subscriber) =>
-      source.subscribe({
+    new Observable<never>((subscriber) => {
+      // A failed sink ends the stream at once, with its error (outputs after it would be lost).
+      sink.failure.catch((err: unknown) => subscriber.error(err));
+      return source.subscribe({
         next: (r) => sink.add(r),
         error: (err: unknown) => subscriber.error(err),
         complete: () =>
@@ -315,6 +337,6 @@ export function writeTo(sink: KafkaSink): OperatorFunction<PipelineOutput, never
             () => subscriber.complete(),
             (err: unknown) => subscriber.error(err),
           ),
-      }),
-    );
+      });
+    });
 }

@@ -37,6 +37,11 @@ export interface TopicPlan {
 
 export interface TopicLayout {
   readonly inputPartitions: number;
+  /**
+   * The smallest `max.message.bytes` of the topics the service writes (output, DLQ, changelog):
+   * the broker refuses a record batch above it, so no produce request may be larger.
+   */
+  readonly maxMessageBytes: number;
   /** Topics this call created. */
   readonly created: readonly string[];
 }
@@ -67,12 +72,20 @@ async function partitionCounts(admin: Admin, topics: readonly string[]): Promise
   return new Map(metadata.map((t) => [t.name, t.partitions.length]));
 }
 
-async function cleanupPolicy(admin: Admin, topic: string): Promise<string> {
+/** The topics' `cleanup.policy` and `max.message.bytes` (the effective values, defaults included). */
+async function topicConfigs(admin: Admin, topics: readonly string[]): Promise<Map<string, { cleanupPolicy: string; maxMessageBytes: number }>> {
   const described = await admin.describeConfigs({
     includeSynonyms: false,
-    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['cleanup.policy'] }],
+    resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['cleanup.policy', 'max.message.bytes'] })),
   });
-  return described.resources[0]?.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? 'delete';
+  return new Map(
+    described.resources.map((r) => {
+      const value = (name: string): string | undefined => r.configEntries.find((e) => e.configName === name)?.configValue;
+      const maxMessageBytes = Number(value('max.message.bytes'));
+      // 1048588: Kafka's default, should a broker not say.
+      return [r.resourceName, { cleanupPolicy: value('cleanup.policy') ?? 'delete', maxMessageBytes: Number.isInteger(maxMessageBytes) && maxMessageBytes > 0 ? maxMessageBytes : 1048588 }];
+    }),
+  );
 }
 
 /** Creates what is missing and checks the changelog; throws TopicSetupError with what to change. */
@@ -111,12 +124,15 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
         'the changelog must be partitioned like the input (delete it, or name another with --changelog-topic, and the service creates it)',
     );
   }
-  const policy = await cleanupPolicy(admin, plan.changelogTopic);
+  const written = [plan.outputTopic, plan.dlqTopic, plan.changelogTopic];
+  const configs = await topicConfigs(admin, written);
+  const policy = configs.get(plan.changelogTopic)?.cleanupPolicy ?? 'delete';
   if (policy !== 'compact') {
     throw new TopicSetupError(
       `changelog topic ${plan.changelogTopic} has cleanup.policy=${policy}, expected compact: with deletion the state of keys is lost after retention.ms ` +
         `(set it with: kafka-configs --alter --entity-type topics --entity-name ${plan.changelogTopic} --add-config cleanup.policy=compact)`,
     );
   }
-  return { inputPartitions, created };
+  const maxMessageBytes = Math.min(...written.map((t) => configs.get(t)?.maxMessageBytes ?? 1048588));
+  return { inputPartitions, created, maxMessageBytes };
 }

@@ -1,0 +1,97 @@
+/**
+ * Faults and bad input on a real broker: an oversized input that is not UTF-8 and a key too long
+ * to be one become bounded dead letters while the stream goes on; a broker outage shows in
+ * /healthz and /readyz and does not stop SIGTERM from ending the process in time; a start with
+ * no reachable broker is one line and exit code 1.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { projectPath } from '../src/paths.js';
+import { ballHarness, type BallHarness } from './support/harness.js';
+import { brokerControl, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor } from './support/kafka.js';
+
+type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
+
+let h: BallHarness;
+beforeAll(async () => {
+  h = await ballHarness();
+}, 60_000);
+
+describe('faults and bad input on a real broker', () => {
+  it('a 900 KB input of \\xff bytes and a 1000-byte key become bounded dead letters; the good events around them are predicted', async () => {
+    const t = freshTopics('oversized');
+    const frame = (ballId: string, i: number) => JSON.stringify({ ballId, frame: i, t: i / 30, x: 0.1 * i, y: 0.5 });
+    const longKey = 'k'.repeat(1000);
+    await produce(h.brokers, t.inputTopic, [
+      { key: 'b-good', value: frame('b-good', 0) },
+      { key: 'b-bin', value: Buffer.alloc(900_000, 0xff) },
+      { key: 'b-long', value: frame(longKey, 0) },
+      { key: 'b-good', value: frame('b-good', 1) },
+    ]);
+    const service = spawnService(['--config', h.config(t)]);
+    try {
+      await httpAddressOf(service); // the service has created its topics
+      const dead = await readTopic(h.brokers, t.dlqTopic, 2);
+      const predictions = await readTopic(h.brokers, t.outputTopic, 2);
+      expect(predictions.map((m) => m.key)).toEqual(['b-good', 'b-good']);
+      const bin = dead.find((m) => m.key === 'b-bin')!;
+      const record = JSON.parse(bin.value) as { reason: string; rawBytes: number; rawBase64: string; rawTruncated: boolean; rawSha256: string };
+      expect(record.reason).toBe('not valid UTF-8');
+      expect([record.rawBytes, record.rawTruncated, Buffer.from(record.rawBase64, 'base64').length]).toEqual([900_000, true, 64 * 1024]);
+      expect(bin.value.length).toBeLessThan(100_000);
+      const long = JSON.parse(dead.find((m) => m.key === 'b-long')!.value) as { reason: string };
+      expect(long.reason).toBe('key too long: 1000 bytes (ballId), the limit is 256');
+    } finally {
+      service.kill('SIGTERM');
+      await exited(service);
+    }
+    expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+  }, 120_000);
+
+  it('a broker outage: /healthz degraded and /readyz 503 with the reason, and SIGTERM ends the process within shutdownTimeoutMs', async () => {
+    const { startJarCluster } = (await import(projectPath('scripts', 'kafka-broker.mjs'))) as KafkaBroker;
+    const cluster = await startJarCluster({ nodes: 1 });
+    const brokers = cluster.values.KAFKA_BROKERS!;
+    const t = freshTopics('outage');
+    const shutdownTimeoutMs = 8000;
+    let service: ReturnType<typeof spawnService> | undefined;
+    try {
+      const p = (await import('./support/cli.js')).cli(['produce', '--pipeline', 'ball-direction', '--brokers', brokers, '--input', h.fixture, '--topic', t.inputTopic]);
+      expect(p.code, p.stderr).toBe(0);
+      service = spawnService(['--config', h.throttled(t, { brokers: brokers.split(','), stallTimeoutMs: 3000, healthCheckIntervalMs: 500, shutdownTimeoutMs })]);
+      const http = await httpAddressOf(service);
+      await waitFor('the first predictions', async () => (await topicSize(brokers, t.outputTopic)) > 50, 60_000);
+      expect((await healthOf(http, '/readyz')).code).toBe(200);
+      brokerControl(cluster.dir, 'kill', 1);
+      const downAt = Date.now();
+      // First "no fetch" (3 s, stallTimeoutMs), then the health check's "brokers unreachable" (5 s).
+      await waitFor('/healthz to say the brokers are unreachable', async () => (await healthOf(http)).reasons.some((r) => r.startsWith('brokers unreachable')), 30_000);
+      const live = await healthOf(http);
+      const ready = await healthOf(http, '/readyz');
+      process.stderr.write(`outage: degraded after ${((Date.now() - downAt) / 1000).toFixed(1)} s: ${live.reasons.join('; ')}\n`);
+      expect([live.code, live.status]).toEqual([200, 'degraded']);
+      expect(ready.code).toBe(503);
+      const signalledAt = Date.now();
+      service.kill('SIGTERM');
+      const code = await exited(service);
+      const seconds = (Date.now() - signalledAt) / 1000;
+      process.stderr.write(`outage: SIGTERM to exit ${seconds.toFixed(1)} s, exit code ${code}\n`);
+      expect(seconds).toBeLessThan(shutdownTimeoutMs / 1000 + 2);
+      // Events were in flight with the broker gone: not flushed, so exit code 1, saying so.
+      expect(code, service.output().slice(-2000)).toBe(1);
+      expect(service.output()).toMatch(/not flushed; they were not committed and will be redelivered/);
+    } finally {
+      service?.kill('SIGKILL');
+      cluster.stop();
+    }
+  }, 180_000);
+
+  it('a start with no reachable broker is one line and exit code 1, no stack trace', async () => {
+    const t = freshTopics('nobroker');
+    const service = spawnService(['--config', h.config(t, { brokers: ['127.0.0.1:1'] })]);
+    expect(await exited(service)).toBe(1);
+    // kafkajs's own retries are log lines (JSON); the service's verdict is the one plain line.
+    const lines = service.output().trim().split('\n').filter((l) => !l.startsWith('{'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^rnnstream: cannot reach the Kafka brokers: Connection error: connect ECONNREFUSED 127\.0\.0\.1:1 \(check the broker list/);
+  }, 120_000);
+});
