@@ -20,18 +20,32 @@ interface Ev {
 }
 
 describe('readFixture', () => {
-  it('reads plain and gzip JSON Lines with 1-based line numbers, skipping blank lines', async () => {
-    const text = '{"a":1}\n\n{"a":2}\n{"a":3}';
+  it('reads plain and gzip JSON Lines as bytes with 1-based line numbers, skipping and counting blank lines', async () => {
+    const text = '{"a":1}\n\n{"a":2}\n \t\r\n{"a":3}';
     writeFileSync(join(dir, 'x.jsonl'), text);
     writeFileSync(join(dir, 'x.jsonl.gz'), gzipSync(text));
     for (const f of ['x.jsonl', 'x.jsonl.gz']) {
-      const records = await lastValueFrom(readFixture(join(dir, f), { chunkBytes: 5 }).pipe(toArray()));
-      expect(records.map((r) => [r.value, r.source.kind === 'file' && r.source.line])).toEqual([
+      let blank = 0;
+      const records = await lastValueFrom(readFixture(join(dir, f), { chunkBytes: 5, onBlankLine: () => blank++ }).pipe(toArray()));
+      expect(records.map((r) => [Buffer.from(r.value as Uint8Array).toString(), r.source.kind === 'file' && r.source.line])).toEqual([
         ['{"a":1}', 1],
         ['{"a":2}', 3],
-        ['{"a":3}', 4],
+        ['{"a":3}', 5],
       ]);
+      expect(blank).toBe(2);
     }
+  });
+
+  it('skips a UTF-8 byte-order mark at the start of the file, and passes bytes that are not UTF-8 through as they are', async () => {
+    const file = join(dir, 'bom.jsonl');
+    writeFileSync(file, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"a":1}\n'), Buffer.from([0x7b, 0xff, 0xfe, 0x7d, 0x0a]), Buffer.from('\ufeff{"a":2}\n')]));
+    const records = await lastValueFrom(readFixture(file, { chunkBytes: 3 }).pipe(toArray()));
+    expect(records.map((r) => Buffer.from(r.value as Uint8Array))).toEqual([
+      Buffer.from('{"a":1}'),
+      Buffer.from([0x7b, 0xff, 0xfe, 0x7d]),
+      // Only at the start of the file: elsewhere it is the line's content (and not JSON).
+      Buffer.from('\ufeff{"a":2}'),
+    ]);
   });
 
   it('waits on a full queue instead of overflowing it, when the backend is slow', async () => {

@@ -4,10 +4,13 @@
  * /healthz and /readyz and does not stop SIGTERM from ending the process in time; a start with
  * no reachable broker is one line and exit code 1.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { projectPath } from '../src/paths.js';
+import { cli } from './support/cli.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { brokerControl, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor } from './support/kafka.js';
+import { brokerControl, comparePredictions, dedupeByKey, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor, type Prediction } from './support/kafka.js';
 
 type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
 
@@ -45,6 +48,55 @@ describe('faults and bad input on a real broker', () => {
       await exited(service);
     }
     expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+  }, 120_000);
+
+  it('one decoder for both modes: the same bytes through replay and through the service give the same predictions and dead letters', async () => {
+    const frame = (ballId: string, i: number) => JSON.stringify({ ballId, frame: i, t: i / 30, x: 0.1 * i, y: 0.5 - 0.05 * i });
+    const lines: Buffer[] = [
+      Buffer.from(`\ufeff${frame('b-1', 0)}`), // a byte-order mark: skipped by replay; produce sends the line without it
+      Buffer.from(frame('b-2', 0)),
+      Buffer.from(''), // blank: skipped by both
+      Buffer.concat([Buffer.from('{"ballId":"b-'), Buffer.from([0xff, 0xfe]), Buffer.from('3","frame":0,"t":0,"x":0.1,"y":0.5}')]),
+      Buffer.from(frame('b-1', 1)),
+      Buffer.from('not json'),
+      Buffer.from(frame('k'.repeat(300), 0)),
+      Buffer.from(JSON.stringify({ ballId: 'b-2', frame: 1, t: 0.03, x: 'left', y: 0.5 })),
+      Buffer.from(frame('b-2', 2)),
+      Buffer.from(frame('b-1', 2)),
+    ];
+    const file = join(h.dir, 'same-bytes.jsonl');
+    writeFileSync(file, Buffer.concat(lines.flatMap((l) => [l, Buffer.from('\n')])));
+    const out = join(h.dir, 'same-bytes.predictions.jsonl');
+    const dead = join(h.dir, 'same-bytes.dead.jsonl');
+    const r = cli(['replay', '--pipeline', 'ball-direction', '--backend', 'onnx', '--input', file, '--out', out, '--dead-letters', dead, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { predictions: number; deadLettered: number; blankLines: number })).toMatchObject({ predictions: 5, deadLettered: 4, blankLines: 1 });
+    const jsonLines = (f: string) => readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+
+    const t = freshTopics('samebytes');
+    h.produceFixture(t, file);
+    const service = spawnService(['--config', h.config(t)]);
+    try {
+      await httpAddressOf(service); // the service has created its topics
+      const predictions = await readTopic(h.brokers, t.outputTopic, 5);
+      const deadLetters = await readTopic(h.brokers, t.dlqTopic, 4);
+      // Per key, the same predictions (probabilities to float32 precision).
+      const replayed = new Map<string, Prediction[]>();
+      for (const p of jsonLines(out) as unknown as Prediction[]) replayed.set(p.key, [...(replayed.get(p.key) ?? []), p]);
+      expect(comparePredictions(dedupeByKey(predictions), replayed)).toBeLessThan(1e-6);
+      // The same dead letters: reason, bytes and hash; only the source position differs (file:line, offset).
+      const essence = (d: Record<string, unknown>) => JSON.stringify([d.reason, d.raw ?? null, d.rawBase64 ?? null, d.rawBytes, d.rawSha256]);
+      expect(deadLetters.map((m) => essence(JSON.parse(m.value) as Record<string, unknown>)).sort()).toEqual(jsonLines(dead).map(essence).sort());
+      expect(jsonLines(dead).map((d) => d.reason)).toEqual([
+        'not valid UTF-8',
+        expect.stringMatching(/^not JSON: /),
+        'key too long: 300 bytes (ballId), the limit is 256',
+        'x: Invalid input: expected number, received string',
+      ]);
+    } finally {
+      service.kill('SIGTERM');
+      await exited(service);
+    }
   }, 120_000);
 
   it('a broker outage: /healthz degraded and /readyz 503 with the reason, and SIGTERM ends the process within shutdownTimeoutMs', async () => {

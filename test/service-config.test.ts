@@ -39,6 +39,21 @@ describe('service configuration', () => {
     expect(() => resolveServiceConfig({ file, env: {} })).toThrow(/ssl \(from config file .*\): Unrecognized key: "verify"/);
   });
 
+  it('never quotes a file that is not JSON (a password file given as --config): line, column, what was expected', () => {
+    const file = join(dir, 'password');
+    writeFileSync(file, 'PW-S3cr3t-4242\n');
+    expect(() => resolveServiceConfig({ file, env: {} })).toThrow(/is not valid JSON: line 1, column 1: unexpected character$/);
+    expect(() => resolveServiceConfig({ file, env: {} })).not.toThrow(/S3cr3t|PW-/);
+    writeFileSync(file, '{\n  "pipeline": "ball-direction",\n  "brokers": [k:9092]\n}');
+    expect(() => resolveServiceConfig({ file, env: {} })).toThrow(/line 3, column 15: unexpected character$/);
+  });
+
+  it('attributes an unknown key to the layer that has it', () => {
+    const file = join(dir, 'unknown.json');
+    writeFileSync(file, JSON.stringify({ pipeline: 'ball-direction', brokers: ['k:9092'], http: { prot: 1 } }));
+    expect(() => resolveServiceConfig({ file, env: {}, flags: { group: 'g' } })).toThrow(/http \(from config file .*unknown\.json\): Unrecognized key: "prot"/);
+  });
+
   it('binds the HTTP endpoint to 127.0.0.1 unless told otherwise', () => {
     const { config } = resolveServiceConfig({ env: {}, flags: { pipeline: 'stock-moves', brokers: ['k:9092'] } });
     expect(config.http.host).toBe('127.0.0.1');

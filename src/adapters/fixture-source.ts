@@ -1,14 +1,14 @@
 /**
  * Reads a JSON Lines fixture (plain, or gzip-compressed when the name ends in .gz) as raw
- * records with their file and line number. Reads in chunks and
+ * records (each line's text, or its bytes where it is not UTF-8) with their file and line number. Reads in chunks and
  * waits on the bounded queue between chunks, so a slow pipeline slows the reader instead of the
- * whole file piling up in memory. Blank lines are skipped (but counted in line numbers).
+ * whole file piling up in memory. Blank lines are skipped (but counted, and numbered).
  *
  * Pacing: `max` emits as fast as the pipeline admits; `realtime` spaces events by their event
  * time (`timeOf`), as a live source would deliver them.
  */
+import { isUtf8 } from 'node:buffer';
 import { createReadStream, statSync, type ReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Observable } from 'rxjs';
@@ -25,6 +25,8 @@ export interface FixtureSourceOptions {
   readonly onProgress?: (bytesRead: number) => void;
   /** Read size (default 1 MiB). */
   readonly chunkBytes?: number;
+  /** Called for each blank line skipped. */
+  readonly onBlankLine?: () => void;
 }
 
 export function fixtureSize(file: string): number {
@@ -42,49 +44,145 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
  * stream of its text, inflated when the name ends in .gz. zlib inflates on libuv's thread pool,
  * off the event loop that runs the pipeline.
  */
-function openFixture(file: string, chunkBytes = 1 << 20): { file: ReadStream; text: Readable } {
+function openFixture(file: string, chunkBytes = 1 << 20, options: { bytes?: boolean } = {}): { file: ReadStream; text: Readable } {
   const fileStream = createReadStream(file, { highWaterMark: chunkBytes });
   const text = file.endsWith('.gz') ? fileStream.pipe(createGunzip({ chunkSize: Math.max(64, chunkBytes) })) : fileStream;
-  text.setEncoding('utf8');
+  if (!options.bytes) text.setEncoding('utf8');
   return { file: fileStream, text };
 }
 
+/** Whether bytes [start, end) are only spaces, tabs and carriage returns (a blank line). */
+function isBlank(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const b = buf[i]!;
+    if (b !== 0x20 && b !== 0x09 && b !== 0x0d) return false;
+  }
+  return true;
+}
+
+/** The same for text [start, end). */
+function isBlankText(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
+  }
+  return true;
+}
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/** A line's bytes, or its text when its chunk was valid UTF-8 (decoded the same way either way). */
+export type LineValue = string | Buffer;
+type OnLine = (value: LineValue, line: number) => boolean | void;
+
 /**
- * The non-blank lines of a fixture with their 1-based line numbers, one at a time: for the
- * tools that read a whole file at their own pace (training, evaluation, produce), where
- * readFixture's chunked, back-pressured Observable is not needed.
+ * Cuts a fixture's bytes into lines, one chunk at a time: each non-blank line is handed over
+ * with its 1-based number; a UTF-8 byte-order mark at the start of the file is dropped; blank
+ * lines (spaces, tabs, CR) are counted and numbered, not handed over. The complete lines of a
+ * chunk that is valid UTF-8 (the rule) are decoded in one native call and handed over as text;
+ * those of a chunk that is not are handed over as bytes, so that decodeEvents dead-letters the
+ * bad ones exactly as the Kafka service does (a line's text is the same either way).
  */
-export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string }> {
-  fixtureSize(file);
-  const { file: fileStream, text: input } = openFixture(file);
-  const lines = createInterface({ input, crlfDelay: Infinity });
-  let line = 0;
-  try {
-    for await (const text of lines) {
-      line++;
-      if (text.trim() !== '') yield { line, text };
+class LineSplitter {
+  private carry: Buffer | undefined;
+  private line = 0;
+  private atStart = true;
+  blankLines = 0;
+
+  /** Calls `onLine` for each complete line in `chunk` (after what was carried from the last one); true from it stops. */
+  push(chunk: Buffer, onLine: OnLine): void {
+    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    const lastNl = buf.lastIndexOf(0x0a);
+    if (lastNl === -1) {
+      this.carry = buf;
+      return;
     }
+    this.carry = lastNl + 1 < buf.length ? buf.subarray(lastNl + 1) : undefined;
+    // The newline ends the last complete line; the lines are everything before it.
+    this.lines(buf.subarray(0, lastNl + 1), onLine);
+  }
+
+  /** The last line, when the file does not end with a newline. */
+  end(onLine: OnLine): void {
+    if (this.carry) this.lines(Buffer.concat([this.carry, Buffer.from([0x0a])]), onLine);
+    this.carry = undefined;
+  }
+
+  /** `complete` holds whole lines, each ended by a newline. */
+  private lines(complete: Buffer, onLine: OnLine): void {
+    if (isUtf8(complete)) {
+      const text = complete.toString('utf8');
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+        let from = start;
+        start = nl + 1;
+        this.line++;
+        if (this.atStart) {
+          this.atStart = false;
+          if (text.charCodeAt(from) === 0xfeff) from++;
+        }
+        if (isBlankText(text, from, nl)) this.blankLines++;
+        else if (onLine(text.slice(from, nl), this.line) === true) return;
+      }
+      return;
+    }
+    let start = 0;
+    for (let nl = complete.indexOf(0x0a); nl !== -1; nl = complete.indexOf(0x0a, start)) {
+      let from = start;
+      start = nl + 1;
+      this.line++;
+      if (this.atStart) {
+        this.atStart = false;
+        if (nl - from >= 3 && complete.subarray(from, from + 3).equals(BOM)) from += 3;
+      }
+      if (isBlank(complete, from, nl)) this.blankLines++;
+      else if (onLine(complete.subarray(from, nl), this.line) === true) return;
+    }
+  }
+}
+
+/**
+ * The non-blank lines of a fixture with their 1-based line numbers, one at a time, as bytes and
+ * as text: for the tools that read a whole file at their own pace (training, evaluation,
+ * produce), where readFixture's chunked, back-pressured Observable is not needed.
+ */
+export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string; readonly bytes: Buffer }> {
+  fixtureSize(file);
+  const { file: fileStream, text: input } = openFixture(file, undefined, { bytes: true });
+  const splitter = new LineSplitter();
+  const lines: { line: number; text: string; bytes: Buffer }[] = [];
+  const collect = (value: LineValue, line: number): void =>
+    void lines.push(typeof value === 'string' ? { line, text: value, bytes: Buffer.from(value, 'utf8') } : { line, text: value.toString('utf8'), bytes: value });
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      splitter.push(chunk, collect);
+      yield* lines.splice(0);
+    }
+    splitter.end(collect);
+    yield* lines.splice(0);
   } finally {
     fileStream.destroy();
   }
 }
 
+/**
+ * The fixture's lines, decoded downstream exactly as the Kafka service decodes a record's value
+ * (decodeEvents): a line that is not UTF-8 arrives as its bytes and becomes a dead letter with
+ * them, not text with U+FFFD in it. A UTF-8 byte-order mark at the start of the file is skipped;
+ * blank lines are skipped, counted (`onBlankLine`) and numbered.
+ */
 export function readFixture(file: string, options: FixtureSourceOptions = {}): Observable<RawRecord> {
   return new Observable<RawRecord>((subscriber) => {
     fixtureSize(file);
     let stopped = false;
-    const { file: fileStream, text: stream } = openFixture(file, options.chunkBytes);
+    const { file: fileStream, text: stream } = openFixture(file, options.chunkBytes, { bytes: true });
     const run = async (): Promise<void> => {
-      let line = 0;
-      let carry = '';
-      let bytes = 0;
+      const splitter = new LineSplitter();
       let firstEventTime: number | undefined;
       const wallStart = performance.now();
-      const emit = async (text: string): Promise<void> => {
-        line++;
-        if (text.trim() === '') return;
+      const emitPaced = async (r: RawRecord): Promise<void> => {
         if (options.pace === 'realtime' && options.timeOf) {
-          const t = options.timeOf(text);
+          const t = options.timeOf(typeof r.value === 'string' ? r.value : Buffer.from(r.value).toString('utf8'));
           if (t !== undefined) {
             firstEventTime ??= t;
             const due = t - firstEventTime - (performance.now() - wallStart);
@@ -92,31 +190,40 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
           }
         }
         if (options.queue && !options.queue.hasRoom()) await options.queue.whenReady();
-        if (stopped) return;
-        subscriber.next({ value: text, source: { kind: 'file', file, line } });
+        if (!stopped) subscriber.next(r);
       };
-      for await (const chunk of stream as AsyncIterable<string>) {
-        if (stopped) return;
-        // Progress counts bytes of the file as stored (compressed for .gz), as the total does.
-        bytes = fileStream.bytesRead;
-        const parts = (carry + chunk).split('\n');
-        carry = parts.pop()!;
-        for (const p of parts) {
-          if (options.pace === 'realtime' || (options.queue && !options.queue.hasRoom())) await emit(p);
-          else emitSync(p);
+      // Lines that must wait (pacing, a full queue) are held here and emitted in order.
+      const held: RawRecord[] = [];
+      const onLine = (value: LineValue, line: number): boolean => {
+        const r: RawRecord = { value, source: { kind: 'file', file, line } };
+        // The common case, with room in the queue and no pacing: emitted at once, no await per line.
+        if (held.length === 0 && options.pace !== 'realtime' && !(options.queue && !options.queue.hasRoom())) subscriber.next(r);
+        else held.push(r);
+        return stopped;
+      };
+      const drainHeld = async (): Promise<void> => {
+        for (const r of held.splice(0)) {
+          await emitPaced(r);
           if (stopped) return;
         }
-        options.onProgress?.(bytes);
+      };
+      let blanks = 0;
+      const countBlanks = (): void => {
+        for (; blanks < splitter.blankLines; blanks++) options.onBlankLine?.();
+      };
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        if (stopped) return;
+        splitter.push(chunk, onLine);
+        countBlanks();
+        await drainHeld();
+        if (stopped) return;
+        // Progress counts bytes of the file as stored (compressed for .gz), as the total does.
+        options.onProgress?.(fileStream.bytesRead);
       }
-      if (carry !== '') await emit(carry);
+      splitter.end(onLine);
+      countBlanks();
+      await drainHeld();
       if (!stopped) subscriber.complete();
-
-      // The common case, with room in the queue and no pacing: no await per line.
-      function emitSync(text: string): void {
-        line++;
-        if (text.trim() === '') return;
-        subscriber.next({ value: text, source: { kind: 'file', file, line } });
-      }
     };
     run().catch((err: unknown) => subscriber.error(err));
     return () => {

@@ -13,7 +13,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `events       ${s.events}`,
     `keys         ${s.keys}`,
     `predictions  ${s.predictions}`,
-    `dead-letters ${s.deadLettered}`,
+    `dead-letters ${s.deadLettered}${s.blankLines ? `  (${s.blankLines} blank line(s) skipped)` : ''}`,
     `evictions    ${s.evictions}`,
     `seconds      ${s.seconds.toFixed(3)}  (setup ${s.setupSeconds.toFixed(3)})`,
     `events/s     ${Math.round(s.eventsPerSecond)}`,

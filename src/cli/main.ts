@@ -66,6 +66,7 @@ export function buildProgram(): Command {
   const program = new Command('rnnstream')
     .description('Recurrent neural networks over live streams: per-key hidden state, batched GPU.js kernels, Kafka and fixture replay.')
     .showHelpAfterError('(run with --help for usage)')
+    .option('--debug', 'print the stack trace of an unexpected error')
     .exitOverride();
 
   program
@@ -423,7 +424,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rnnstream: ${kafka}\n`);
       return 1;
     }
-    process.stderr.write(`rnnstream: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+    // One line; the stack only when asked for (it can quote internals, and helps only a developer).
+    const debug = argv.includes('--debug');
+    process.stderr.write(`rnnstream: unexpected error: ${debug ? ((err as Error).stack ?? String(err)) : err instanceof Error ? `${err.name}: ${err.message}` : String(err)}${debug ? '' : ' (run with --debug for the stack trace)'}\n`);
     return 1;
   }
 }

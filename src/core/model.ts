@@ -25,7 +25,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ModelFileError } from './errors.js';
-import { formatZodIssues } from './validation.js';
+import { describeJsonError, formatZodIssues } from './validation.js';
 
 export const CELL_KINDS = ['rnn', 'lstm', 'gru'] as const;
 export type CellKind = (typeof CELL_KINDS)[number];
@@ -283,7 +283,7 @@ export function loadModelFile(path: string): RnnModel {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new ModelFileError(path, [`not valid JSON: ${(err as Error).message}`]);
+    throw new ModelFileError(path, [`not valid JSON: ${describeJsonError(text, err)}`]);
   }
   return parseModel(json, path);
 }

@@ -50,6 +50,8 @@ export interface ReplaySummary {
   readonly keys: number;
   readonly predictions: number;
   readonly deadLettered: number;
+  /** Blank lines skipped (not events: neither predicted nor dead-lettered). */
+  readonly blankLines: number;
   readonly evictions: number;
   readonly seconds: number;
   readonly eventsPerSecond: number;
@@ -124,6 +126,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const keys = new Set<string>();
   let predictions = 0;
   let deadLettered = 0;
+  let blankLines = 0;
   const setupSeconds = (performance.now() - setupStart) / 1000;
 
   // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
@@ -136,7 +139,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const started = performance.now();
   try {
     await lastValueFrom(
-      readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b) }).pipe(
+      readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b), onBlankLine: () => blankLines++ }).pipe(
         predict(pipeline, model, { backend, store, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs }),
         tap((record: PipelineOutput) => {
           if (record.kind === 'prediction') {
@@ -177,6 +180,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     keys: keys.size,
     predictions,
     deadLettered,
+    blankLines,
     evictions: stats.evictedByCapacity + stats.evictedByTtl,
     seconds,
     eventsPerSecond: seconds > 0 ? events / seconds : 0,

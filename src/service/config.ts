@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
-import { formatPath } from '../core/validation.js';
+import { describeJsonError, formatPath } from '../core/validation.js';
 import { DEFAULT_MAX_KEY_BYTES } from '../pipeline/predict.js';
 import { DEAD_LETTER_RAW_BYTES } from '../pipeline/serialize.js';
 import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
@@ -220,7 +220,7 @@ export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
     try {
       layers.push({ source: `config file ${sources.file}`, values: JSON.parse(text) as Record<string, unknown> });
     } catch (err) {
-      throw new UsageError(`config file ${sources.file} is not valid JSON: ${(err as Error).message}`);
+      throw new UsageError(`config file ${sources.file} is not valid JSON: ${describeJsonError(text, err)}`);
     }
   }
   const env = sources.env ?? process.env;
@@ -231,7 +231,11 @@ export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
   const merged = layers.reduce((acc, l) => merge(acc, l.values), {} as Record<string, unknown>);
   const parsed = serviceConfigSchema.safeParse(merged);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${formatPath(i.path) || '(root)'} (from ${sourceOf(layers, i.path)}): ${i.message}`);
+    const lines = parsed.error.issues.map((i) => {
+      // An unknown key is reported at its parent's path; its source is where the key itself is.
+      const keyPath = i.code === 'unrecognized_keys' && i.keys.length > 0 ? [...i.path, i.keys[0]!] : i.path;
+      return `${formatPath(i.path) || '(root)'} (from ${sourceOf(layers, keyPath)}): ${i.message}`;
+    });
     throw new UsageError(`invalid service configuration:\n  - ${lines.join('\n  - ')}`);
   }
   const c = parsed.data;

@@ -17,7 +17,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function produceFixture(producer: Producer, pipeline: PipelineDefinition, file: string, options: ProduceOptions): Promise<{ messages: number; seconds: number }> {
   const started = performance.now();
   const batchSize = options.batchSize ?? 2000;
-  let batch: { key: string | null; value: string }[] = [];
+  let batch: { key: string | null; value: Buffer }[] = [];
   let messages = 0;
   let firstTime: number | undefined;
   const flush = async (): Promise<void> => {
@@ -26,7 +26,7 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     messages += batch.length;
     batch = [];
   };
-  for await (const { text } of readJsonLines(file)) {
+  for await (const { text, bytes } of readJsonLines(file)) {
     // A line that is not a valid event is produced as is, unkeyed, for the service to dead-letter.
     const event = eventOfLine(pipeline, text);
     const key = event === undefined ? null : pipeline.key(event);
@@ -39,7 +39,8 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
         await sleep(due);
       }
     }
-    batch.push({ key, value: text });
+    // The line's bytes as they are in the file (replay decodes the same bytes the same way).
+    batch.push({ key, value: bytes });
     if (batch.length >= batchSize) await flush();
   }
   await flush();

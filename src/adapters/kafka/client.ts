@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type KafkaConfig, type LogEntry, type ProducerConfig, type SASLOptions } from 'kafkajs';
+import { UsageError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 
 export interface KafkaConnection {
@@ -51,12 +52,21 @@ function kafkaLogCreator(logger: Logger) {
     };
 }
 
+/** A TLS file's text; a missing or unreadable one is a usage error naming the setting (never the contents). */
+function readTlsFile(setting: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${setting} ${path}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+}
+
 export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
   const ssl = c.ssl.enabled && {
     rejectUnauthorized: c.ssl.rejectUnauthorized,
-    ...(c.ssl.ca ? { ca: [readFileSync(c.ssl.ca, 'utf8')] } : {}),
-    ...(c.ssl.cert ? { cert: readFileSync(c.ssl.cert, 'utf8') } : {}),
-    ...(c.ssl.key ? { key: readFileSync(c.ssl.key, 'utf8') } : {}),
+    ...(c.ssl.ca ? { ca: [readTlsFile('ssl.ca', c.ssl.ca)] } : {}),
+    ...(c.ssl.cert ? { cert: readTlsFile('ssl.cert', c.ssl.cert) } : {}),
+    ...(c.ssl.key ? { key: readTlsFile('ssl.key', c.ssl.key) } : {}),
   };
   const config: KafkaConfig = {
     clientId: c.clientId,
