@@ -171,6 +171,32 @@ describe('rnnByKey numerics and flow control', () => {
     );
   });
 
+  it('enforces per-key order by a sequence: a duplicate or older event is rejected with both numbers, a jump counts as a gap', async () => {
+    interface Seq extends Ev {
+      readonly n: number;
+    }
+    const ev = (k: string, n: number): Seq => ({ k, v: n / 10, n });
+    const store = new KeyStateStore<Seq>(model);
+    const base = config(undefined) as unknown as RnnByKeyConfig<Seq, Seq>;
+    const cfg: RnnByKeyConfig<Seq, Seq> = { ...base, store, sequence: { field: 'frame', of: (e) => e.n, consecutive: true } };
+    // Within one micro-batch (waves) and across batches alike.
+    const first = await lastValueFrom(from([ev('a', 0), ev('a', 1), ev('b', 5), ev('a', 1), ev('a', 0), ev('b', 8), ev('a', 2)]).pipe(rnnByKey(cfg), toArray()));
+    expect(first.map((r) => (r.kind === 'step' ? `${r.key}${r.seq}+${r.gap}` : r.kind === 'rejected' ? r.reason : '?'))).toEqual([
+      'a1+0',
+      'a2+0',
+      'b1+0',
+      "duplicate: frame 1 is not after the key's last applied frame 1",
+      "out of order: frame 0 is not after the key's last applied frame 1",
+      'b2+2',
+      'a3+0',
+    ]);
+    // The last applied event is the key's `prev`, kept in snapshots: the order holds after a restore.
+    const restored = new KeyStateStore<Seq>(model);
+    restored.restore(store.snapshot());
+    const after = await lastValueFrom(from([ev('a', 2), ev('a', 3)]).pipe(rnnByKey({ ...cfg, store: restored }), toArray()));
+    expect(after.map((r) => r.kind)).toEqual(['rejected', 'step']);
+  });
+
   it('refuses a store smaller than a batch and invalid options, naming the option', () => {
     const small = new KeyStateStore<Ev>(model, { capacity: 2 });
     expect(() => rnnByKey(config(undefined, { store: small, maxBatchSize: 10 }))).toThrow(/capacity \(2\) must be >= maxBatchSize \(10\)/);

@@ -25,6 +25,8 @@ export default definePipeline({
   keyField: 'ballId',
   key: (e) => e.ballId,
   eventTime: (e) => e.t * 1000,
+  // Frames count up by one per ball: a repeated or older frame is a dead letter, a skipped one a gap.
+  sequence: { field: 'frame', of: (e) => e.frame, consecutive: true },
   featureNames: ['x', 'y'],
   features: (e, _prev, out) => {
     out[0] = e.x;

@@ -23,6 +23,8 @@ export default definePipeline({
   keyField: 'symbol',
   key: (e) => e.symbol,
   eventTime: (e) => Date.parse(e.t),
+  // Ticks of a symbol arrive in time order; gaps in time are normal (no trading), not missing ticks.
+  sequence: { field: 't', of: (e) => Date.parse(e.t) },
   featureNames: ['logReturn', 'logVolume'],
   features: (e, prev, out) => {
     out[0] = prev ? Math.log(e.price / prev.price) : 0;

@@ -14,6 +14,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `keys         ${s.keys}`,
     `predictions  ${s.predictions}`,
     `dead-letters ${s.deadLettered}${s.blankLines ? `  (${s.blankLines} blank line(s) skipped)` : ''}`,
+    ...(s.sequenceGaps ? [`gaps        ${s.sequenceGaps} missing event(s) by sequence`] : []),
     `evictions    ${s.evictions}`,
     `seconds      ${s.seconds.toFixed(3)}  (setup ${s.setupSeconds.toFixed(3)})`,
     `events/s     ${Math.round(s.eventsPerSecond)}`,

@@ -82,6 +82,7 @@ export function buildProgram(): Command {
     .option('--batch-size <n>', 'most events per micro-batch', positiveInt('--batch-size'), 4096)
     .option('--threads <n>', 'CPU threads for the onnx backend', positiveInt('--threads'))
     .option('--key-capacity <n>', 'most keys held in memory; the least recently used is evicted past it (default 1000000)', positiveInt('--key-capacity'))
+    .option('--max-message-bytes <n>', 'dead-letter lines longer than this, unparsed (default 1048576, as the service)', positiveInt('--max-message-bytes'))
     .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
@@ -100,6 +101,7 @@ export function buildProgram(): Command {
           threads: opts.threads,
           keyCapacity: opts.keyCapacity,
           idleTtlMs: opts.idleTtl,
+          maxMessageBytes: opts.maxMessageBytes,
         },
         {
           logger: consoleLogger('warn'),

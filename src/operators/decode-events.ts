@@ -3,12 +3,17 @@ import type { z } from 'zod';
 import { formatZodIssues } from '../core/validation.js';
 import type { Decoded, RawRecord } from './records.js';
 
+/** Inputs longer than this many bytes are dead-lettered unparsed, by default. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1 << 20;
+
 export interface DecodeOptions {
-  /** Inputs longer than this many bytes are dead-lettered unparsed (default 1 MiB). */
+  /** Inputs longer than this many bytes are dead-lettered unparsed (default DEFAULT_MAX_MESSAGE_BYTES). */
   readonly maxBytes?: number;
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in the text (then JSON.parse refuses it), as a fixture line
+// decoded by its chunk would: only the start of a file may carry a byte-order mark.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Parses each raw record as JSON and validates it with a zod schema. A record that is not
@@ -28,7 +33,7 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  * ```
  */
 export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOptions = {}): OperatorFunction<RawRecord, Decoded<z.output<S>>> {
-  const maxBytes = options.maxBytes ?? 1 << 20;
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   return map((raw): Decoded<z.output<S>> => {
     const reject = (reason: string): Decoded<z.output<S>> =>
       raw.messageKey === undefined

@@ -38,6 +38,12 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
    * match the outputs it is written with). Off by default: replay does not need it.
    */
   readonly captureState?: boolean;
+  /**
+   * Per-key order: an event whose sequence number is not greater than that of the key's previous
+   * event (`prev`, which snapshots and the changelog keep, so the check holds across restores)
+   * is rejected, not stepped. With `consecutive`, a jump of more than one counts as a gap.
+   */
+  readonly sequence?: { readonly field: string; readonly of: (event: E) => number; readonly consecutive?: boolean };
 }
 
 /** A key's state as it was right after one step. */
@@ -93,6 +99,8 @@ export type KeyedStep<In> =
       readonly prev: unknown;
       /** The key's state after this step, when `captureState` is on. */
       readonly captured?: StateCapture<unknown>;
+      /** Sequence numbers skipped right before this event (a consecutive `sequence` only; else 0). */
+      readonly gap: number;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -289,7 +297,7 @@ class WaveStepper<In, E> {
     results: KeyedStep<In>[],
     now: number,
   ): Promise<void> | undefined {
-    const { store, features, backend, eventOf, positionOf, captureState } = this.config;
+    const { store, features, backend, eventOf, positionOf, captureState, sequence } = this.config;
     const { model } = store;
     const { input, state, next, output, raw } = this;
     const { mean, std } = model.normalization;
@@ -298,9 +306,21 @@ class WaveStepper<In, E> {
     const segments = model.stateSegments;
     const stepping: number[] = [];
     const entries: KeyState<E>[] = [];
+    const gaps: number[] = [];
     for (const i of indices) {
       const key = keys[i]!;
       const entry = store.acquire(key, now);
+      let gap = 0;
+      if (sequence && entry.prev !== undefined) {
+        const seq = sequence.of(eventOf(items[i]!));
+        const last = sequence.of(entry.prev);
+        if (!(seq > last)) {
+          const what = seq === last ? 'duplicate' : 'out of order';
+          results[i] = { kind: 'rejected', item: items[i]!, key, reason: `${what}: ${sequence.field} ${seq} is not after the key's last applied ${sequence.field} ${last}` };
+          continue;
+        }
+        if (sequence.consecutive && seq > last + 1) gap = seq - last - 1;
+      }
       raw.fill(Number.NaN);
       features(eventOf(items[i]!), entry.prev, raw);
       const b = stepping.length;
@@ -316,6 +336,7 @@ class WaveStepper<In, E> {
       }
       stepping.push(i);
       entries.push(entry);
+      gaps.push(gap);
     }
     const B = stepping.length;
     if (B === 0) return undefined;
@@ -349,7 +370,7 @@ class WaveStepper<In, E> {
         const captured = wave
           ? new WaveStateCapture(wave, B, b, segments, model.stateSize, entry.steps, entry.prev, entry.position, entry.lastSeen)
           : undefined;
-        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev, captured };
+        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev, captured, gap: gaps[b]! };
       }
     };
     const pending = backend.step(B, input, state, next, output);

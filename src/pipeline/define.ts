@@ -7,6 +7,13 @@
 import type { z } from 'zod';
 import type { RandomModelSpec } from '../core/random-model.js';
 
+export interface SequenceContract<E> {
+  /** The field, for messages. */
+  readonly field: string;
+  readonly of: (event: E) => number;
+  readonly consecutive?: boolean;
+}
+
 export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   readonly name: string;
   readonly description: string;
@@ -16,6 +23,13 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   readonly key: (event: z.output<S>) => string;
   /** When the event happened, in ms since the epoch (realtime pacing of replay and produce). */
   readonly eventTime: (event: z.output<S>) => number;
+  /**
+   * Per-key order, as a contract: a number that grows from each event of a key to the next. An
+   * event whose number is not greater than its key's last applied one is a dead letter
+   * (duplicate or out of order), not a step. With `consecutive`, numbers are meant to go up by
+   * one, and a larger jump is counted as a gap (missing events), the event still applied.
+   */
+  readonly sequence?: SequenceContract<z.output<S>>;
   /** Feature names, in the order `features` writes them; the model's `features` must match. */
   readonly featureNames: readonly string[];
   readonly features: (event: z.output<S>, prev: z.output<S> | undefined, out: Float64Array) => void;

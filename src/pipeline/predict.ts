@@ -33,6 +33,8 @@ export interface PredictionRecord {
   /** The key's state right after this event (only with `captureState`). */
   readonly state?: StateCapture<unknown>;
   readonly source: SourcePosition;
+  /** Sequence numbers missing right before this event (the pipeline's `sequence`, when consecutive). */
+  readonly sequenceGap?: number;
 }
 
 /**
@@ -112,6 +114,7 @@ export function toPredictionRecord(
     prequential: score,
     state: step.captured,
     source: item.source,
+    sequenceGap: step.gap,
   };
 }
 
@@ -158,6 +161,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       scheduler: options.scheduler,
       queue: options.queue,
       captureState: options.captureState,
+      sequence: pipeline.sequence,
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {

@@ -13,6 +13,7 @@ import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
 import { readFixture, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import type { DeadLetter } from '../operators/records.js';
 import { deadLetterJson, predictionJson } from '../pipeline/serialize.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
@@ -37,6 +38,8 @@ export const replayOptionsSchema = z
     keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     idleTtlMs: z.number().positive().optional(),
     threads: z.int().positive().optional(),
+    /** Inputs longer than this are dead-lettered unparsed, as in the service. */
+    maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
   })
   .strict();
 export type ReplayOptions = z.input<typeof replayOptionsSchema>;
@@ -52,10 +55,14 @@ export interface ReplaySummary {
   readonly deadLettered: number;
   /** Blank lines skipped (not events: neither predicted nor dead-lettered). */
   readonly blankLines: number;
+  /** Events missing by the pipeline's sequence (a consecutive one: ball frames), summed over keys. */
+  readonly sequenceGaps: number;
   readonly evictions: number;
   readonly seconds: number;
   readonly eventsPerSecond: number;
   readonly setupSeconds: number;
+  /** The process's peak resident memory so far (bytes). */
+  readonly maxRssBytes: number;
   readonly accuracy?: AccuracyReport;
   /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
   readonly prequential?: { readonly scored: number; readonly correct: number; readonly accuracy: number };
@@ -127,6 +134,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   let predictions = 0;
   let deadLettered = 0;
   let blankLines = 0;
+  let sequenceGaps = 0;
   const setupSeconds = (performance.now() - setupStart) / 1000;
 
   // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
@@ -140,10 +148,11 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   try {
     await lastValueFrom(
       readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b), onBlankLine: () => blankLines++ }).pipe(
-        predict(pipeline, model, { backend, store, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs }),
+        predict(pipeline, model, { backend, store, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs, maxBytes: opts.maxMessageBytes }),
         tap((record: PipelineOutput) => {
           if (record.kind === 'prediction') {
             predictions++;
+            sequenceGaps += record.sequenceGap ?? 0;
             keys.add(record.key);
             if (record.label !== undefined) accuracy?.add(record.seq, record.prediction === record.label);
             out?.write(predictionJson(record));
@@ -181,10 +190,12 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     predictions,
     deadLettered,
     blankLines,
+    sequenceGaps,
     evictions: stats.evictedByCapacity + stats.evictedByTtl,
     seconds,
     eventsPerSecond: seconds > 0 ? events / seconds : 0,
     setupSeconds,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
     ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy } } : {}),
   };

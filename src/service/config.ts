@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
 import { describeJsonError, formatPath } from '../core/validation.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import { DEFAULT_MAX_KEY_BYTES } from '../pipeline/predict.js';
 import { DEAD_LETTER_RAW_BYTES } from '../pipeline/serialize.js';
 import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
@@ -44,7 +45,7 @@ export const serviceConfigSchema = z
     queueCapacity: z.int().positive().default(16384),
     keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     idleTtlMs: z.number().positive().optional(),
-    maxMessageBytes: z.int().positive().default(1 << 20),
+    maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
     /** Events whose key is longer (UTF-8 bytes) are dead-lettered. */
     maxKeyBytes: z.int().positive().default(DEFAULT_MAX_KEY_BYTES),
     /** Bytes of a bad input a dead letter keeps (the rest is named by its size and SHA-256). */

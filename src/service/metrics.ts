@@ -9,6 +9,11 @@ export class ServiceMetrics {
   readonly eventsIn = new Counter({ name: 'rnnstream_events_in_total', help: 'Input messages consumed', registers: [this.registry] });
   readonly predictionsOut = new Counter({ name: 'rnnstream_predictions_out_total', help: 'Predictions acknowledged by the broker', registers: [this.registry] });
   readonly deadLetters = new Counter({ name: 'rnnstream_dead_letters_total', help: 'Dead letters acknowledged by the broker', registers: [this.registry] });
+  readonly sequenceGaps = new Counter({
+    name: 'rnnstream_sequence_gaps_total',
+    help: "Events missing by the pipeline's sequence field (e.g. skipped ball frames), summed over keys",
+    registers: [this.registry],
+  });
   readonly skipped = new Counter({
     name: 'rnnstream_events_skipped_total',
     help: 'Redelivered events already reflected in restored state (not applied twice)',

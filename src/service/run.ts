@@ -181,6 +181,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       onWritten: (counts) => {
         stalls.sendSucceeded();
         metrics.predictionsOut.inc(counts.predictions);
+        metrics.sequenceGaps.inc(counts.sequenceGaps);
         metrics.deadLetters.inc(counts.deadLetters);
         metrics.skipped.inc(counts.skipped);
         metrics.keysResident.set(store.size);

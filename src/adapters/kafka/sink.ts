@@ -43,6 +43,8 @@ export interface SinkTopics {
 /** Outputs of one acknowledged produce request, by kind (each is one input event). */
 export interface WrittenCounts {
   readonly predictions: number;
+  /** Events missing by the pipeline's sequence, right before these predictions' events. */
+  readonly sequenceGaps: number;
   readonly deadLetters: number;
   readonly skipped: number;
 }
@@ -95,11 +97,12 @@ interface Request {
   states: Map<string, StateCapture<unknown>>;
   commits: Map<number, Commit>;
   predictions: number;
+  sequenceGaps: number;
   deadLetterCount: number;
   skipped: number;
 }
 
-const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), commits: new Map(), predictions: 0, deadLetterCount: 0, skipped: 0 });
+const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), commits: new Map(), predictions: 0, sequenceGaps: 0, deadLetterCount: 0, skipped: 0 });
 const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.skipped;
 
 export class KafkaSink {
@@ -190,6 +193,7 @@ export class KafkaSink {
       writePredictionJson(r, packer.writer);
       packer.end();
       o.predictions++;
+      if (r.sequenceGap) o.sequenceGaps += r.sequenceGap;
       if (r.state) o.states.set(r.key, r.state);
       if (packer.count >= this.options.produceBatchSize) this.post();
     } else if (r.kind === 'dead-letter') {
@@ -257,7 +261,7 @@ export class KafkaSink {
     for (const [key, s] of request.states) if (this.owns(partitionOf(s))) this.pendingState.set(key, s);
     for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += eventsIn(request);
-    this.hooks.onWritten?.({ predictions: request.predictions, deadLetters: request.deadLetterCount, skipped: request.skipped });
+    this.hooks.onWritten?.({ predictions: request.predictions, sequenceGaps: request.sequenceGaps, deadLetters: request.deadLetterCount, skipped: request.skipped });
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
   }
 

@@ -1,0 +1,112 @@
+/**
+ * `npm run bench:memory`: memory per key and the cost of eviction, measured with replay in fresh
+ * processes on generated ball fixtures (each key's frames 0 and 1, all keys' frame 0 first, so
+ * a key's second event comes N events after its first).
+ *
+ * - bytes per key: (peak RSS with N keys - peak RSS with N/100 keys) / (N - N/100), capacity
+ *   N: the store, the prequential scorer and replay's own per-key bookkeeping;
+ * - eviction: the same N-key replay with keyCapacity at 10% of N (every key is evicted before
+ *   its second event and restarts from zero state), as a ratio of the replay without eviction.
+ *
+ *   node dist/bench/memory.js [--keys 1000000] [--runs 3] [--json]
+ */
+import { spawnSync } from 'node:child_process';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { projectPath } from '../src/paths.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: number): number => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const keys = opt('--keys', 1_000_000);
+const runs = opt('--runs', 3);
+const json = args.includes('--json');
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+async function writeFixture(file: string, n: number): Promise<void> {
+  const out = createWriteStream(file);
+  for (let frame = 0; frame < 2; frame++) {
+    let chunk = '';
+    for (let k = 0; k < n; k++) {
+      chunk += `{"ballId":"ball-${k}","frame":${frame},"t":${frame / 30},"x":${((k % 1000) / 1000).toFixed(3)},"y":${(frame * 0.01 + 0.5).toFixed(3)}}\n`;
+      if (chunk.length > 1 << 20) {
+        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+        chunk = '';
+      }
+    }
+    out.write(chunk);
+  }
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+}
+
+interface Run {
+  readonly maxRssBytes: number;
+  readonly eventsPerSecond: number;
+  readonly evictions: number;
+}
+
+function replay(file: string, capacity: number): Run {
+  const r = spawnSync(
+    process.execPath,
+    ['--max-semi-space-size=64', projectPath('dist', 'src', 'cli', 'main.js'), 'replay', '--pipeline', 'ball-direction', '--backend', 'onnx', '--input', file, '--key-capacity', String(capacity), '--json'],
+    { encoding: 'utf8', maxBuffer: 1 << 26 },
+  );
+  if (r.status !== 0) throw new Error(`replay failed: ${r.stderr.slice(-2000)}`);
+  const s = JSON.parse(r.stdout) as Run;
+  return { maxRssBytes: s.maxRssBytes, eventsPerSecond: s.eventsPerSecond, evictions: s.evictions };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'rnnstream-bench-memory-'));
+  try {
+    const small = Math.max(1000, Math.floor(keys / 100));
+    const big = join(dir, 'big.jsonl');
+    const little = join(dir, 'small.jsonl');
+    await writeFixture(big, keys);
+    await writeFixture(little, small);
+    const perKey: number[] = [];
+    const full: number[] = [];
+    const evicting: number[] = [];
+    let evictions = 0;
+    for (let i = 0; i < runs; i++) {
+      const a = replay(big, keys);
+      const b = replay(little, keys);
+      const c = replay(big, Math.floor(keys / 10));
+      perKey.push((a.maxRssBytes - b.maxRssBytes) / (keys - small));
+      full.push(a.eventsPerSecond);
+      evicting.push(c.eventsPerSecond);
+      evictions = c.evictions;
+      if (!json) process.stderr.write(`  run ${i + 1}: ${Math.round(perKey.at(-1)!)} bytes/key; ${Math.round(a.eventsPerSecond)} events/s, with eviction ${Math.round(c.eventsPerSecond)} (${c.evictions} evictions)\n`);
+    }
+    const result = { keys, events: 2 * keys, runs, bytesPerKey: median(perKey), eventsPerSecond: median(full), evictingEventsPerSecond: median(evicting), evictionRatio: median(full) / median(evicting), evictions, perKeyRuns: perKey, fullRuns: full, evictingRuns: evicting };
+    if (json) {
+      process.stdout.write(JSON.stringify(result) + '\n');
+      return;
+    }
+    process.stdout.write(
+      [
+        `Memory per key and eviction, ball-direction (2x32 LSTM, state 512 bytes as float32), ${keys} keys x 2 events, median of ${runs}:`,
+        '',
+        `| measure | median | runs |`,
+        '|---|---|---|',
+        `| peak RSS per key (capacity ${keys}) | ${Math.round(result.bytesPerKey)} bytes | ${perKey.map(Math.round).join(', ')} |`,
+        `| replay, no eviction | ${Math.round(result.eventsPerSecond)} events/s | ${full.map(Math.round).join(', ')} |`,
+        `| replay, capacity ${Math.floor(keys / 10)} (${evictions} evictions) | ${Math.round(result.evictingEventsPerSecond)} events/s | ${evicting.map(Math.round).join(', ')} |`,
+        '',
+        `no eviction / with eviction: ${result.evictionRatio.toFixed(2)}x (target at most 1.3x)`,
+      ].join('\n') + '\n',
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:memory failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
