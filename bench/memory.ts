@@ -8,7 +8,10 @@
  * - eviction: the same N-key replay with keyCapacity at 10% of N (every key is evicted before
  *   its second event and restarts from zero state), as a ratio of the replay without eviction.
  *
- *   node dist/bench/memory.js [--keys 1000000] [--runs 3] [--json]
+ *   node dist/bench/memory.js [--keys 1000000] [--runs 3] [--json] [--dist DIR]
+ *
+ * `--dist` runs the CLI of another build (a folder in the project holding src/cli/main.js), to
+ * measure a change against the build before it on the same fixtures.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
@@ -21,6 +24,7 @@ const opt = (name: string, dflt: number): number => (args.includes(name) ? Numbe
 const keys = opt('--keys', 1_000_000);
 const runs = opt('--runs', 3);
 const json = args.includes('--json');
+const dist = args.includes('--dist') ? args[args.indexOf('--dist') + 1]! : 'dist';
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -53,7 +57,7 @@ interface Run {
 function replay(file: string, capacity: number): Run {
   const r = spawnSync(
     process.execPath,
-    ['--max-semi-space-size=64', projectPath('dist', 'src', 'cli', 'main.js'), 'replay', '--pipeline', 'ball-direction', '--backend', 'onnx', '--input', file, '--key-capacity', String(capacity), '--json'],
+    ['--max-semi-space-size=64', projectPath(dist, 'src', 'cli', 'main.js'), 'replay', '--pipeline', 'ball-direction', '--backend', 'onnx', '--input', file, '--key-capacity', String(capacity), '--json'],
     { encoding: 'utf8', maxBuffer: 1 << 26 },
   );
   if (r.status !== 0) throw new Error(`replay failed: ${r.stderr.slice(-2000)}`);

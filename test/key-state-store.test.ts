@@ -25,6 +25,34 @@ describe('KeyStateStore', () => {
     expect(store.acquire('b', 4).state).toEqual(new Float32Array(8));
   });
 
+  it("reuses an evicted key's space for the next key, at zero, with nothing of the evicted key left", () => {
+    const store = new KeyStateStore<{ v: number }>(model, { capacity: 3 });
+    for (let i = 0; i < 10_000; i++) {
+      const e = store.acquire(`k${i}`, i);
+      expect(e.steps).toBe(0);
+      expect(e.prev).toBeUndefined();
+      expect(e.state.every((v) => v === 0)).toBe(true);
+      e.state.fill(i);
+      e.steps = 1;
+      e.prev = { v: i };
+      e.position = i;
+    }
+    expect(store.size).toBe(3);
+    expect([...store.entries()].map((e) => [e.key, e.state[0], e.prev])).toEqual([
+      ['k9997', 9997, { v: 9997 }],
+      ['k9998', 9998, { v: 9998 }],
+      ['k9999', 9999, { v: 9999 }],
+    ]);
+    expect(store.stats).toEqual({ created: 10_000, evictedByCapacity: 9_997, evictedByTtl: 0 });
+    // A deleted key's space is reused too; set() keeps a copy of what it is given.
+    expect(store.delete('k9998')).toBe(true);
+    const given = { key: 'r', state: new Float32Array(8).fill(7), prev: { v: 1 }, steps: 4, lastSeen: 5, position: 'p' };
+    store.set(given);
+    given.state.fill(0);
+    expect(store.get('r')?.state[0]).toBe(7);
+    expect([...store.entries()].map((e) => e.key)).toEqual(['k9997', 'k9999', 'r']);
+  });
+
   it('evicts keys idle past the TTL, on access and in sweeps', () => {
     const store = new KeyStateStore(model, { idleTtlMs: 100 });
     store.acquire('a', 0).steps = 5;

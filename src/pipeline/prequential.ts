@@ -20,11 +20,19 @@ export function prequentialFor(pipeline: { readonly outcome?: unknown }, model: 
 }
 
 export class PrequentialTracker {
-  private readonly last = new Map<string, string>();
+  /**
+   * Each key's last prediction, in two generations: new keys go to `recent`; when it holds
+   * `capacity` keys, it becomes `older` and the old `older` is dropped whole. At least the
+   * `capacity` most recent keys are remembered (at most twice that), the earliest forgotten
+   * first, with no Map deletes: deleting a Map's first entry over and over leaves deleted slots
+   * that each later `keys().next()` walks over.
+   */
+  private recent = new Map<string, string>();
+  private older = new Map<string, string>();
   private scoredCount = 0;
   private correctCount = 0;
 
-  /** @param capacity most keys remembered (the earliest remembered forgotten first). */
+  /** @param capacity keys remembered at least (the earliest remembered forgotten first). */
   constructor(private readonly capacity = DEFAULT_KEY_CAPACITY) {}
 
   get scored(): number {
@@ -44,11 +52,15 @@ export class PrequentialTracker {
    * nothing, e.g. the key's first event), then remembers `prediction` for the next one.
    */
   observe(key: string, outcome: string | undefined, prediction: string): PrequentialScore | undefined {
-    const predicted = this.last.get(key);
-    // Bounded: a new key beyond capacity displaces the oldest remembered one. (No reordering
-    // on every event: that would cost a Map delete per event on the hot path.)
-    if (predicted === undefined && this.last.size >= this.capacity) this.last.delete(this.last.keys().next().value!);
-    this.last.set(key, prediction);
+    let predicted = this.recent.get(key);
+    if (predicted === undefined) {
+      predicted = this.older.get(key);
+      if (this.recent.size >= this.capacity) {
+        this.older = this.recent;
+        this.recent = new Map();
+      }
+    }
+    this.recent.set(key, prediction);
     if (predicted === undefined || outcome === undefined) return undefined;
     const hit = predicted === outcome;
     this.scoredCount++;
