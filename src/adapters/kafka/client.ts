@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type KafkaConfig, type LogEntry, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import { UsageError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { RepeatLimiter } from '../../observability/repeat-limiter.js';
 
 export interface KafkaConnection {
   readonly brokers: readonly string[];
@@ -42,13 +43,21 @@ export function kafkajsErrorLevel(fields: Record<string, unknown>): 'error' | 'w
 }
 
 function kafkaLogCreator(logger: Logger) {
+  // One limiter per client: each of its lines (message, error, broker) once per 10 s at most.
+  const repeats = new RepeatLimiter();
   return () =>
     ({ level, log }: LogEntry): void => {
       const { message, ...fields } = log;
-      const entry = { component: 'kafkajs', ...fields };
-      if (level === KafkaLogLevel.ERROR) logger[kafkajsErrorLevel(fields)](entry, message);
-      else if (level === KafkaLogLevel.WARN) logger.warn(entry, message);
-      else if (level === KafkaLogLevel.INFO) logger.debug(entry, message);
+      const as = level === KafkaLogLevel.ERROR ? kafkajsErrorLevel(fields) : level === KafkaLogLevel.WARN ? 'warn' : level === KafkaLogLevel.INFO ? 'debug' : undefined;
+      if (!as) return;
+      let heldBack = 0;
+      if (as !== 'debug') {
+        const admitted = repeats.admit(`${as}|${message}|${String(fields.error ?? '')}|${String(fields.broker ?? '')}`);
+        if (admitted === undefined) return;
+        heldBack = admitted;
+      }
+      const entry = { component: 'kafkajs', ...fields, ...(heldBack ? { repeatsHeldBack: heldBack } : {}) };
+      logger[as](entry, message);
     };
 }
 
