@@ -26,7 +26,11 @@ describe('fuzz: replay', () => {
     const lineOf = (source: unknown): number => Number(/:(\d+)$/.exec(String(source))![1]);
     const outcome = new Map<number, string[]>();
     for (const [f, kind] of [[out, 'prediction'], [dead, 'dead-letter']] as const) {
-      for (const l of readFileSync(f, 'utf8').split('\n')) if (l) outcome.set(lineOf((JSON.parse(l) as { source: unknown }).source), [...(outcome.get(lineOf((JSON.parse(l) as { source: unknown }).source)) ?? []), kind]);
+      for (const l of readFileSync(f, 'utf8').split('\n')) {
+        if (!l) continue;
+        const line = lineOf((JSON.parse(l) as { source: unknown }).source);
+        outcome.set(line, [...(outcome.get(line) ?? []), kind]);
+      }
     }
     const wrong: string[] = [];
     records.forEach((rec, i) => {

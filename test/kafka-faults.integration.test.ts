@@ -107,7 +107,7 @@ describe('faults and bad input on a real broker', () => {
     const shutdownTimeoutMs = 8000;
     let service: ReturnType<typeof spawnService> | undefined;
     try {
-      const p = (await import('./support/cli.js')).cli(['produce', '--pipeline', 'ball-direction', '--brokers', brokers, '--input', h.fixture, '--topic', t.inputTopic]);
+      const p = cli(['produce', '--pipeline', 'ball-direction', '--brokers', brokers, '--input', h.fixture, '--topic', t.inputTopic]);
       expect(p.code, p.stderr).toBe(0);
       service = spawnService(['--config', h.throttled(t, { brokers: brokers.split(','), stallTimeoutMs: 3000, healthCheckIntervalMs: 500, shutdownTimeoutMs })]);
       const http = await httpAddressOf(service);

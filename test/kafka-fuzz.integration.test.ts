@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ballHarness, type BallHarness } from './support/harness.js';
 import { BAD_KINDS, FUZZ_MAX_MESSAGE_BYTES, fuzzRecords } from './support/fuzz.js';
-import { exited, freshTopics, httpAddressOf, kafkaClient, produce, readTopic, spawnService, topicSize, waitFor } from './support/kafka.js';
+import { exited, freshTopics, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor } from './support/kafka.js';
 
 const SEED = Number(process.env.RNNSTREAM_FUZZ_SEED ?? 20261202);
 const BAD = 10_000;
@@ -16,31 +16,6 @@ let h: BallHarness;
 beforeAll(async () => {
   h = await ballHarness(2);
 }, 60_000);
-
-/** Every record of a topic as raw bytes, with its partition and offset. */
-async function readRaw(brokers: string, topic: string, count: number): Promise<{ partition: number; offset: string; key: string | null; value: Buffer }[]> {
-  const consumer = kafkaClient(brokers).consumer({ groupId: `fuzz-reader-${Date.now()}` });
-  await consumer.connect();
-  const out: { partition: number; offset: string; key: string | null; value: Buffer }[] = [];
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`read ${out.length} of ${count} records of ${topic}`)), 60_000);
-      void consumer.run({
-        eachMessage: async ({ partition, message }) => {
-          out.push({ partition, offset: message.offset, key: message.key?.toString() ?? null, value: message.value ?? Buffer.alloc(0) });
-          if (out.length >= count) {
-            clearTimeout(timer);
-            resolve();
-          }
-        },
-      });
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return out;
-}
 
 describe('fuzz: the service on a real broker', () => {
   it(`${BAD} bad records of ${BAD_KINDS.length} kinds (seed ${SEED}): every record is exactly one prediction or one dead letter, the right one`, async () => {
@@ -54,7 +29,7 @@ describe('fuzz: the service on a real broker', () => {
     }
     const t = freshTopics('fuzz');
     await produce(h.brokers, t.inputTopic, records.map((r) => ({ key: r.key, value: r.value })));
-    const input = await readRaw(h.brokers, t.inputTopic, records.length);
+    const input = await readTopic(h.brokers, t.inputTopic, records.length);
     const service = spawnService(['--config', h.config(t, { maxMessageBytes: FUZZ_MAX_MESSAGE_BYTES })]);
     try {
       await httpAddressOf(service);
@@ -71,7 +46,7 @@ describe('fuzz: the service on a real broker', () => {
       const wrong: string[] = [];
       for (const r of input) {
         const got = outcome.get(`${r.partition}/${r.offset}`) ?? [];
-        const want1 = expected.get(`${r.key}\u0000${r.value.toString('base64')}`);
+        const want1 = expected.get(`${r.key}\u0000${r.bytes.toString('base64')}`);
         if (got.length !== 1 || got[0] !== want1) wrong.push(`${r.partition}/${r.offset}: ${JSON.stringify(got)}, expected ${want1}`);
       }
       expect(wrong.slice(0, 10)).toEqual([]);

@@ -87,7 +87,8 @@ class LineSplitter {
   private carry: Buffer | undefined;
   private line = 0;
   private atStart = true;
-  blankLines = 0;
+
+  constructor(private readonly onBlankLine: () => void = () => {}) {}
 
   /** Calls `onLine` for each complete line in `chunk` (after what was carried from the last one); true from it stops. */
   push(chunk: Buffer, onLine: OnLine): void {
@@ -121,7 +122,7 @@ class LineSplitter {
           this.atStart = false;
           if (text.charCodeAt(from) === 0xfeff) from++;
         }
-        if (isBlankText(text, from, nl)) this.blankLines++;
+        if (isBlankText(text, from, nl)) this.onBlankLine();
         else if (onLine(text.slice(from, nl), this.line) === true) return;
       }
       return;
@@ -135,24 +136,24 @@ class LineSplitter {
         this.atStart = false;
         if (nl - from >= 3 && complete.subarray(from, from + 3).equals(BOM)) from += 3;
       }
-      if (isBlank(complete, from, nl)) this.blankLines++;
+      if (isBlank(complete, from, nl)) this.onBlankLine();
       else if (onLine(complete.subarray(from, nl), this.line) === true) return;
     }
   }
 }
 
 /**
- * The non-blank lines of a fixture with their 1-based line numbers, one at a time, as bytes and
- * as text: for the tools that read a whole file at their own pace (training, evaluation,
- * produce), where readFixture's chunked, back-pressured Observable is not needed.
+ * The non-blank lines of a fixture with their 1-based line numbers, one at a time, as text and
+ * as read (`value`: text, or bytes where not UTF-8, for produce to send as they are): for the
+ * tools that read a whole file at their own pace (training, evaluation, produce), where
+ * readFixture's chunked, back-pressured Observable is not needed.
  */
-export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string; readonly bytes: Buffer }> {
+export async function* readJsonLines(file: string): AsyncGenerator<{ readonly line: number; readonly text: string; readonly value: LineValue }> {
   fixtureSize(file);
   const { file: fileStream, text: input } = openFixture(file, undefined, { bytes: true });
   const splitter = new LineSplitter();
-  const lines: { line: number; text: string; bytes: Buffer }[] = [];
-  const collect = (value: LineValue, line: number): void =>
-    void lines.push(typeof value === 'string' ? { line, text: value, bytes: Buffer.from(value, 'utf8') } : { line, text: value.toString('utf8'), bytes: value });
+  const lines: { line: number; text: string; value: LineValue }[] = [];
+  const collect = (value: LineValue, line: number): void => void lines.push({ line, text: typeof value === 'string' ? value : value.toString('utf8'), value });
   try {
     for await (const chunk of input as AsyncIterable<Buffer>) {
       splitter.push(chunk, collect);
@@ -177,7 +178,7 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
     let stopped = false;
     const { file: fileStream, text: stream } = openFixture(file, options.chunkBytes, { bytes: true });
     const run = async (): Promise<void> => {
-      const splitter = new LineSplitter();
+      const splitter = new LineSplitter(options.onBlankLine);
       let firstEventTime: number | undefined;
       const wallStart = performance.now();
       const emitPaced = async (r: RawRecord): Promise<void> => {
@@ -207,21 +208,15 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
           if (stopped) return;
         }
       };
-      let blanks = 0;
-      const countBlanks = (): void => {
-        for (; blanks < splitter.blankLines; blanks++) options.onBlankLine?.();
-      };
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         if (stopped) return;
         splitter.push(chunk, onLine);
-        countBlanks();
         await drainHeld();
         if (stopped) return;
         // Progress counts bytes of the file as stored (compressed for .gz), as the total does.
         options.onProgress?.(fileStream.bytesRead);
       }
       splitter.end(onLine);
-      countBlanks();
       await drainHeld();
       if (!stopped) subscriber.complete();
     };

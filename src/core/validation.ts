@@ -12,6 +12,17 @@ export function formatZodIssues(error: z.ZodError): string[] {
   return error.issues.map((issue) => `${formatPath(issue.path) || '(root)'}: ${issue.message}`);
 }
 
+/**
+ * The UTF-8 length of `text` when it is more than `limit` bytes, else undefined. A string of at
+ * most `limit / 3` UTF-16 units cannot be (3 bytes per unit at most), and is not counted: only
+ * long strings pay for the count.
+ */
+export function utf8LengthOver(text: string, limit: number): number | undefined {
+  if (text.length * 3 <= limit) return undefined;
+  const bytes = Buffer.byteLength(text);
+  return bytes > limit ? bytes : undefined;
+}
+
 /** Whether `prefix` could still begin valid JSON: it parses, or fails only for running out. */
 function viablePrefix(prefix: string): boolean {
   try {

@@ -1,6 +1,6 @@
 import { map, type OperatorFunction } from 'rxjs';
 import type { z } from 'zod';
-import { formatZodIssues } from '../core/validation.js';
+import { formatZodIssues, utf8LengthOver } from '../core/validation.js';
 import type { Decoded, RawRecord } from './records.js';
 
 /** Inputs longer than this many bytes are dead-lettered unparsed, by default. */
@@ -32,18 +32,19 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  *   .subscribe((r) => console.log(r.kind)); // 'event'
  * ```
  */
-export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOptions = {}): OperatorFunction<RawRecord, Decoded<z.output<S>>> {
+export function decodeEvents<S extends z.ZodType>(
+  schema: S,
+  options: DecodeOptions = {},
+  /** A last check of a valid event (e.g. its key's length): a reason to dead-letter it, or undefined. */
+  refine?: (event: z.output<S>) => string | undefined,
+): OperatorFunction<RawRecord, Decoded<z.output<S>>> {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   return map((raw): Decoded<z.output<S>> => {
-    const reject = (reason: string): Decoded<z.output<S>> =>
-      raw.messageKey === undefined
-        ? { kind: 'dead-letter', reason, source: raw.source, raw: raw.value }
-        : { kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
-    // A UTF-16 length of at most maxBytes / 3 cannot exceed maxBytes in UTF-8: only longer
-    // strings pay for counting their bytes.
+    // One shape for every record (messageKey possibly undefined), for the hot code downstream.
+    const reject = (reason: string): Decoded<z.output<S>> => ({ kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey });
     const v = raw.value;
-    const size = typeof v === 'string' ? (v.length * 3 <= maxBytes ? v.length : Buffer.byteLength(v)) : v.byteLength;
-    if (size > maxBytes) return reject(`message too large: ${size} bytes, the limit is ${maxBytes}`);
+    const size = typeof v === 'string' ? utf8LengthOver(v, maxBytes) : v.byteLength > maxBytes ? v.byteLength : undefined;
+    if (size !== undefined) return reject(`message too large: ${size} bytes, the limit is ${maxBytes}`);
     let text: string;
     if (typeof raw.value === 'string') {
       text = raw.value;
@@ -62,8 +63,8 @@ export function decodeEvents<S extends z.ZodType>(schema: S, options: DecodeOpti
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) return reject(formatZodIssues(parsed.error).join('; '));
-    return raw.messageKey === undefined
-      ? { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value }
-      : { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
+    const refused = refine?.(parsed.data);
+    if (refused !== undefined) return reject(refused);
+    return { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
   });
 }

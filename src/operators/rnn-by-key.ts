@@ -310,9 +310,10 @@ class WaveStepper<In, E> {
     for (const i of indices) {
       const key = keys[i]!;
       const entry = store.acquire(key, now);
+      const event = eventOf(items[i]!);
       let gap = 0;
       if (sequence && entry.prev !== undefined) {
-        const seq = sequence.of(eventOf(items[i]!));
+        const seq = sequence.of(event);
         const last = sequence.of(entry.prev);
         if (!(seq > last)) {
           const what = seq === last ? 'duplicate' : 'out of order';
@@ -322,7 +323,7 @@ class WaveStepper<In, E> {
         if (sequence.consecutive && seq > last + 1) gap = seq - last - 1;
       }
       raw.fill(Number.NaN);
-      features(eventOf(items[i]!), entry.prev, raw);
+      features(event, entry.prev, raw);
       const b = stepping.length;
       let bad = -1;
       for (let f = 0; f < I; f++) {

@@ -6,6 +6,7 @@ import { map, pipe, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { StepBackend } from '../backends/types.js';
 import { RnnStreamError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
+import { utf8LengthOver } from '../core/validation.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js';
 import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
@@ -118,33 +119,24 @@ export function toPredictionRecord(
   };
 }
 
-/** An event that cannot be used after all, as a dead letter: its bytes, source and message key. */
-const deadLetterOf = (r: EventRecord<unknown>, reason: string): DeadLetter =>
-  r.messageKey === undefined ? { kind: 'dead-letter', reason, source: r.source, raw: r.raw } : { kind: 'dead-letter', reason, source: r.source, raw: r.raw, messageKey: r.messageKey };
-
 /** Longest key, in UTF-8 bytes, by default: a key is an id, and every prediction repeats it. */
 export const DEFAULT_MAX_KEY_BYTES = 256;
 
 /**
- * Dead-letters events whose key is longer than `maxKeyBytes`: a 1 MB key would be held in memory
- * as state and repeated in every prediction of its key.
+ * Why an event's key is refused, if it is: a 1 MB key would be held in memory as state and
+ * repeated in every prediction of its key.
  */
-export function rejectLongKeys(pipeline: PipelineDefinition, maxKeyBytes: number): OperatorFunction<Decoded<unknown>, Decoded<unknown>> {
-  return map((r) => {
-    if (r.kind !== 'event') return r;
-    const key = pipeline.key(r.event);
-    // A UTF-16 length of at most a third of the limit cannot pass it in UTF-8.
-    const bytes = key.length * 3 <= maxKeyBytes ? 0 : Buffer.byteLength(key);
-    if (bytes <= maxKeyBytes) return r;
-    return deadLetterOf(r, `key too long: ${bytes} bytes (${pipeline.keyField}), the limit is ${maxKeyBytes}`);
-  });
-}
+export const keyTooLong =
+  (pipeline: PipelineDefinition, maxKeyBytes: number) =>
+  (event: unknown): string | undefined => {
+    const bytes = utf8LengthOver(pipeline.key(event), maxKeyBytes);
+    return bytes === undefined ? undefined : `key too long: ${bytes} bytes (${pipeline.keyField}), the limit is ${maxKeyBytes}`;
+  };
 
 export function predict(pipeline: PipelineDefinition, model: RnnModel, options: PredictOptions): OperatorFunction<RawRecord, PipelineOutput> {
   checkModelFitsPipeline(pipeline, model);
   return pipe(
-    decodeEvents(pipeline.schema, options),
-    rejectLongKeys(pipeline, options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES),
+    decodeEvents(pipeline.schema, options, keyTooLong(pipeline, options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES)),
     rnnByKey<Decoded<unknown>, unknown>({
       backend: options.backend,
       store: options.store,
@@ -170,8 +162,8 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {
-          const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
-          return deadLetterOf(item, step.reason);
+          const item = step.item as EventRecord<unknown>;
+          return { kind: 'dead-letter', reason: step.reason, source: item.source, raw: item.raw, messageKey: item.messageKey };
         }
       }
     }),

@@ -3,6 +3,7 @@
  * lines and the Kafka service's output and dead-letter records are the same text, so a reader
  * and the equality tests see one format.
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { describePosition, type DeadLetter, type SourcePosition } from '../operators/records.js';
 import { utf8Bytes, type ByteWriter } from './json-bytes.js';
@@ -147,16 +148,16 @@ export function deadLetterJson(d: DeadLetter, limits: DeadLetterLimits = {}): st
   const bytes = typeof d.raw === 'string' ? Buffer.from(d.raw, 'utf8') : Buffer.from(d.raw.buffer, d.raw.byteOffset, d.raw.byteLength);
   const reason = d.reason.length > MAX_REASON_CHARS ? `${d.reason.slice(0, MAX_REASON_CHARS)}…` : d.reason;
   const base = `{"reason":${JSON.stringify(reason)},"source":${sourceJson(d.source)},"rawBytes":${bytes.length},"rawSha256":"${createHash('sha256').update(bytes).digest('hex')}"`;
-  const isUtf8 = typeof d.raw === 'string' || Buffer.from(bytes.toString('utf8'), 'utf8').equals(bytes);
+  const asText = typeof d.raw === 'string' || isUtf8(bytes);
   const withPrefix = (n: number): string => {
-    const kept = isUtf8 ? utf8Prefix(bytes, n) : bytes.subarray(0, n);
-    const field = isUtf8 ? `"raw":${JSON.stringify(kept.toString('utf8'))}` : `"rawBase64":"${kept.toString('base64')}"`;
+    const kept = asText ? utf8Prefix(bytes, n) : bytes.subarray(0, n);
+    const field = asText ? `"raw":${JSON.stringify(kept.toString('utf8'))}` : `"rawBase64":"${kept.toString('base64')}"`;
     return `${base},${field}${kept.length < bytes.length ? ',"rawTruncated":true' : ''}}`;
   };
   const maxBytes = limits.maxBytes ?? Infinity;
   for (let n = Math.min(limits.maxRawBytes ?? DEAD_LETTER_RAW_BYTES, bytes.length); n >= 1; n = Math.floor(n / 2)) {
     const json = withPrefix(n);
-    if (json.length <= maxBytes && Buffer.byteLength(json) <= maxBytes) return json;
+    if (Buffer.byteLength(json) <= maxBytes) return json;
   }
   return `${base}${bytes.length > 0 ? ',"rawTruncated":true' : ',"raw":""'}}`;
 }

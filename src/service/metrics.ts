@@ -3,6 +3,7 @@
  * services in one process do not collide.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { HealthStatus } from './http.js';
 
 export class ServiceMetrics {
   readonly registry = new Registry();
@@ -47,7 +48,7 @@ export class ServiceMetrics {
   readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
   /** What /healthz would answer now; the service sets it (reportHealthFrom). */
-  private healthNow: () => 'ok' | 'degraded' | 'unhealthy' = () => 'ok';
+  private healthNow: () => HealthStatus = () => 'ok';
   readonly health = new Gauge({
     name: 'rnnstream_health_status',
     help: '0 ok, 1 degraded (e.g. a broker down, partitions under-replicated), 2 unhealthy; as /healthz',
@@ -59,7 +60,7 @@ export class ServiceMetrics {
     },
   });
 
-  reportHealthFrom(status: () => 'ok' | 'degraded' | 'unhealthy'): void {
+  reportHealthFrom(status: () => HealthStatus): void {
     this.healthNow = status;
   }
 

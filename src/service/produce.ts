@@ -3,7 +3,7 @@
  * pipeline's key (lines that are not valid events go unkeyed, so the service dead-letters them).
  */
 import type { Producer } from 'kafkajs';
-import { readJsonLines } from '../adapters/fixture-source.js';
+import { readJsonLines, type LineValue } from '../adapters/fixture-source.js';
 import { eventOfLine, type PipelineDefinition } from '../pipeline/define.js';
 
 export interface ProduceOptions {
@@ -17,7 +17,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function produceFixture(producer: Producer, pipeline: PipelineDefinition, file: string, options: ProduceOptions): Promise<{ messages: number; seconds: number }> {
   const started = performance.now();
   const batchSize = options.batchSize ?? 2000;
-  let batch: { key: string | null; value: Buffer }[] = [];
+  let batch: { key: string | null; value: LineValue }[] = [];
   let messages = 0;
   let firstTime: number | undefined;
   const flush = async (): Promise<void> => {
@@ -26,7 +26,7 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     messages += batch.length;
     batch = [];
   };
-  for await (const { text, bytes } of readJsonLines(file)) {
+  for await (const { text, value } of readJsonLines(file)) {
     // A line that is not a valid event is produced as is, unkeyed, for the service to dead-letter.
     const event = eventOfLine(pipeline, text);
     const key = event === undefined ? null : pipeline.key(event);
@@ -39,8 +39,9 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
         await sleep(due);
       }
     }
-    // The line's bytes as they are in the file (replay decodes the same bytes the same way).
-    batch.push({ key, value: bytes });
+    // The line as read: its text, or its bytes where it is not UTF-8 (sent as they are, so the
+    // service decodes what replay decodes).
+    batch.push({ key, value });
     if (batch.length >= batchSize) await flush();
   }
   await flush();

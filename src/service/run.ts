@@ -334,11 +334,11 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       ...(stopping ? ['shutting down'] : []),
     ];
     const stalled = stopping ? [] : stalls.problems(config.stallTimeoutMs);
-    const unreachable = clusterHealth.health.problems.filter((p) => p.startsWith('brokers unreachable'));
-    const degraded = [...stalled, ...clusterHealth.health.problems];
+    const cluster = clusterHealth.health;
+    const degraded = [...stalled, ...cluster.problems];
     const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'ok';
     // Not ready while it cannot do its job; degraded by an under-replicated partition, it can.
-    const ready = !unhealthy.length && !stalled.length && !unreachable.length;
+    const ready = !unhealthy.length && !stalled.length && cluster.reachable;
     return { status, ready, reasons: [...unhealthy, ...degraded], detail: { pipeline: pipeline.name, backend: backend.name, keys: store.size, inFlight: queue.size } };
   };
   metrics.reportHealthFrom(() => health().status);

@@ -67,6 +67,8 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
 export interface ReadMessage {
   readonly key: string | null;
   readonly value: string;
+  /** The value as stored (a bad input's bytes need not be UTF-8). */
+  readonly bytes: Buffer;
   readonly partition: number;
   readonly offset: string;
   readonly headers: Record<string, string>;
@@ -91,6 +93,7 @@ export async function readTopic(brokers: string, topic: string, count: number, t
             out.push({
               key: message.key?.toString() ?? null,
               value: message.value?.toString() ?? '',
+              bytes: message.value ?? Buffer.alloc(0),
               partition,
               offset: message.offset,
               headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
@@ -207,7 +210,7 @@ export async function readToEnd(brokers: string, topic: string, timeoutMs = 60_0
           eachBatch: async ({ batch }) => {
             for (const m of batch.messages) {
               if (BigInt(m.offset) >= ends.get(batch.partition)!) break;
-              messages.push({ key: m.key?.toString() ?? null, value: m.value?.toString() ?? '', partition: batch.partition, offset: m.offset, headers: {} });
+              messages.push({ key: m.key?.toString() ?? null, value: m.value?.toString() ?? '', bytes: m.value ?? Buffer.alloc(0), partition: batch.partition, offset: m.offset, headers: {} });
             }
             if (BigInt(batch.lastOffset()) + 1n >= ends.get(batch.partition)!) pending.delete(batch.partition);
             if (pending.size === 0) {

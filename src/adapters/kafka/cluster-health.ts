@@ -8,9 +8,15 @@
  */
 import type { Admin } from 'kafkajs';
 
-export interface ClusterHealth {
+/** One check's verdict. */
+export interface ClusterCheck {
+  /** False when the cluster did not answer metadata at all (then `problems` says why). */
+  readonly reachable: boolean;
   /** Empty when all is well; otherwise one line per problem, for /healthz and the logs. */
   readonly problems: readonly string[];
+}
+
+export interface ClusterHealth extends ClusterCheck {
   readonly checkedAt: number;
 }
 
@@ -23,13 +29,13 @@ function listed(what: string, items: readonly string[]): string {
 }
 
 /** One check: what is wrong now, judged from one describeCluster and one metadata request. */
-export async function checkCluster(admin: Admin, topics: readonly string[], knownBrokers: Map<number, string>): Promise<string[]> {
+export async function checkCluster(admin: Admin, topics: readonly string[], knownBrokers: Map<number, string>): Promise<ClusterCheck> {
   const problems: string[] = [];
   let cluster: Awaited<ReturnType<Admin['describeCluster']>>;
   try {
     cluster = await admin.describeCluster();
   } catch (err) {
-    return [`brokers unreachable: ${(err as Error).message}`];
+    return { reachable: false, problems: [`brokers unreachable: ${(err as Error).message}`] };
   }
   const live = new Set(cluster.brokers.map((b) => b.nodeId));
   for (const b of cluster.brokers) knownBrokers.set(b.nodeId, `${b.host}:${b.port}`);
@@ -40,7 +46,7 @@ export async function checkCluster(admin: Admin, topics: readonly string[], know
     metadata = await admin.fetchTopicMetadata({ topics: [...topics] });
   } catch (err) {
     problems.push(`topic metadata unavailable: ${(err as Error).message}`);
-    return problems;
+    return { reachable: true, problems };
   }
   const offline: string[] = [];
   const underReplicated: string[] = [];
@@ -52,12 +58,12 @@ export async function checkCluster(admin: Admin, topics: readonly string[], know
   }
   if (offline.length) problems.push(listed('partition(s) offline (no leader)', offline));
   if (underReplicated.length) problems.push(listed('partition(s) under-replicated', underReplicated));
-  return problems;
+  return { reachable: true, problems };
 }
 
 /** Runs checkCluster every `intervalMs` and keeps the latest answer. */
 export class ClusterHealthMonitor {
-  private latest: ClusterHealth = { problems: [], checkedAt: 0 };
+  private latest: ClusterHealth = { reachable: true, problems: [], checkedAt: 0 };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly knownBrokers = new Map<number, string>();
@@ -94,17 +100,21 @@ export class ClusterHealthMonitor {
   private async check(): Promise<void> {
     const answer = checkCluster(this.admin, this.topics, this.knownBrokers);
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string[]>((resolve) => {
-      timer = setTimeout(() => resolve([`brokers unreachable: no answer to metadata within ${this.checkTimeoutMs / 1000} s`]), this.checkTimeoutMs);
+    let timedOut = false;
+    const timeout = new Promise<ClusterCheck>((resolve) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        resolve({ reachable: false, problems: [`brokers unreachable: no answer to metadata within ${this.checkTimeoutMs / 1000} s`] });
+      }, this.checkTimeoutMs);
     });
     this.record(await Promise.race([answer, timeout]).finally(() => clearTimeout(timer)));
-    // A late answer still counts: it is the newest news of the cluster.
-    this.record(await answer);
+    // Timed out: the late answer, when it comes, is the newest news of the cluster.
+    if (timedOut) this.record(await answer);
   }
 
-  private record(problems: string[]): void {
+  private record(check: ClusterCheck): void {
     const before = this.latest;
-    this.latest = { problems, checkedAt: Date.now() };
-    if (problems.join('\n') !== before.problems.join('\n')) this.onChange(this.latest, before);
+    this.latest = { ...check, checkedAt: Date.now() };
+    if (check.problems.join('\n') !== before.problems.join('\n')) this.onChange(this.latest, before);
   }
 }

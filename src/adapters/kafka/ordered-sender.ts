@@ -84,7 +84,7 @@ export class OrderedSender {
     if (this.aborted) return Promise.reject(this.aborted);
     return new Promise<void>((resolve, reject) => {
       const count = topicMessages.reduce((n, t) => n + t.count, 0);
-      const bytes = topicMessages.reduce((n, t) => n + t.bytes.byteLength + t.count * RECORD_OVERHEAD_BYTES, 0);
+      const bytes = topicMessages.reduce((n, t) => n + t.bytes.byteLength + t.count * RECORD_OVERHEAD_BYTES + packedHeaderBytes(t.headers), 0);
       this.queue.push({ topicMessages, retry: options.retry ?? true, count, bytes, resolve, reject });
       if (!this.running) void this.pump();
     });
@@ -125,7 +125,9 @@ export class OrderedSender {
         }
         const batch = this.queue.splice(0, n);
         try {
-          for (const request of splitByBytes(merge(batch), this.options.maxBytes)) await this.sendUntilAcknowledged(request);
+          // Only an entry larger than maxBytes by itself needs splitting (record by record).
+          const merged = merge(batch);
+          for (const request of bytes <= this.options.maxBytes ? [merged] : splitByBytes(merged, this.options.maxBytes)) await this.sendUntilAcknowledged(request);
           for (const q of batch) q.resolve();
         } catch (err) {
           for (const q of [...batch, ...this.queue.splice(0)]) q.reject(err as Error);
@@ -172,11 +174,17 @@ export class OrderedSender {
  */
 export const RECORD_OVERHEAD_BYTES = 24;
 
-const recordBytes = (m: Message): number => {
-  let n = RECORD_OVERHEAD_BYTES + (m.key ? Buffer.byteLength(m.key) : 0) + (m.value ? Buffer.byteLength(m.value) : 0);
-  if (m.headers) for (const [k, v] of Object.entries(m.headers)) n += Buffer.byteLength(k) + (v == null ? 0 : Buffer.byteLength(v as string | Buffer)) + 4;
+/** A record's headers as Kafka encodes them, about (name and value bytes, and their lengths). */
+function headersBytes(headers: Message['headers'] | Record<string, string> | null | undefined): number {
+  let n = 0;
+  if (headers) for (const [k, v] of Object.entries(headers)) n += Buffer.byteLength(k) + (v == null ? 0 : Buffer.byteLength(v as string | Buffer)) + 4;
   return n;
-};
+}
+
+/** A packed topic's headers (dead letters carry them), summed. */
+const packedHeaderBytes = (headers: WireTopicMessages['headers']): number => (headers ? headers.reduce((n, h) => n + headersBytes(h), 0) : 0);
+
+const recordBytes = (m: Message): number => RECORD_OVERHEAD_BYTES + (m.key ? Buffer.byteLength(m.key) : 0) + (m.value ? Buffer.byteLength(m.value) : 0) + headersBytes(m.headers);
 
 /**
  * One request as consecutive requests of at most `maxBytes` each (a record larger than that goes

@@ -23,6 +23,7 @@
  */
 import type { Consumer, Message } from 'kafkajs';
 import { Observable, type OperatorFunction } from 'rxjs';
+import { utf8LengthOver } from '../../core/validation.js';
 import type { Logger } from '../../observability/logger.js';
 import type { SourcePosition } from '../../operators/records.js';
 import type { StateCapture } from '../../operators/rnn-by-key.js';
@@ -67,8 +68,7 @@ export interface SinkOptions {
 
 /** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
 const MAX_DEAD_LETTER_KEY_BYTES = 1024;
-const deadLetterKey = (key: string | undefined): string | null =>
-  key === undefined || (key.length * 3 > MAX_DEAD_LETTER_KEY_BYTES && Buffer.byteLength(key) > MAX_DEAD_LETTER_KEY_BYTES) ? null : key;
+const deadLetterKey = (key: string | undefined): string | null => (key === undefined || utf8LengthOver(key, MAX_DEAD_LETTER_KEY_BYTES) !== undefined ? null : key);
 
 type Commit = { topic: string; partition: number; offset: string };
 

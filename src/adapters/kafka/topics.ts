@@ -72,6 +72,9 @@ async function partitionCounts(admin: Admin, topics: readonly string[]): Promise
   return new Map(metadata.map((t) => [t.name, t.partitions.length]));
 }
 
+/** Kafka's default `max.message.bytes`, should a broker not say. */
+const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1048588;
+
 /** The topics' `cleanup.policy` and `max.message.bytes` (the effective values, defaults included). */
 async function topicConfigs(admin: Admin, topics: readonly string[]): Promise<Map<string, { cleanupPolicy: string; maxMessageBytes: number }>> {
   const described = await admin.describeConfigs({
@@ -82,8 +85,7 @@ async function topicConfigs(admin: Admin, topics: readonly string[]): Promise<Ma
     described.resources.map((r) => {
       const value = (name: string): string | undefined => r.configEntries.find((e) => e.configName === name)?.configValue;
       const maxMessageBytes = Number(value('max.message.bytes'));
-      // 1048588: Kafka's default, should a broker not say.
-      return [r.resourceName, { cleanupPolicy: value('cleanup.policy') ?? 'delete', maxMessageBytes: Number.isInteger(maxMessageBytes) && maxMessageBytes > 0 ? maxMessageBytes : 1048588 }];
+      return [r.resourceName, { cleanupPolicy: value('cleanup.policy') ?? 'delete', maxMessageBytes: Number.isInteger(maxMessageBytes) && maxMessageBytes > 0 ? maxMessageBytes : KAFKA_DEFAULT_MAX_MESSAGE_BYTES }];
     }),
   );
 }
@@ -133,6 +135,6 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
         `(set it with: kafka-configs --alter --entity-type topics --entity-name ${plan.changelogTopic} --add-config cleanup.policy=compact)`,
     );
   }
-  const maxMessageBytes = Math.min(...written.map((t) => configs.get(t)?.maxMessageBytes ?? 1048588));
+  const maxMessageBytes = Math.min(...written.map((t) => configs.get(t)?.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
   return { inputPartitions, created, maxMessageBytes };
 }
