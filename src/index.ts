@@ -5,7 +5,7 @@ export { randomModel, randomModelFile, type RandomModelSpec } from './core/rando
 export * from './core/errors.js';
 export { resolveBackend, registerBackend, listBackends, type BackendResolution, type SkippedBackend } from './backends/registry.js';
 export type { StepBackend, BackendName, BackendChoice, BackendProvider, BackendOptions } from './backends/types.js';
-export { KeyStateStore, type KeyState, type KeyStateStoreOptions } from './state/key-state-store.js';
+export { KeyStateStore, type KeySnapshot, type StatePosition, type KeyStateStoreOptions } from './state/key-state-store.js';
 export { decodeEvents, type DecodeOptions } from './operators/decode-events.js';
 export { rnnByKey, type RnnByKeyConfig, type KeyedStep } from './operators/rnn-by-key.js';
 export { BoundedQueue } from './operators/bounded-queue.js';

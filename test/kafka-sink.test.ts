@@ -82,18 +82,16 @@ function fakeKafka() {
 function prediction(store: KeyStateStore, key: string, partition: number, offset: number): PredictionRecord {
   const source = { kind: 'kafka' as const, topic: 'in', partition, offset: String(offset) };
   // What rnnByKey does when it steps the event: the key's state and position move on.
-  const entry = store.acquire(key, 0);
-  entry.state.fill(offset);
-  entry.steps++;
-  entry.position = source;
+  const before = store.read(store.acquire(key, 0));
+  store.set({ ...before, state: new Float32Array(before.state.length).fill(offset), steps: before.steps + 1, position: { partition, offset } });
   // captureState: the state right after this event travels with its prediction.
-  const state = { state: entry.state.slice(), steps: entry.steps, prev: entry.prev, position: entry.position, lastSeen: entry.lastSeen };
-  return { kind: 'prediction', key, seq: entry.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), state, source };
+  const state = store.get(key)!;
+  return { kind: 'prediction', key, seq: state.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), state, ended: false, source };
 }
 
 /** Adds the outputs as one request, lets the broker acknowledge it, and waits for the sink to see that. */
 async function writeAcknowledged(sink: KafkaSink, k: ReturnType<typeof fakeKafka>, ...outputs: PipelineOutput[]): Promise<void> {
-  for (const r of outputs) sink.add(r);
+  for (const r of outputs) sink.write(r);
   const drained = sink.drain();
   await k.ackNext();
   await drained;
@@ -105,7 +103,7 @@ describe('KafkaSink', () => {
     const k = fakeKafka();
     const written: number[] = [];
     let committed = 0;
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions + c.deadLetters + c.skipped), onCommitted: (n) => (committed += n) }, { changelogIntervalMs: 0, produceBatchSize: 2 });
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions + c.deadLetters + c.skipped), onCommitted: (n) => (committed += n) }, { commitIntervalMs: 0, produceBatchSize: 2, dlqPartitions: 4 });
     const outputs: PipelineOutput[] = [
       prediction(store, 'x', 0, 10),
       prediction(store, 'y', 1, 20),
@@ -114,7 +112,7 @@ describe('KafkaSink', () => {
       prediction(store, 'y', 1, 21),
       prediction(store, 'x', 0, 13),
     ];
-    for (const r of outputs) sink.add(r);
+    for (const r of outputs) sink.write(r);
     const drained = sink.drain();
     // A later event steps x on before the broker acknowledges: the changelog must not see it.
     prediction(store, 'x', 0, 14);
@@ -153,7 +151,7 @@ describe('KafkaSink', () => {
   it('merges the changelog over the interval, and flush() does not wait for it', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { commitIntervalMs: 60_000, produceBatchSize: 100, dlqPartitions: 4 });
     // The first changelog write goes at once; the next waits for the interval...
     await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1));
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
@@ -170,9 +168,9 @@ describe('KafkaSink', () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
     const written: number[] = [];
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions) }, { changelogIntervalMs: 0, produceBatchSize: 1 });
-    sink.add(prediction(store, 'x', 0, 1));
-    sink.add(prediction(store, 'x', 0, 2));
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions) }, { commitIntervalMs: 0, produceBatchSize: 1, dlqPartitions: 4 });
+    sink.write(prediction(store, 'x', 0, 1));
+    sink.write(prediction(store, 'x', 0, 2));
     const drained = expect(sink.drain()).rejects.toThrow('produce abandoned');
     await k.ackNext(false);
     await k.ackNext(true);
@@ -185,13 +183,13 @@ describe('KafkaSink', () => {
   it('after a rebalance, writes no state and commits no offset for partitions this member no longer owns', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { changelogIntervalMs: 60_000, produceBatchSize: 100 });
-    sink.assign([0, 1]);
+    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { commitIntervalMs: 60_000, produceBatchSize: 100, dlqPartitions: 4 });
+    sink.assigned([0, 1]);
     await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1)); // the first changelog write and commit go at once
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     // Acknowledged within the interval: pending. Then partition 1 moves to another member.
     await writeAcknowledged(sink, k, prediction(store, 'x', 0, 2), prediction(store, 'y', 1, 7));
-    sink.assign([0]);
+    sink.assigned([0]);
     // An output of partition 1 still in flight at the rebalance is produced, but not logged or committed.
     await writeAcknowledged(sink, k, prediction(store, 'y', 1, 8));
     await sink.flush();

@@ -73,7 +73,7 @@ describe('the state changelog on a real broker', () => {
     // are removed while the test watches; the changelog is written every 50 ms, many times a key
     // (throttled: the run lasts seconds, not the fraction of one it takes at full speed).
     const config = h.throttled(t, {
-      changelogIntervalMs: 50,
+      commitIntervalMs: 50,
       changelogTopicConfig: { 'segment.ms': '100', 'min.cleanable.dirty.ratio': '0.01', 'min.compaction.lag.ms': '0', 'delete.retention.ms': '100' },
     });
     const [first, second] = splitFixture(h.fixture, 0.5);

@@ -9,6 +9,16 @@ const require = createRequire(import.meta.url);
 type Group = (args: { topic: string; partitionMetadata: unknown[]; messages: { key: string }[]; partitioner: (a: { message: { key: string } }) => number }) => Record<string, { key: string }[]>;
 const group = require('kafkajs/src/producer/groupMessagesPerPartition.js') as Group;
 
+describe('kafkajs patch: a produce request is retried only once every broker has answered', () => {
+  it('is applied: requests settle before a retry, one already answered is not sent again, a transaction adds its partitions at once', async () => {
+    const { readFileSync } = await import('node:fs');
+    const source = readFileSync(require.resolve('kafkajs/src/producer/sendMessages.js'), 'utf8');
+    expect(source).toContain('await Promise.allSettled(requests)');
+    expect(source).toContain('if (responsePerBroker.get(broker)) return');
+    expect(source).toContain('await eosManager.addPartitionsToTransaction(allTopicData)');
+  });
+});
+
 describe('kafkajs patch: linear groupMessagesPerPartition', () => {
   it('is applied', () => {
     expect(group.toString()).toContain('rnnstream patch');

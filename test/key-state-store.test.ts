@@ -1,126 +1,165 @@
 import { describe, expect, it } from 'vitest';
 import { SnapshotError } from '../src/core/errors.js';
 import { randomModel } from '../src/core/random-model.js';
-import { KeyStateStore } from '../src/state/key-state-store.js';
+import { CHUNK_SLOTS, KeyStateStore, type KeySnapshot } from '../src/state/key-state-store.js';
 import { notBehind } from '../src/adapters/kafka/changelog.js';
 
 const spec = { features: 2, layers: [{ cell: 'lstm' as const, hiddenSize: 3 }, { cell: 'gru' as const, hiddenSize: 2 }], head: { kind: 'linear' as const, outputs: ['y'] } };
 const model = randomModel({ ...spec, seed: 1 });
 const other = randomModel({ ...spec, seed: 2 });
 
+/** The key's state floats, through the slot (what rnnByKey gathers). */
+const floats = (store: KeyStateStore, slot: number): Float32Array => {
+  const i = slot & (CHUNK_SLOTS - 1);
+  return store.chunkOf(slot).state.subarray(i * store.stateSize, (i + 1) * store.stateSize);
+};
+
+const snapshot = (key: string, fill: number, extra: Partial<KeySnapshot> = {}): KeySnapshot => ({
+  key,
+  state: new Float32Array(8).fill(fill),
+  steps: 1,
+  lastSeen: 0,
+  position: undefined,
+  sequence: Number.NaN,
+  carry: new Float64Array(0),
+  lastClass: -1,
+  ...extra,
+});
+
 describe('KeyStateStore', () => {
   it('lays out every layer’s h (and LSTM c) per key', () => {
     expect(model.stateSegments.map((s) => `${s.layer}${s.kind}@${s.offset}`)).toEqual(['0h@0', '0c@3', '1h@6']);
-    expect(new KeyStateStore(model).acquire('k', 0).state).toEqual(new Float32Array(8));
+    const store = new KeyStateStore(model);
+    expect(floats(store, store.acquire('k', 0))).toEqual(new Float32Array(8));
   });
 
   it('evicts the least recently used key at capacity, counts it, and restarts it from zero', () => {
-    const store = new KeyStateStore<{ v: number }>(model, { capacity: 2 });
-    store.acquire('a', 0).state.fill(1);
-    store.acquire('b', 1).state.fill(2);
+    const store = new KeyStateStore(model, { capacity: 2 });
+    floats(store, store.acquire('a', 0)).fill(1);
+    floats(store, store.acquire('b', 1)).fill(2);
     store.acquire('a', 2); // a is now the most recent
     store.acquire('c', 3); // evicts b
-    expect([...store.entries()].map((e) => e.key)).toEqual(['a', 'c']);
+    expect([...store.keys()]).toEqual(['a', 'c']);
     expect(store.stats.evictedByCapacity).toBe(1);
-    expect(store.acquire('b', 4).state).toEqual(new Float32Array(8));
+    expect(floats(store, store.acquire('b', 4))).toEqual(new Float32Array(8));
   });
 
-  it("reuses an evicted key's space for the next key, at zero, with nothing of the evicted key left", () => {
-    const store = new KeyStateStore<{ v: number }>(model, { capacity: 3 });
+  it("reuses an evicted key's slot for the next key, at zero, with nothing of the evicted key left", () => {
+    const store = new KeyStateStore(model, { capacity: 3, carrySize: 1 });
     for (let i = 0; i < 10_000; i++) {
-      const e = store.acquire(`k${i}`, i);
-      expect(e.steps).toBe(0);
-      expect(e.prev).toBeUndefined();
-      expect(e.state.every((v) => v === 0)).toBe(true);
-      e.state.fill(i);
-      e.steps = 1;
-      e.prev = { v: i };
-      e.position = i;
+      const slot = store.acquire(`k${i}`, i);
+      const s = store.read(slot);
+      expect(s.steps).toBe(0);
+      expect(s.position).toBeUndefined();
+      expect(Number.isNaN(s.sequence) && Number.isNaN(s.carry[0]!)).toBe(true);
+      expect(s.lastClass).toBe(-1);
+      expect(s.state.every((v) => v === 0)).toBe(true);
+      store.set({ ...s, state: new Float32Array(8).fill(i), steps: 1, carry: Float64Array.of(i), position: { partition: 0, offset: i }, sequence: i, lastClass: 1 });
     }
     expect(store.size).toBe(3);
-    expect([...store.entries()].map((e) => [e.key, e.state[0], e.prev])).toEqual([
-      ['k9997', 9997, { v: 9997 }],
-      ['k9998', 9998, { v: 9998 }],
-      ['k9999', 9999, { v: 9999 }],
+    expect([...store.keys()].map((k) => [k, store.get(k)!.state[0], store.get(k)!.carry[0]])).toEqual([
+      ['k9997', 9997, 9997],
+      ['k9998', 9998, 9998],
+      ['k9999', 9999, 9999],
     ]);
     expect(store.stats).toEqual({ created: 10_000, evictedByCapacity: 9_997, evictedByTtl: 0 });
-    // A deleted key's space is reused too; set() keeps a copy of what it is given.
+    // Only one chunk of columns was ever allocated for 10,000 keys through 3 slots.
+    expect(store.chunks).toHaveLength(1);
+    // A deleted key's slot is reused too; set() keeps a copy of what it is given.
     expect(store.delete('k9998')).toBe(true);
-    const given = { key: 'r', state: new Float32Array(8).fill(7), prev: { v: 1 }, steps: 4, lastSeen: 5, position: 'p' };
+    const given = snapshot('r', 7, { carry: Float64Array.of(1) });
     store.set(given);
     given.state.fill(0);
     expect(store.get('r')?.state[0]).toBe(7);
-    expect([...store.entries()].map((e) => e.key)).toEqual(['k9997', 'k9999', 'r']);
+    expect([...store.keys()]).toEqual(['k9997', 'k9999', 'r']);
+  });
+
+  it('grows by chunks of columns, never reallocating one', () => {
+    const store = new KeyStateStore(model);
+    const first = store.acquire('k0', 0);
+    const chunk = store.chunkOf(first);
+    for (let i = 1; i <= CHUNK_SLOTS; i++) store.acquire(`k${i}`, 0);
+    expect(store.chunks).toHaveLength(2);
+    expect(store.chunkOf(first)).toBe(chunk);
   });
 
   it('evicts keys idle past the TTL, on access and in sweeps', () => {
     const store = new KeyStateStore(model, { idleTtlMs: 100 });
-    store.acquire('a', 0).steps = 5;
+    store.acquire('a', 0);
     store.acquire('b', 50);
     expect(store.evictIdle(120)).toBe(1); // a idle 120 > 100
     expect(store.get('a')).toBeUndefined();
-    expect(store.get('b', 200)).toBeUndefined(); // idle 150 on access
+    expect(store.find('b', 200)).toBe(-1); // idle 150 on access
     expect(store.stats.evictedByTtl).toBe(2);
-    expect(store.acquire('a', 300).steps).toBe(0);
+    expect(store.read(store.acquire('a', 300)).steps).toBe(0);
   });
 
-  it('round-trips one key or all keys through snapshot bytes', () => {
-    const store = new KeyStateStore<{ x: number }>(model);
-    const a = store.acquire('a', 10);
-    a.state.set([1, 2, 3, 4, 5, 6, 7, 8]);
-    a.steps = 3;
-    a.prev = { x: 42 };
-    a.position = { topic: 't', partition: 1, offset: '17' };
-    store.acquire('ü-key', 11).state.fill(-0.5);
+  it('drops exactly the keys of a revoked input partition', () => {
+    const store = new KeyStateStore(model);
+    store.set(snapshot('p0-a', 1, { position: { partition: 0, offset: 5 } }));
+    store.set(snapshot('p1-a', 1, { position: { partition: 1, offset: 5 } }));
+    store.set(snapshot('p0-b', 1, { position: { partition: 0, offset: 6 } }));
+    store.set(snapshot('none', 1));
+    expect(store.dropPartition(0)).toBe(2);
+    expect([...store.keys()].sort()).toEqual(['none', 'p1-a']);
+    expect(store.positionOf('p1-a')).toEqual({ partition: 1, offset: 5 });
+  });
 
-    const restored = new KeyStateStore<{ x: number }>(model);
+  it('round-trips one key or all keys through snapshot bytes, with position, sequence, carry and class', () => {
+    const store = new KeyStateStore(model, { carrySize: 2 });
+    store.set({ ...snapshot('a', 0), state: Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8), steps: 3, lastSeen: 10, position: { partition: 1, offset: 17 }, sequence: 41, carry: Float64Array.of(0.25, -3), lastClass: 5 });
+    store.set({ ...snapshot('ü-key', -0.5), carry: Float64Array.of(1, 2) });
+
+    const restored = new KeyStateStore(model, { carrySize: 2 });
     expect(restored.restore(store.snapshot(['a'])).map((e) => e.key)).toEqual(['a']);
     const r = restored.get('a')!;
     expect([...r.state]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(r.steps).toBe(3);
-    expect(r.prev).toEqual({ x: 42 });
-    expect(r.position).toEqual({ topic: 't', partition: 1, offset: '17' });
+    expect({ steps: r.steps, lastSeen: r.lastSeen, position: r.position, sequence: r.sequence, carry: [...r.carry], lastClass: r.lastClass }).toEqual({
+      steps: 3,
+      lastSeen: 10,
+      position: { partition: 1, offset: 17 },
+      sequence: 41,
+      carry: [0.25, -3],
+      lastClass: 5,
+    });
 
-    const all = new KeyStateStore(model);
+    const all = new KeyStateStore(model, { carrySize: 2 });
     all.restore(store.snapshot());
     expect(all.size).toBe(2);
     expect([...all.get('ü-key')!.state]).toEqual(new Array(8).fill(-0.5));
   });
 
-  it('refuses a snapshot from another model, a corrupt one and a truncated one', () => {
+  it("refuses a snapshot from another model, another pipeline's carry, an older format, a corrupt one and a truncated one", () => {
     const store = new KeyStateStore(model);
     store.acquire('a', 0);
     const bytes = store.snapshot();
     expect(() => new KeyStateStore(other).restore(bytes)).toThrow(SnapshotError);
     expect(() => new KeyStateStore(other).restore(bytes)).toThrow(/taken with model [0-9a-f]{12}, but this model is/);
+    expect(() => new KeyStateStore(model, { carrySize: 2 }).restore(bytes)).toThrow(/remembers 0 value\(s\) of each key's last event; this pipeline remembers 2/);
     expect(() => new KeyStateStore(model).restore(bytes.subarray(0, bytes.length - 3))).toThrow(/truncated/);
+    const older = bytes.slice();
+    older.set(new TextEncoder().encode('RNS1'), 0);
+    expect(() => new KeyStateStore(model).restore(older)).toThrow(/older rnnstream \(format RNS1/);
     const bad = bytes.slice();
     bad[0] = 0;
     expect(() => new KeyStateStore(model).restore(bad)).toThrow(/bad magic/);
   });
 
   it('a changelog restore keeps the state with the later source position, not the last one written', () => {
-    const at = (offset: string, partition = 0, fill = Number(offset)) => {
-      const s = new KeyStateStore(model);
-      const e = s.acquire('k', 0);
-      e.state.fill(fill);
-      e.position = { kind: 'kafka', topic: 'in', partition, offset };
-      return s.snapshot();
-    };
+    const at = (offset: number, partition = 0, fill = offset) => new KeyStateStore(model).encode([snapshot('k', fill, { position: { partition, offset } })]);
     const store = new KeyStateStore(model);
-    store.restore(at('20'), notBehind);
+    store.restore(at(20), notBehind);
     // A late write from a previous owner, behind what is resident: refused.
-    expect(store.restore(at('15'), notBehind)).toEqual([]);
+    expect(store.restore(at(15), notBehind)).toEqual([]);
     expect(store.get('k')!.state[0]).toBe(20);
-    // Same or later positions replace it (offsets compare as numbers: '100' > '99').
-    store.restore(at('99'), notBehind);
-    store.restore(at('100'), notBehind);
+    store.restore(at(99), notBehind);
+    store.restore(at(100), notBehind);
     expect(store.get('k')!.state[0]).toBe(100);
     // Another partition's position says nothing about order: it replaces.
-    store.restore(at('5', 1), notBehind);
+    store.restore(at(5, 1), notBehind);
     expect(store.get('k')!.state[0]).toBe(5);
     // Without `accept`, the last written wins (a plain restore).
-    store.restore(at('1'));
+    store.restore(at(1));
     expect(store.get('k')!.state[0]).toBe(1);
   });
 });

@@ -40,7 +40,7 @@ const V: Record<string, Ev> = {
 function config(scheduler: TestScheduler | undefined, overrides: Partial<RnnByKeyConfig<Ev, Ev>> = {}): RnnByKeyConfig<Ev, Ev> {
   return {
     backend: new ReferenceBackend(model),
-    store: new KeyStateStore<Ev>(model),
+    store: new KeyStateStore(model),
     keyOf: (e) => (e.dead ? undefined : e.k),
     eventOf: (e) => e,
     features: (e, _prev, out) => {
@@ -176,7 +176,7 @@ describe('rnnByKey numerics and flow control', () => {
       readonly n: number;
     }
     const ev = (k: string, n: number): Seq => ({ k, v: n / 10, n });
-    const store = new KeyStateStore<Seq>(model);
+    const store = new KeyStateStore(model);
     const base = config(undefined) as unknown as RnnByKeyConfig<Seq, Seq>;
     const cfg: RnnByKeyConfig<Seq, Seq> = { ...base, store, sequence: { field: 'frame', of: (e) => e.n, consecutive: true } };
     // Within one micro-batch (waves) and across batches alike.
@@ -190,15 +190,58 @@ describe('rnnByKey numerics and flow control', () => {
       'b2+2',
       'a3+0',
     ]);
-    // The last applied event is the key's `prev`, kept in snapshots: the order holds after a restore.
-    const restored = new KeyStateStore<Seq>(model);
+    // The last applied sequence number is in the store's columns, kept in snapshots: the order holds after a restore.
+    const restored = new KeyStateStore(model);
     restored.restore(store.snapshot());
     const after = await lastValueFrom(from([ev('a', 2), ev('a', 3)]).pipe(rnnByKey({ ...cfg, store: restored }), toArray()));
     expect(after.map((r) => r.kind)).toEqual(['rejected', 'step']);
   });
 
+  it('remembers the carry fields of each key\'s last event for its next features, classifies, and frees a key at its last event', async () => {
+    interface Word extends Ev {
+      readonly i: number;
+      readonly last?: boolean;
+    }
+    const w = (k: string, i: number, v: number, last = false): Word => ({ k, i, v, last });
+    const store = new KeyStateStore(model, { carrySize: 2 });
+    const seen: string[] = [];
+    const base = config(undefined) as unknown as RnnByKeyConfig<Word, Word>;
+    const cfg: RnnByKeyConfig<Word, Word> = {
+      ...base,
+      store,
+      carry: { v: (e) => e.v, twice: (e) => 2 * e.v },
+      features: (e, prev, out) => {
+        seen.push(prev ? `${e.k}:${prev.v},${prev.twice}` : `${e.k}:-`);
+        out[0] = e.v - (prev?.v ?? 0);
+      },
+      ends: (e) => e.last === true,
+      classify: true,
+      sequence: { field: 'index', of: (e) => e.i, consecutive: true, first: 0 },
+    };
+    const results = await lastValueFrom(from([w('a', 0, 1), w('b', 0, 5), w('a', 1, 3), w('a', 2, 4, true), w('a', 3, 9), w('b', 1, 6)]).pipe(rnnByKey(cfg), toArray()));
+    // Waves: the 2nd events of a and b step together, before a's 3rd.
+    expect(seen).toEqual(['a:-', 'b:-', 'a:1,2', 'b:5,10', 'a:3,6']);
+    expect(results.map((r) => (r.kind === 'step' ? `${r.key}${r.seq}${r.ended ? '.' : ''}` : r.kind === 'rejected' ? `!${r.key}: ${r.reason}` : '?'))).toEqual([
+      'a1',
+      'b1',
+      'a2',
+      'a3.',
+      "!a: out of order: index 3 but the key has no earlier events (its first must be 0; a key's events after its last one start nothing)",
+      'b2',
+    ]);
+    // The ended key holds no state (nor does the refused word after it); b remembers its last event and class.
+    expect([...store.keys()]).toEqual(['b']);
+    const steps = results.filter((r) => r.kind === 'step');
+    expect(steps.map((r) => r.previousClass >= 0)).toEqual([false, false, true, true, true]);
+    const b = store.get('b')!;
+    expect([...b.carry]).toEqual([6, 12]);
+    expect(b.sequence).toBe(1);
+    const lastOutput = steps.at(-1)!.output;
+    expect(b.lastClass).toBe(lastOutput[1]! > lastOutput[0]! ? 1 : 0);
+  });
+
   it('refuses a store smaller than a batch and invalid options, naming the option', () => {
-    const small = new KeyStateStore<Ev>(model, { capacity: 2 });
+    const small = new KeyStateStore(model, { capacity: 2 });
     expect(() => rnnByKey(config(undefined, { store: small, maxBatchSize: 10 }))).toThrow(/capacity \(2\) must be >= maxBatchSize \(10\)/);
     expect(() => rnnByKey(config(undefined, { maxBatchSize: 0 }))).toThrow(/maxBatchSize/);
   });

@@ -55,6 +55,7 @@ describe('JSON as bytes', () => {
       const output = Float32Array.from({ length: softmax ? names.length : 2 }, () => (softmax ? rng.next() : (rng.next() - 0.5) * 100));
       const p: PredictionRecord = {
         kind: 'prediction',
+        ended: false,
         key: keys[i % keys.length]!,
         seq: 1 + Math.floor(rng.next() * 1e6),
         prediction: softmax ? names[i % names.length]! : output[0]!,

@@ -27,6 +27,8 @@ export default definePipeline({
   eventTime: (e) => e.t * 1000,
   // Frames count up by one per ball: a repeated or older frame is a dead letter, a skipped one a gap.
   sequence: { field: 'frame', of: (e) => e.frame, consecutive: true },
+  // The position of the last frame: the outcome (where the ball went) is the step from it.
+  carry: { x: (e) => e.x, y: (e) => e.y },
   featureNames: ['x', 'y'],
   features: (e, _prev, out) => {
     out[0] = e.x;

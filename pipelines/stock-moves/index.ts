@@ -25,6 +25,8 @@ export default definePipeline({
   eventTime: (e) => Date.parse(e.t),
   // Ticks of a symbol arrive in time order; gaps in time are normal (no trading), not missing ticks.
   sequence: { field: 't', of: (e) => Date.parse(e.t) },
+  // The last price: the log return is measured from it, and so is the outcome (up or down).
+  carry: { price: (e) => e.price },
   featureNames: ['logReturn', 'logVolume'],
   features: (e, prev, out) => {
     out[0] = prev ? Math.log(e.price / prev.price) : 0;

@@ -11,10 +11,11 @@ import { isUtf8 } from 'node:buffer';
 import { createReadStream, statSync, type ReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { Observable } from 'rxjs';
+import { concatMap, from, Observable, Subject, takeUntil } from 'rxjs';
 import { UsageError } from '../core/errors.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import type { RawRecord } from '../operators/records.js';
+import type { PartitionHost, Source } from '../runner/types.js';
 
 export interface FixtureSourceOptions {
   readonly queue?: BoundedQueue;
@@ -227,4 +228,34 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
       fileStream.destroy();
     };
   });
+}
+
+/**
+ * A fixture file as the runner's Source: one partition (0), assigned once and prepared before
+ * the first line, read by readFixture (chunked, back-pressured on the queue, paced).
+ */
+export class FixtureSource implements Source {
+  private readonly stopped = new Subject<void>();
+
+  constructor(
+    private readonly file: string,
+    private readonly options: FixtureSourceOptions = {},
+  ) {}
+
+  get name(): string {
+    return this.file;
+  }
+
+  start(host: PartitionHost): Observable<RawRecord> {
+    host.assigned([0]);
+    return from(host.prepare(0)).pipe(
+      concatMap(() => readFixture(this.file, this.options)),
+      takeUntil(this.stopped),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopped.next();
+    this.stopped.complete();
+  }
 }

@@ -2,9 +2,10 @@ import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, 
 import { z } from 'zod';
 import type { StepBackend } from '../backends/types.js';
 import type { StateSegment } from '../core/model.js';
+import type { Carried } from '../pipeline/define.js';
 import { formatZodIssues } from '../core/validation.js';
 import { RnnStreamError } from '../core/errors.js';
-import type { KeyState, KeyStateStore } from '../state/key-state-store.js';
+import { CHUNK_SLOTS, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
 import type { BoundedQueue } from './bounded-queue.js';
 
 export const rnnByKeyOptionsSchema = z
@@ -20,48 +21,49 @@ export type RnnByKeyOptions = z.input<typeof rnnByKeyOptionsSchema>;
 
 export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
   readonly backend: StepBackend;
-  readonly store: KeyStateStore<E>;
+  readonly store: KeyStateStore;
   /** The item's key, or undefined to pass the item through unstepped (e.g. a dead letter). */
   readonly keyOf: (item: In) => string | undefined;
-  /** The event in a keyed item (the input of `features`, remembered as the key's `prev`). */
+  /** The event in a keyed item (the input of `features`). */
   readonly eventOf: (item: In) => E;
-  /** Stored with the key's state after the step (e.g. the Kafka offset), for restores. */
-  readonly positionOf?: (item: In) => unknown;
-  /** Writes the model's raw features for `event`, given the key's previous event, into `out`. */
-  readonly features: (event: E, prev: E | undefined, out: Float64Array) => void;
+  /** Stored with the key's state after the step (an input partition and offset), for restores. */
+  readonly positionOf?: (item: In) => StatePosition | undefined;
+  /** Writes the model's raw features for `event`, given what its key remembers of its last event, into `out`. */
+  readonly features: (event: E, prev: Carried | undefined, out: Float64Array) => void;
+  /**
+   * What a key remembers of each applied event (the store's carry columns, in this order; the
+   * store's carrySize must match): the `prev` of its next event's features.
+   */
+  readonly carry?: Readonly<Record<string, (event: E) => number>>;
+  /** True for a key's last event: its state is freed right after the step (the step says `ended`). */
+  readonly ends?: (event: E) => boolean;
+  /** Remember each key's predicted class (argmax of the output), for prequential scoring. */
+  readonly classify?: boolean;
   /** Time source for batching deadlines and the store's idle TTL (virtual time in tests). */
   readonly scheduler?: SchedulerLike;
   /** Admission control shared with the source; events are released as their results leave. */
   readonly queue?: BoundedQueue;
   /**
-   * Attach to each step a copy of the key's state right after it (for a changelog that must
-   * match the outputs it is written with). Off by default: replay does not need it.
+   * Attach to each step the key's state right after it (for a changelog that must match the
+   * outputs it is written with). Off by default: replay does not need it.
    */
   readonly captureState?: boolean;
   /**
-   * Per-key order: an event whose sequence number is not greater than that of the key's previous
-   * event (`prev`, which snapshots and the changelog keep, so the check holds across restores)
-   * is rejected, not stepped. With `consecutive`, a jump of more than one counts as a gap.
+   * Per-key order: an event whose sequence number is not greater than that of the key's last
+   * applied event (kept in the store, in snapshots and the changelog, so the check holds across
+   * restores) is rejected, not stepped. With `consecutive`, a jump of more than one counts as a
+   * gap; with `first`, a key's first event must carry that number.
    */
-  readonly sequence?: { readonly field: string; readonly of: (event: E) => number; readonly consecutive?: boolean };
-}
-
-/** A key's state as it was right after one step. */
-export interface StateCapture<E> {
-  readonly state: Float32Array;
-  readonly steps: number;
-  readonly prev: E;
-  readonly position: unknown;
-  readonly lastSeen: number;
+  readonly sequence?: { readonly field: string; readonly of: (event: E) => number; readonly consecutive?: boolean; readonly first?: number };
 }
 
 /**
- * A capture that shares one copy of its wave's next-state buffer with the wave's other keys and
- * gathers its own key's state only when read. A changelog reads one capture per key per interval
- * out of thousands made, and a 256-byte typed array per event lives off V8's heap: allocating and
- * sweeping one per event cost more than the step itself.
+ * A key's state right after one step. It shares one copy of its wave's next-state buffer with
+ * the wave's other keys and gathers its own key's floats only when read: a changelog reads one
+ * capture per key per interval out of thousands made, and a typed array per event lives off
+ * V8's heap: allocating and sweeping one per event cost more than the step itself.
  */
-class WaveStateCapture<E> implements StateCapture<E> {
+class WaveStateCapture implements KeySnapshot {
   constructor(
     /** The wave's next states, laid out as the backend wrote them (segment-major, see stepWave). */
     private readonly wave: Float32Array,
@@ -69,10 +71,13 @@ class WaveStateCapture<E> implements StateCapture<E> {
     private readonly index: number,
     private readonly segments: readonly StateSegment[],
     private readonly size: number,
+    readonly key: string,
     readonly steps: number,
-    readonly prev: E,
-    readonly position: unknown,
     readonly lastSeen: number,
+    readonly position: StatePosition | undefined,
+    readonly sequence: number,
+    readonly carry: Float64Array,
+    readonly lastClass: number,
   ) {}
 
   get state(): Float32Array {
@@ -95,12 +100,16 @@ export type KeyedStep<In> =
       readonly seq: number;
       /** Head output: probabilities (softmax) or values (linear). */
       readonly output: Float32Array;
-      /** The key's previous event (before this one), if its state remembers one. */
-      readonly prev: unknown;
+      /** What the key remembered of its previous event (before this one), if it had one. */
+      readonly prev: Carried | undefined;
       /** The key's state after this step, when `captureState` is on. */
-      readonly captured?: StateCapture<unknown>;
+      readonly captured?: KeySnapshot;
       /** Sequence numbers skipped right before this event (a consecutive `sequence` only; else 0). */
       readonly gap: number;
+      /** This was the key's last event (`ends`): its state is gone from the store. */
+      readonly ended: boolean;
+      /** With `classify`: the class the key's previous step predicted (-1: none). */
+      readonly previousClass: number;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -247,6 +256,8 @@ class WaveStepper<In, E> {
   private readonly next: Float32Array;
   private readonly output: Float32Array;
   private readonly raw: Float64Array;
+  private readonly carryNames: readonly string[];
+  private readonly carryOf: readonly ((event: E) => number)[];
 
   constructor(
     private readonly config: RnnByKeyConfig<In, E>,
@@ -259,6 +270,11 @@ class WaveStepper<In, E> {
     this.next = new Float32Array(maxBatchSize * model.stateSize);
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
+    this.carryNames = Object.keys(config.carry ?? {});
+    this.carryOf = Object.values(config.carry ?? {});
+    if (this.carryNames.length !== config.store.carrySize) {
+      throw new RnnStreamError(`rnnByKey: the pipeline carries ${this.carryNames.length} value(s) per key but the state store keeps ${config.store.carrySize}`);
+    }
   }
 
   run(items: In[]): KeyedStep<In>[] | Promise<KeyedStep<In>[]> {
@@ -290,6 +306,39 @@ class WaveStepper<In, E> {
     return next(0);
   }
 
+  /** What the key in `slot` remembers of its last event, by name; undefined when it has none. */
+  private prevOf(slot: number): Carried | undefined {
+    const c = this.config.store.chunkOf(slot);
+    const i = slot & (CHUNK_SLOTS - 1);
+    if (c.steps[i] === 0) return undefined;
+    const names = this.carryNames;
+    const C = names.length;
+    const prev: Record<string, number> = {};
+    for (let k = 0; k < C; k++) prev[names[k]!] = c.carry[i * C + k]!;
+    return prev;
+  }
+
+  /**
+   * Why the key's sequence refuses `event`, if it does; else the gap before it (0 when none).
+   * `last` is the key's last applied sequence number (NaN: none), `fresh` whether it has no state.
+   */
+  private checkSequence(event: E, last: number, fresh: boolean): string | number {
+    const { sequence } = this.config;
+    if (!sequence) return 0;
+    const seq = sequence.of(event);
+    if (Number.isNaN(last)) {
+      if (fresh && sequence.first !== undefined && seq !== sequence.first) {
+        return `out of order: ${sequence.field} ${seq} but the key has no earlier events (its first must be ${sequence.first}; a key's events after its last one start nothing)`;
+      }
+      return 0;
+    }
+    if (!(seq > last)) {
+      const what = seq === last ? 'duplicate' : 'out of order';
+      return `${what}: ${sequence.field} ${seq} is not after the key's last applied ${sequence.field} ${last}`;
+    }
+    return sequence.consecutive && seq > last + 1 ? seq - last - 1 : 0;
+  }
+
   private stepWave(
     indices: number[],
     items: In[],
@@ -297,33 +346,34 @@ class WaveStepper<In, E> {
     results: KeyedStep<In>[],
     now: number,
   ): Promise<void> | undefined {
-    const { store, features, backend, eventOf, positionOf, captureState, sequence } = this.config;
+    const { store, features, backend, eventOf, captureState } = this.config;
     const { model } = store;
-    const { input, state, next, output, raw } = this;
+    const { input, state, raw } = this;
     const { mean, std } = model.normalization;
     const I = model.inputSize;
-    const O = model.outputSize;
+    const S = model.stateSize;
+    const MASK = CHUNK_SLOTS - 1;
     const segments = model.stateSegments;
     const stepping: number[] = [];
-    const entries: KeyState<E>[] = [];
+    const slots: number[] = [];
     const gaps: number[] = [];
+    const prevs: (Carried | undefined)[] = [];
     for (const i of indices) {
       const key = keys[i]!;
-      const entry = store.acquire(key, now);
+      const slot = store.acquire(key, now);
+      const c = store.chunkOf(slot);
+      const fresh = c.steps[slot & MASK] === 0;
       const event = eventOf(items[i]!);
-      let gap = 0;
-      if (sequence && entry.prev !== undefined) {
-        const seq = sequence.of(event);
-        const last = sequence.of(entry.prev);
-        if (!(seq > last)) {
-          const what = seq === last ? 'duplicate' : 'out of order';
-          results[i] = { kind: 'rejected', item: items[i]!, key, reason: `${what}: ${sequence.field} ${seq} is not after the key's last applied ${sequence.field} ${last}` };
-          continue;
-        }
-        if (sequence.consecutive && seq > last + 1) gap = seq - last - 1;
+      const gap = this.checkSequence(event, c.sequence[slot & MASK]!, fresh);
+      if (typeof gap === 'string') {
+        results[i] = { kind: 'rejected', item: items[i]!, key, reason: gap };
+        // A key whose first event is refused holds no state: no slot for junk keys.
+        if (fresh) store.deleteSlot(slot);
+        continue;
       }
+      const prev = this.prevOf(slot);
       raw.fill(Number.NaN);
-      features(event, entry.prev, raw);
+      features(event, prev, raw);
       const b = stepping.length;
       let bad = -1;
       for (let f = 0; f < I; f++) {
@@ -333,50 +383,76 @@ class WaveStepper<In, E> {
       }
       if (bad >= 0) {
         results[i] = { kind: 'rejected', item: items[i]!, key, reason: `feature "${model.features[bad]}" is not finite (${raw[bad]})` };
+        if (fresh) store.deleteSlot(slot);
         continue;
       }
       stepping.push(i);
-      entries.push(entry);
+      slots.push(slot);
       gaps.push(gap);
+      prevs.push(prev);
     }
     const B = stepping.length;
     if (B === 0) return undefined;
-    // Gather and scatter with plain loops: a subarray view per key and segment costs more than
-    // copying a few dozen floats.
+    // Gather with plain loops: a subarray view per key and segment costs more than copying a
+    // few dozen floats.
     for (let b = 0; b < B; b++) {
-      const keyState = entries[b]!.state;
+      const slot = slots[b]!;
+      const keyState = store.chunkOf(slot).state;
+      const base = (slot & MASK) * S;
       for (const seg of segments) {
         const to = B * seg.offset + b * seg.size;
-        for (let j = 0; j < seg.size; j++) state[to + j] = keyState[seg.offset + j]!;
+        for (let j = 0; j < seg.size; j++) state[to + j] = keyState[base + seg.offset + j]!;
       }
     }
     const scatter = (): void => {
       // One copy of the wave's next states serves every capture in it (see WaveStateCapture).
-      const wave = captureState ? next.slice(0, B * model.stateSize) : undefined;
-      for (let b = 0; b < B; b++) {
-        const i = stepping[b]!;
-        const entry = entries[b]!;
-        const item = items[i]!;
-        for (const seg of segments) {
-          const from = B * seg.offset + b * seg.size;
-          for (let j = 0; j < seg.size; j++) entry.state[seg.offset + j] = next[from + j]!;
-        }
-        const prev = entry.prev;
-        entry.prev = eventOf(item);
-        entry.steps++;
-        entry.position = positionOf?.(item);
-        // A small typed array of its own lives on V8's heap and is cheaper than a view.
-        const out = new Float32Array(O);
-        for (let k = 0; k < O; k++) out[k] = output[b * O + k]!;
-        const captured = wave
-          ? new WaveStateCapture(wave, B, b, segments, model.stateSize, entry.steps, entry.prev, entry.position, entry.lastSeen)
-          : undefined;
-        results[i] = { kind: 'step', item, key: entry.key, seq: entry.steps, output: out, prev, captured, gap: gaps[b]! };
-      }
+      const wave = captureState ? this.next.slice(0, B * S) : undefined;
+      for (let b = 0; b < B; b++) this.scatterOne(b, B, stepping[b]!, slots[b]!, gaps[b]!, prevs[b], items, results, wave);
     };
-    const pending = backend.step(B, input, state, next, output);
+    const pending = backend.step(B, input, state, this.next, this.output);
     if (pending) return pending.then(scatter);
     scatter();
     return undefined;
+  }
+
+  /** Writes key b's next state and what it remembers back to its slot, and makes its result. */
+  private scatterOne(b: number, B: number, i: number, slot: number, gap: number, prev: Carried | undefined, items: In[], results: KeyedStep<In>[], wave: Float32Array | undefined): void {
+    const { store, eventOf, positionOf, sequence, ends, classify } = this.config;
+    const { model } = store;
+    const { next, output } = this;
+    const S = model.stateSize;
+    const O = model.outputSize;
+    const C = this.carryOf.length;
+    const c = store.chunkOf(slot);
+    const x = slot & (CHUNK_SLOTS - 1);
+    const item = items[i]!;
+    const event = eventOf(item);
+    for (const seg of model.stateSegments) {
+      const from = B * seg.offset + b * seg.size;
+      const to = x * S + seg.offset;
+      for (let j = 0; j < seg.size; j++) c.state[to + j] = next[from + j]!;
+    }
+    const steps = ++c.steps[x]!;
+    const position = positionOf?.(item);
+    c.partition[x] = position ? position.partition : -1;
+    c.offset[x] = position ? position.offset : 0;
+    if (sequence) c.sequence[x] = sequence.of(event);
+    for (let k = 0; k < C; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
+    // A small typed array of its own lives on V8's heap and is cheaper than a view.
+    const out = new Float32Array(O);
+    let best = 0;
+    for (let k = 0; k < O; k++) {
+      out[k] = output[b * O + k]!;
+      if (out[k]! > out[best]!) best = k;
+    }
+    const previousClass = c.lastClass[x]!;
+    if (classify) c.lastClass[x] = best;
+    const key = c.keys[x]!;
+    const captured = wave
+      ? new WaveStateCapture(wave, B, b, model.stateSegments, S, key, steps, c.lastSeen[x]!, position, c.sequence[x]!, c.carry.slice(x * C, (x + 1) * C), c.lastClass[x]!)
+      : undefined;
+    const ended = ends?.(event) === true;
+    if (ended) store.deleteSlot(slot);
+    results[i] = { kind: 'step', item, key, seq: steps, output: out, prev, captured, gap, ended, previousClass };
   }
 }

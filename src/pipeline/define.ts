@@ -12,9 +12,21 @@ export interface SequenceContract<E> {
   readonly field: string;
   readonly of: (event: E) => number;
   readonly consecutive?: boolean;
+  /**
+   * The number a key's first event must have (an utterance's word 0). An event of a key with no
+   * state and another number is a dead letter: its key's start was lost, or it came after the
+   * key's last event (`ends`).
+   */
+  readonly first?: number;
 }
 
-export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
+/** What a key remembers of its last applied event: the numbers its pipeline's `carry` took, by name. */
+export type Carried<C extends string = string> = { readonly [K in C]: number };
+
+// C defaults to any: a pipeline with its own carry names stands in where any pipeline is expected
+// (the registry, the operators), as S's default lets one with its own schema.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends string = any> {
   readonly name: string;
   readonly description: string;
   readonly schema: S;
@@ -30,16 +42,29 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
    * one, and a larger jump is counted as a gap (missing events), the event still applied.
    */
   readonly sequence?: SequenceContract<z.output<S>>;
+  /**
+   * What a key remembers of its last applied event, for features computed from it (a delta
+   * since the previous tick) and for prequential outcomes: named numbers, which the state store
+   * keeps in typed columns, so a key costs its hidden state plus about a hundred bytes rather
+   * than a copy of its last event.
+   */
+  readonly carry?: { readonly [K in C]: (event: z.output<S>) => number };
   /** Feature names, in the order `features` writes them; the model's `features` must match. */
   readonly featureNames: readonly string[];
-  readonly features: (event: z.output<S>, prev: z.output<S> | undefined, out: Float64Array) => void;
+  /** Writes the model's raw features for `event` into `out`, given what its key remembers of its last event. */
+  readonly features: (event: z.output<S>, prev: Carried<C> | undefined, out: Float64Array) => void;
+  /**
+   * True for a key's last event (an utterance's last word): its state is freed as soon as its
+   * prediction is made, and the changelog forgets the key.
+   */
+  readonly ends?: (event: z.output<S>) => boolean;
   /** The true label in a fixture event, if it has one (for accuracy). */
   readonly label?: (event: z.output<S>) => string | undefined;
   /**
    * What a key's next event reveals about the prediction made at its previous event (where the
    * ball went, whether the price rose): prequential, live accuracy needs no labels in the data.
    */
-  readonly outcome?: (prev: z.output<S>, next: z.output<S>) => string | undefined;
+  readonly outcome?: (prev: Carried<C>, next: z.output<S>) => string | undefined;
   /**
    * Honest baselines for evaluation: each predicts the label of the last event of `history`
    * (a key's events so far, oldest first) or returns undefined when it cannot (the evaluator
@@ -62,8 +87,18 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType> {
   readonly training?: Readonly<Record<string, number | string>>;
 }
 
-export function definePipeline<S extends z.ZodType>(definition: PipelineDefinition<S>): PipelineDefinition<S> {
+export function definePipeline<S extends z.ZodType, C extends string = never>(definition: PipelineDefinition<S, C>): PipelineDefinition<S, C> {
   return Object.freeze(definition);
+}
+
+/** The names of a pipeline's carry fields, in the order the state store keeps them. */
+export const carryNames = (pipeline: Pick<PipelineDefinition, 'carry'>): readonly string[] => Object.keys(pipeline.carry ?? {});
+
+/** What a key would remember of `event` (training and evaluation compute it as the store does). */
+export function carriedOf(pipeline: Pick<PipelineDefinition, 'carry'>, event: unknown): Carried {
+  const carried: Record<string, number> = {};
+  for (const [name, of] of Object.entries(pipeline.carry ?? {})) carried[name] = of(event);
+  return carried;
 }
 
 /** The event in a raw line, when the line is JSON that passes the pipeline's schema; never throws. */

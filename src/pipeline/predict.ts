@@ -10,9 +10,9 @@ import { utf8LengthOver } from '../core/validation.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js';
 import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
-import { rnnByKey, type KeyedStep, type StateCapture } from '../operators/rnn-by-key.js';
-import type { KeyStateStore } from '../state/key-state-store.js';
-import type { PipelineDefinition } from './define.js';
+import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
+import { KeyStateStore, type KeySnapshot, type StatePosition } from '../state/key-state-store.js';
+import { carryNames, type PipelineDefinition } from './define.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
 
 export interface PredictionRecord {
@@ -32,7 +32,9 @@ export interface PredictionRecord {
   /** The key's previous prediction, scored by what this event revealed (prequential). */
   readonly prequential?: PrequentialScore;
   /** The key's state right after this event (only with `captureState`). */
-  readonly state?: StateCapture<unknown>;
+  readonly state?: KeySnapshot;
+  /** This was its key's last event (the pipeline's `ends`): the key's state is freed. */
+  readonly ended: boolean;
   readonly source: SourcePosition;
   /** Sequence numbers missing right before this event (the pipeline's `sequence`, when consecutive). */
   readonly sequenceGap?: number;
@@ -59,7 +61,7 @@ export type PipelineOutput = PredictionRecord | DeadLetter | SkippedRecord;
 
 export interface PredictOptions extends DecodeOptions {
   readonly backend: StepBackend;
-  readonly store: KeyStateStore<unknown>;
+  readonly store: KeyStateStore;
   readonly maxBatchSize?: number;
   readonly maxWaitMs?: number;
   /** Events with a longer key (UTF-8 bytes) are dead-lettered (default DEFAULT_MAX_KEY_BYTES). */
@@ -72,6 +74,26 @@ export interface PredictOptions extends DecodeOptions {
   readonly captureState?: boolean;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
   readonly alreadyApplied?: (key: string, source: SourcePosition) => boolean;
+}
+
+/**
+ * The position the state store keeps for an event: its Kafka partition and offset; a fixture's
+ * line (and an in-memory record's index) as offsets in partition 0.
+ */
+export function statePositionOf(source: SourcePosition): StatePosition {
+  switch (source.kind) {
+    case 'kafka':
+      return { partition: source.partition, offset: Number(source.offset) };
+    case 'file':
+      return { partition: 0, offset: source.line };
+    case 'memory':
+      return { partition: 0, offset: source.index };
+  }
+}
+
+/** The state store for a pipeline's model: columns for the pipeline's carry fields. */
+export function stateStoreFor(pipeline: PipelineDefinition, model: RnnModel, options: { capacity?: number; idleTtlMs?: number | undefined } = {}): KeyStateStore {
+  return new KeyStateStore(model, { ...options, carrySize: carryNames(pipeline).length });
 }
 
 export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
@@ -99,10 +121,10 @@ export function toPredictionRecord(
   } else {
     prediction = out[0]!;
   }
-  const score =
-    prequential && typeof prediction === 'string'
-      ? prequential.observe(step.key, step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined, prediction)
-      : undefined;
+  const score = prequential?.score(
+    step.previousClass >= 0 ? names[step.previousClass] : undefined,
+    step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined,
+  );
   return {
     kind: 'prediction',
     key: step.key,
@@ -114,6 +136,7 @@ export function toPredictionRecord(
     label: pipeline.label?.(item.event),
     prequential: score,
     state: step.captured,
+    ended: step.ended,
     source: item.source,
     sequenceGap: step.gap,
   };
@@ -146,8 +169,11 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
         return options.alreadyApplied?.(key, r.source) ? undefined : key;
       },
       eventOf: (r) => (r as EventRecord<unknown>).event,
-      positionOf: (r) => r.source,
+      positionOf: (r) => statePositionOf(r.source),
       features: pipeline.features,
+      carry: pipeline.carry,
+      ends: pipeline.ends,
+      classify: options.prequential !== undefined,
       maxBatchSize: options.maxBatchSize,
       maxWaitMs: options.maxWaitMs,
       scheduler: options.scheduler,

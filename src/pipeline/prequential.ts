@@ -4,7 +4,6 @@
  * the same in replay and in the Kafka service, and is identical for the same events.
  */
 import type { RnnModel } from '../core/model.js';
-import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 
 export interface PrequentialScore {
   /** What the key's previous event predicted. */
@@ -15,25 +14,18 @@ export interface PrequentialScore {
 }
 
 /** A tracker when the pipeline can reveal outcomes and the model classifies; else undefined. */
-export function prequentialFor(pipeline: { readonly outcome?: unknown }, model: RnnModel, capacity: number): PrequentialTracker | undefined {
-  return pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker(capacity) : undefined;
+export function prequentialFor(pipeline: { readonly outcome?: unknown }, model: RnnModel): PrequentialTracker | undefined {
+  return pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker() : undefined;
 }
 
+/**
+ * Counts prequential hits. What each key predicted last lives with its state (the store's
+ * lastClass column, rnnByKey's `classify`): it is evicted, restored and dropped with the key,
+ * and costs no map of its own.
+ */
 export class PrequentialTracker {
-  /**
-   * Each key's last prediction, in two generations: new keys go to `recent`; when it holds
-   * `capacity` keys, it becomes `older` and the old `older` is dropped whole. At least the
-   * `capacity` most recent keys are remembered (at most twice that), the earliest forgotten
-   * first, with no Map deletes: deleting a Map's first entry over and over leaves deleted slots
-   * that each later `keys().next()` walks over.
-   */
-  private recent = new Map<string, string>();
-  private older = new Map<string, string>();
   private scoredCount = 0;
   private correctCount = 0;
-
-  /** @param capacity keys remembered at least (the earliest remembered forgotten first). */
-  constructor(private readonly capacity = DEFAULT_KEY_CAPACITY) {}
 
   get scored(): number {
     return this.scoredCount;
@@ -48,19 +40,10 @@ export class PrequentialTracker {
   }
 
   /**
-   * Scores the key's previous prediction against `outcome` (undefined when this event reveals
-   * nothing, e.g. the key's first event), then remembers `prediction` for the next one.
+   * Scores what the key's previous event predicted against what this event revealed; undefined
+   * when either is unknown (the key's first event, an outcome the event cannot tell).
    */
-  observe(key: string, outcome: string | undefined, prediction: string): PrequentialScore | undefined {
-    let predicted = this.recent.get(key);
-    if (predicted === undefined) {
-      predicted = this.older.get(key);
-      if (this.recent.size >= this.capacity) {
-        this.older = this.recent;
-        this.recent = new Map();
-      }
-    }
-    this.recent.set(key, prediction);
+  score(predicted: string | undefined, outcome: string | undefined): PrequentialScore | undefined {
     if (predicted === undefined || outcome === undefined) return undefined;
     const hit = predicted === outcome;
     this.scoredCount++;

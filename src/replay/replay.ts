@@ -3,24 +3,23 @@
  * (pipeline/predict.ts), predictions out as JSON Lines, and a summary with throughput and, when
  * the fixture carries labels, accuracy overall and by step index.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { lastValueFrom, tap } from 'rxjs';
 import { z } from 'zod';
 import { resolveBackend, type SkippedBackend } from '../backends/registry.js';
 import { BACKEND_NAMES } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
 import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
-import { readFixture, fixtureSize } from '../adapters/fixture-source.js';
+import { FixtureSource, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import type { DeadLetter } from '../operators/records.js';
-import { deadLetterJson, predictionJson } from '../pipeline/serialize.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
-import { predict, type PipelineOutput, type PredictionRecord } from '../pipeline/predict.js';
+import { stateStoreFor, type PredictionRecord } from '../pipeline/predict.js';
+import { runPipeline } from '../runner/run-pipeline.js';
+import { ReplaySink } from './replay-sink.js';
 import { eventOfLine } from '../pipeline/define.js';
 import { loadPipeline } from '../pipeline/registry.js';
-import { DEFAULT_KEY_CAPACITY, KeyStateStore } from '../state/key-state-store.js';
+import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
 import { prequentialFor } from '../pipeline/prequential.js';
 
@@ -50,6 +49,7 @@ export interface ReplaySummary {
   readonly model: { readonly name: string; readonly hash: string; readonly architecture: string; readonly trained: boolean };
   readonly backend: { readonly name: string; readonly detail: string; readonly requested: string; readonly skipped: readonly SkippedBackend[] };
   readonly events: number;
+  /** Key states created: the distinct keys, unless a key was evicted (or ended) and came back, which counts again. */
   readonly keys: number;
   readonly predictions: number;
   readonly deadLettered: number;
@@ -78,39 +78,6 @@ export interface ReplayIo {
   readonly progress?: { start(totalBytes: number): void; update(bytes: number): void; stop(): void };
 }
 
-/** Buffered JSON Lines writer: one write per 256 KiB instead of one per record. */
-class JsonLinesWriter {
-  private buffer: string[] = [];
-  private bytes = 0;
-  private readonly stream: WriteStream;
-  private failed: Error | undefined;
-
-  constructor(readonly path: string) {
-    this.stream = createWriteStream(path);
-    this.stream.on('error', (err) => (this.failed = err));
-  }
-
-  write(line: string): void {
-    this.buffer.push(line);
-    this.bytes += line.length + 1;
-    if (this.bytes > 1 << 18) this.flush();
-  }
-
-  private flush(): void {
-    if (this.failed) throw new UsageError(`cannot write ${this.path}: ${this.failed.message}`);
-    if (this.buffer.length === 0) return;
-    this.stream.write(this.buffer.join('\n') + '\n');
-    this.buffer = [];
-    this.bytes = 0;
-  }
-
-  async close(): Promise<void> {
-    this.flush();
-    await new Promise<void>((resolve, reject) => this.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
-    if (this.failed) throw new UsageError(`cannot write ${this.path}: ${this.failed.message}`);
-  }
-}
-
 export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise<ReplaySummary> {
   const parsedOptions = replayOptionsSchema.safeParse(options);
   if (!parsedOptions.success) throw new UsageError(`replay options: ${formatZodIssues(parsedOptions.error).join('; ')}`);
@@ -124,17 +91,11 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const model = loadModelFile(opts.model ?? pipeline.modelFile);
   const resolution = await resolveBackend(opts.backend, model, { logger, ...(opts.threads ? { threads: opts.threads } : {}) });
   const { backend } = resolution;
-  const store = new KeyStateStore(model, { capacity: opts.keyCapacity, idleTtlMs: opts.idleTtlMs });
+  const store = stateStoreFor(pipeline, model, { capacity: opts.keyCapacity, idleTtlMs: opts.idleTtlMs });
   const queue = new BoundedQueue(opts.maxBatchSize * 4);
-  const out = opts.out ? new JsonLinesWriter(opts.out) : undefined;
-  const dlq = opts.deadLetters ? new JsonLinesWriter(opts.deadLetters) : undefined;
   const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
-  const prequential = prequentialFor(pipeline, model, opts.keyCapacity);
-  const keys = new Set<string>();
-  let predictions = 0;
-  let deadLettered = 0;
+  const prequential = prequentialFor(pipeline, model);
   let blankLines = 0;
-  let sequenceGaps = 0;
   const setupSeconds = (performance.now() - setupStart) / 1000;
 
   // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
@@ -145,33 +106,24 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
 
   io.progress?.start(totalBytes);
   const started = performance.now();
+  const source = new FixtureSource(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b), onBlankLine: () => blankLines++ });
+  const sink = new ReplaySink({ out: opts.out, deadLetters: opts.deadLetters, accuracy, onPrediction: io.onPrediction, onDeadLetter: io.onDeadLetter });
   try {
-    await lastValueFrom(
-      readFixture(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b), onBlankLine: () => blankLines++ }).pipe(
-        predict(pipeline, model, { backend, store, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs, maxBytes: opts.maxMessageBytes }),
-        tap((record: PipelineOutput) => {
-          if (record.kind === 'prediction') {
-            predictions++;
-            sequenceGaps += record.sequenceGap ?? 0;
-            keys.add(record.key);
-            if (record.label !== undefined) accuracy?.add(record.seq, record.prediction === record.label);
-            out?.write(predictionJson(record));
-            io.onPrediction?.(record);
-          } else if (record.kind === 'dead-letter') {
-            deadLettered++;
-            if (dlq) dlq.write(deadLetterJson(record));
-            else io.onDeadLetter?.(record);
-          }
-        }),
-      ),
-      { defaultValue: undefined },
-    );
+    await runPipeline({
+      source,
+      sink,
+      pipeline,
+      model,
+      store,
+      predict: { backend, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs, maxBytes: opts.maxMessageBytes },
+      logger,
+    }).done;
   } finally {
     io.progress?.stop();
     backend.dispose();
-    await out?.close();
-    await dlq?.close();
+    await sink.flush();
   }
+  const { predictions, deadLettered, sequenceGaps } = sink;
   const seconds = (performance.now() - started) / 1000;
   const events = predictions + deadLettered;
   const stats = store.stats;
@@ -186,7 +138,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     },
     backend: { name: backend.name, detail: backend.detail, requested: resolution.requested, skipped: resolution.skipped },
     events,
-    keys: keys.size,
+    keys: stats.created,
     predictions,
     deadLettered,
     blankLines,

@@ -14,6 +14,16 @@ import { DEFAULT_MAX_KEY_BYTES } from '../pipeline/predict.js';
 import { DEAD_LETTER_RAW_BYTES } from '../pipeline/serialize.js';
 import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 
+export const GUARANTEES = ['at-least-once', 'exactly-once'] as const;
+export type Guarantee = (typeof GUARANTEES)[number];
+
+/**
+ * The commit interval by guarantee, as in Kafka Streams (commit.interval.ms: 30 s, and 100 ms
+ * with exactly-once): at least once it only bounds what a crash redelivers; exactly once it is
+ * how long outputs wait to become visible.
+ */
+export const COMMIT_INTERVAL_MS: Readonly<Record<Guarantee, number>> = Object.freeze({ 'at-least-once': 1000, 'exactly-once': 100 });
+
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: 'expected host:port' });
 
 export const serviceConfigSchema = z
@@ -62,11 +72,21 @@ export const serviceConfigSchema = z
      */
     produceBatchBytes: z.int().positive().default(1_000_000),
     /**
-     * Least time between writes of the state changelog and offset commits (each covers every
-     * output acknowledged since the last). Longer: fewer changelog records, more events redelivered
-     * (and skipped as already applied) after a crash.
+     * Delivery: `at-least-once` (outputs first, then the changelog, then the offsets; a crash
+     * redelivers what was not committed, and outputs may repeat) or `exactly-once` (per input
+     * partition and commit interval, one Kafka transaction holds the outputs, dead letters,
+     * changelog records and offsets: a read_committed reader sees each output once).
      */
-    changelogIntervalMs: z.int().nonnegative().default(1000),
+    guarantee: z.enum(GUARANTEES).default('at-least-once'),
+    /**
+     * How often state and offsets are committed: at least once, the least time between changelog
+     * writes and offset commits (longer: fewer changelog records, more events redelivered after a
+     * crash); exactly once, how often each partition commits a transaction (longer: larger
+     * transactions, outputs visible later). Unset: COMMIT_INTERVAL_MS[guarantee].
+     */
+    commitIntervalMs: z.int().nonnegative().optional(),
+    /** Exactly once: the broker aborts a transaction left open longer (a stalled member's), which fences its producer. */
+    transactionTimeoutMs: z.int().min(1000).default(10_000),
     /**
      * Encode and send produce requests on a worker thread (kafkajs's encoding is JavaScript, about
      * 10 µs a record); false keeps the producer on the service's thread.
@@ -137,6 +157,7 @@ export interface ResolvedConfig {
     readonly outputTopic: string;
     readonly dlqTopic: string;
     readonly changelogTopic: string;
+    readonly commitIntervalMs: number;
   };
   readonly saslPassword: string | undefined;
 }
@@ -167,7 +188,8 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: { enabled: v === 'true' || v === '1' } }),
   RNNSTREAM_SSL_CA: (v) => ({ ssl: { ca: v } }),
-  RNNSTREAM_CHANGELOG_INTERVAL_MS: (v) => ({ changelogIntervalMs: Number(v) }),
+  RNNSTREAM_GUARANTEE: (v) => ({ guarantee: v }),
+  RNNSTREAM_COMMIT_INTERVAL_MS: (v) => ({ commitIntervalMs: Number(v) }),
   RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
   RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
   RNNSTREAM_SASL_USERNAME: (v) => ({ sasl: { username: v } }),
@@ -262,6 +284,7 @@ export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
       outputTopic: c.outputTopic ?? topics.outputTopic,
       dlqTopic: c.dlqTopic ?? topics.dlqTopic,
       changelogTopic: c.changelogTopic ?? topics.changelogTopic,
+      commitIntervalMs: c.commitIntervalMs ?? COMMIT_INTERVAL_MS[c.guarantee],
     }),
     saslPassword,
   };

@@ -45,6 +45,19 @@ export class ServiceMetrics {
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
   readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
+  readonly transactions = new Counter({ name: 'rnnstream_transactions_total', help: 'Exactly-once: transactions committed (one per input partition and commit interval)', registers: [this.registry] });
+  readonly transactionSeconds = new Histogram({
+    name: 'rnnstream_transaction_seconds',
+    help: 'Exactly-once: from the start of a transaction to its commit, retries included',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [this.registry],
+  });
+  readonly transactionsOpen = new Gauge({ name: 'rnnstream_transactions_open', help: 'Exactly-once: transactions begun and not yet committed or aborted (at most one per input partition)', registers: [this.registry] });
+  readonly partitionsLost = new Counter({
+    name: 'rnnstream_partitions_lost_total',
+    help: "Exactly-once: partitions whose producer was fenced (a new owner, or a transaction the broker expired); their uncommitted outputs were dropped and redone from what is committed",
+    registers: [this.registry],
+  });
   readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
   /** What /healthz would answer now; the service sets it (reportHealthFrom). */

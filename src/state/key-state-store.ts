@@ -1,39 +1,32 @@
 /**
- * Per-key recurrent state: every layer's hidden (and LSTM cell) vector for each key, the key's
- * previous event (so features can use deltas), and how many steps the state has absorbed.
+ * Per-key recurrent state: every layer's hidden (and LSTM cell) vector for each key, what the
+ * key remembers of its last event (the pipeline's `carry` fields, for delta features), its
+ * sequence number, how many steps it has absorbed, and where its last event came from.
+ *
+ * Users see a small get/set interface (`get`, `set`, `delete`, `keys`); the operators step keys
+ * by slot. Each key owns a slot; a slot's values live in typed columns, 4,096 slots to a chunk,
+ * so a key costs its state's floats plus about a hundred bytes, not a graph of objects: a
+ * Map entry from key to slot, the key string, and a few numbers in columns. Chunks are never
+ * reallocated (growing adds one), so peak memory does not double while the store grows.
  *
  * Bounded two ways, both counted: a capacity (the least recently used key is evicted to admit a
  * new one) and an idle TTL (a key unseen for longer is evicted). An evicted key that comes back
- * restarts from zero state, as a brand-new key would.
+ * restarts from zero state, as a brand-new key would. Slots are linked oldest to newest, so a
+ * touch and an eviction are O(1); a freed slot is reused by the next new key.
  *
- * Snapshots (one key or all keys) are bytes tagged with the model's content hash; restoring a
- * snapshot taken with a different model is refused, because hidden units of another model mean
- * nothing to this one.
- *
- * Format (little-endian): "RNS1" | model hash (32 bytes) | stateSize u32 | count u32 |
- *   count x ( keyBytes u32 | key utf8 | steps f64 | lastSeen f64 | state f32 x stateSize |
- *             positionBytes u32 | position utf8 JSON | prevBytes u32 | prev utf8 JSON )
+ * State follows input partitions: each key is tagged with the partition of its last event, and
+ * `dropPartition` removes exactly a revoked partition's keys. Snapshots are the codec's bytes
+ * (snapshot-codec.ts), tagged with the model's hash.
  */
 import { SnapshotError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
 import { z } from 'zod';
+import { decodeSnapshots, encodeSnapshots, type KeySnapshot, type SnapshotShape, type StatePosition } from './snapshot-codec.js';
+
+export type { KeySnapshot, StatePosition } from './snapshot-codec.js';
 
 /** Keys held in memory by default; the least recently used is evicted past it. */
 export const DEFAULT_KEY_CAPACITY = 1_000_000;
-
-export interface KeyState<E> {
-  readonly key: string;
-  /** The model's state vector for this key (model.stateSegments layout); updated in place. */
-  readonly state: Float32Array;
-  /** The last event applied to this key's state. */
-  prev: E | undefined;
-  /** Steps applied since the key was created (or last evicted). */
-  steps: number;
-  /** Scheduler time (ms) the key was last touched. */
-  lastSeen: number;
-  /** Where the last applied event came from (e.g. a Kafka offset), for exactly-once restores. */
-  position: unknown;
-}
 
 export interface StoreCounters {
   readonly created: number;
@@ -47,45 +40,57 @@ export const keyStateStoreOptionsSchema = z
     capacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     /** Evict keys idle for longer than this many ms (absent: never). */
     idleTtlMs: z.number().positive().optional(),
+    /** Values remembered of each key's last event (the pipeline's carry fields). */
+    carrySize: z.int().nonnegative().default(0),
   })
   .strict();
 export type KeyStateStoreOptions = z.input<typeof keyStateStoreOptionsSchema>;
 
-const MAGIC = 'RNS1';
+const CHUNK_BITS = 12;
+/** Slots per chunk: columns are allocated this many keys at a time. */
+export const CHUNK_SLOTS = 1 << CHUNK_BITS;
+const SLOT_MASK = CHUNK_SLOTS - 1;
+const NONE = -1;
 
 /**
- * A resident key. Entries are linked oldest to newest (least recently used first), so that
- * eviction and a touch are O(1) without re-inserting into the Map: deleting a Map's first entry
- * again and again leaves deleted slots that each later `keys().next()` walks over, and at 100k
- * keys with constant eviction that walk made replay 11x slower.
+ * The columns of CHUNK_SLOTS slots. Slot s lives in chunk `s >> 12` at index `s & 4095`; its
+ * state floats are `state[index * stateSize ...]`, its carry `carry[index * carrySize ...]`.
  */
-class Entry<E> implements KeyState<E> {
-  older: Entry<E> | undefined;
-  newer: Entry<E> | undefined;
-  prev: E | undefined = undefined;
-  steps = 0;
-  position: unknown = undefined;
-  constructor(
-    public key: string,
-    /** A view of the store's slab: the floats of all keys live in a few large arrays. */
-    readonly state: Float32Array,
-    public lastSeen: number,
-  ) {}
+export class SlotChunk {
+  readonly keys: (string | undefined)[] = new Array<string | undefined>(CHUNK_SLOTS).fill(undefined);
+  readonly state: Float32Array;
+  readonly carry: Float64Array;
+  readonly steps = new Float64Array(CHUNK_SLOTS);
+  readonly lastSeen = new Float64Array(CHUNK_SLOTS);
+  /** The input partition of the key's last event; -1: none. */
+  readonly partition = new Int32Array(CHUNK_SLOTS).fill(NONE);
+  readonly offset = new Float64Array(CHUNK_SLOTS);
+  /** The pipeline's sequence number of the last applied event; NaN: none. */
+  readonly sequence = new Float64Array(CHUNK_SLOTS).fill(Number.NaN);
+  readonly lastClass = new Int32Array(CHUNK_SLOTS).fill(NONE);
+  /** Least-recently-used links (slot numbers; -1: none). */
+  readonly older = new Int32Array(CHUNK_SLOTS).fill(NONE);
+  readonly newer = new Int32Array(CHUNK_SLOTS).fill(NONE);
+
+  constructor(stateSize: number, carrySize: number) {
+    this.state = new Float32Array(CHUNK_SLOTS * stateSize);
+    this.carry = new Float64Array(CHUNK_SLOTS * carrySize);
+  }
 }
 
-/** Keys per slab: states are allocated this many at a time, in one Float32Array. */
-const SLAB_KEYS = 4096;
-
-export class KeyStateStore<E = unknown> {
-  private readonly keys = new Map<string, Entry<E>>();
-  private oldest: Entry<E> | undefined;
-  private newest: Entry<E> | undefined;
-  /** Entries of deleted keys, and their slab space, kept for the next new key. */
-  private readonly free: Entry<E>[] = [];
-  private slab: Float32Array | undefined;
-  private slabUsed = 0;
+export class KeyStateStore {
+  private readonly slots = new Map<string, number>();
+  /** Column chunks; slot s is in chunks[s >> 12]. */
+  readonly chunks: SlotChunk[] = [];
+  private used = 0;
+  private readonly free: number[] = [];
+  private oldest = NONE;
+  private newest = NONE;
   readonly capacity: number;
+  readonly carrySize: number;
+  readonly stateSize: number;
   private readonly idleTtlMs: number;
+  private readonly shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
 
   constructor(
@@ -94,67 +99,134 @@ export class KeyStateStore<E = unknown> {
   ) {
     const parsed = keyStateStoreOptionsSchema.parse(options);
     this.capacity = parsed.capacity;
+    this.carrySize = parsed.carrySize;
+    this.stateSize = model.stateSize;
     this.idleTtlMs = parsed.idleTtlMs ?? Number.POSITIVE_INFINITY;
+    this.shape = { hash: model.hash, name: model.name, stateSize: model.stateSize, carrySize: parsed.carrySize };
   }
 
   get size(): number {
-    return this.keys.size;
+    return this.slots.size;
   }
 
   get stats(): StoreCounters {
     return { ...this.counters };
   }
 
-  /** The key's state if resident and not idle past the TTL; does not touch recency. */
-  get(key: string, now?: number): KeyState<E> | undefined {
-    const entry = this.keys.get(key);
-    if (entry && now !== undefined && now - entry.lastSeen > this.idleTtlMs) {
-      this.remove(entry);
-      this.counters.evictedByTtl++;
-      return undefined;
-    }
-    return entry;
+  /** The chunk holding `slot` (its index there is `slot & (CHUNK_SLOTS - 1)`). */
+  chunkOf(slot: number): SlotChunk {
+    return this.chunks[slot >> CHUNK_BITS]!;
   }
 
-  /** The key's state, created at zero if absent; marks it most recently used at `now`. */
-  acquire(key: string, now: number): KeyState<E> {
-    let entry = this.get(key, now) as Entry<E> | undefined;
-    if (entry) {
-      this.unlink(entry);
-    } else {
-      entry = this.fresh(key, now);
-      this.keys.set(key, entry);
+  /**
+   * The key's slot if resident and not idle past the TTL at `now` (an idle one is evicted);
+   * -1 when absent. Does not touch recency.
+   */
+  find(key: string, now?: number): number {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return NONE;
+    if (now !== undefined && now - this.chunkOf(slot).lastSeen[slot & SLOT_MASK]! > this.idleTtlMs) {
+      this.remove(slot);
+      this.counters.evictedByTtl++;
+      return NONE;
+    }
+    return slot;
+  }
+
+  /** The key's slot, created at zero state if absent; marks it most recently used at `now`. */
+  acquire(key: string, now: number): number {
+    let slot = this.find(key, now);
+    if (slot !== NONE) this.unlink(slot);
+    else {
+      slot = this.fresh(key);
       this.counters.created++;
     }
-    entry.lastSeen = now;
-    this.link(entry);
-    return entry;
+    this.chunkOf(slot).lastSeen[slot & SLOT_MASK] = now;
+    this.link(slot);
+    return slot;
   }
 
-  /** Replaces or inserts a key's state wholesale (used by restore); the store keeps a copy. */
-  set(incoming: KeyState<E>): void {
-    if (incoming.state.length !== this.model.stateSize) {
-      throw new SnapshotError(`state for key "${incoming.key}" has ${incoming.state.length} floats; this model needs ${this.model.stateSize}`);
+  /** A copy of the key's state, or undefined when it is not resident. */
+  get(key: string): KeySnapshot | undefined {
+    const slot = this.slots.get(key);
+    return slot === undefined ? undefined : this.read(slot);
+  }
+
+  /** Where the key's last applied event came from (undefined: not resident, or no position). */
+  positionOf(key: string): StatePosition | undefined {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return undefined;
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    return c.partition[i]! >= 0 ? { partition: c.partition[i]!, offset: c.offset[i]! } : undefined;
+  }
+
+  /** A copy of the state in `slot`. */
+  read(slot: number): KeySnapshot {
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    const S = this.stateSize;
+    const C = this.carrySize;
+    const partition = c.partition[i]!;
+    return {
+      key: c.keys[i]!,
+      state: c.state.slice(i * S, (i + 1) * S),
+      steps: c.steps[i]!,
+      lastSeen: c.lastSeen[i]!,
+      position: partition >= 0 ? { partition, offset: c.offset[i]! } : undefined,
+      sequence: c.sequence[i]!,
+      carry: c.carry.slice(i * C, (i + 1) * C),
+      lastClass: c.lastClass[i]!,
+    };
+  }
+
+  /** Replaces or inserts a key's state wholesale (restores); the store keeps a copy. */
+  set(incoming: KeySnapshot): void {
+    if (incoming.state.length !== this.stateSize) {
+      throw new SnapshotError(`state for key "${incoming.key}" has ${incoming.state.length} floats; this model needs ${this.stateSize}`);
     }
-    let entry = this.keys.get(incoming.key);
-    if (entry) this.unlink(entry);
-    else {
-      entry = this.fresh(incoming.key, incoming.lastSeen);
-      this.keys.set(incoming.key, entry);
-    }
-    entry.state.set(incoming.state);
-    entry.prev = incoming.prev;
-    entry.steps = incoming.steps;
-    entry.lastSeen = incoming.lastSeen;
-    entry.position = incoming.position;
-    this.link(entry);
+    let slot = this.slots.get(incoming.key);
+    if (slot !== undefined) this.unlink(slot);
+    else slot = this.fresh(incoming.key);
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    c.state.set(incoming.state, i * this.stateSize);
+    for (let j = 0; j < this.carrySize; j++) c.carry[i * this.carrySize + j] = j < incoming.carry.length ? incoming.carry[j]! : Number.NaN;
+    c.steps[i] = incoming.steps;
+    c.lastSeen[i] = incoming.lastSeen;
+    c.partition[i] = incoming.position ? incoming.position.partition : NONE;
+    c.offset[i] = incoming.position ? incoming.position.offset : 0;
+    c.sequence[i] = incoming.sequence;
+    c.lastClass[i] = incoming.lastClass;
+    this.link(slot);
   }
 
   delete(key: string): boolean {
-    const entry = this.keys.get(key);
-    if (!entry) return false;
-    this.remove(entry);
+    const slot = this.slots.get(key);
+    if (slot === undefined) return false;
+    this.remove(slot);
     return true;
+  }
+
+  /** Frees a slot (its key leaves the store). */
+  deleteSlot(slot: number): void {
+    this.remove(slot);
+  }
+
+  /** Removes every key whose last event came from input `partition` (it was revoked); returns how many. */
+  dropPartition(partition: number): number {
+    let n = 0;
+    for (let slot = this.oldest; slot !== NONE; ) {
+      const c = this.chunkOf(slot);
+      const i = slot & SLOT_MASK;
+      const next = c.newer[i]!;
+      if (c.partition[i] === partition) {
+        this.remove(slot);
+        n++;
+      }
+      slot = next;
+    }
+    return n;
   }
 
   /** Evicts every key idle past the TTL at `now`; returns how many. */
@@ -162,7 +234,7 @@ export class KeyStateStore<E = unknown> {
     if (!Number.isFinite(this.idleTtlMs)) return 0;
     let n = 0;
     // Oldest first, so the idle keys are a prefix.
-    while (this.oldest && now - this.oldest.lastSeen > this.idleTtlMs) {
+    while (this.oldest !== NONE && now - this.chunkOf(this.oldest).lastSeen[this.oldest & SLOT_MASK]! > this.idleTtlMs) {
       this.remove(this.oldest);
       n++;
     }
@@ -170,126 +242,31 @@ export class KeyStateStore<E = unknown> {
     return n;
   }
 
-  /**
-   * An entry for a new key, at zero state: the least recently used key's when the store is
-   * full (evicted), else a deleted key's, else new space in the slab. Reusing them means a
-   * stream of new keys past the capacity allocates nothing.
-   */
-  private fresh(key: string, now: number): Entry<E> {
-    let entry: Entry<E> | undefined;
-    if (this.keys.size >= this.capacity && this.oldest) {
-      entry = this.oldest;
-      this.unlink(entry);
-      this.keys.delete(entry.key);
-      this.counters.evictedByCapacity++;
-    } else entry = this.free.pop();
-    if (entry) {
-      entry.key = key;
-      entry.state.fill(0);
-      entry.prev = undefined;
-      entry.steps = 0;
-      entry.position = undefined;
-      entry.lastSeen = now;
-      return entry;
-    }
-    const S = this.model.stateSize;
-    if (!this.slab || this.slabUsed === SLAB_KEYS) {
-      this.slab = new Float32Array(SLAB_KEYS * S);
-      this.slabUsed = 0;
-    }
-    const state = this.slab.subarray(this.slabUsed * S, (this.slabUsed + 1) * S);
-    this.slabUsed++;
-    return new Entry<E>(key, state, now);
-  }
-
-  private remove(entry: Entry<E>): void {
-    this.unlink(entry);
-    this.keys.delete(entry.key);
-    entry.prev = undefined;
-    entry.position = undefined;
-    this.free.push(entry);
-  }
-
-  /** Appends as the newest. */
-  private link(entry: Entry<E>): void {
-    entry.older = this.newest;
-    entry.newer = undefined;
-    if (this.newest) this.newest.newer = entry;
-    else this.oldest = entry;
-    this.newest = entry;
-  }
-
-  private unlink(entry: Entry<E>): void {
-    if (entry.older) entry.older.newer = entry.newer;
-    else if (this.oldest === entry) this.oldest = entry.newer;
-    if (entry.newer) entry.newer.older = entry.older;
-    else if (this.newest === entry) this.newest = entry.older;
-    entry.older = entry.newer = undefined;
-  }
-
   /** Resident keys, least recently used first. */
-  *entries(): IterableIterator<KeyState<E>> {
-    for (let e = this.oldest; e; ) {
+  *keys(): IterableIterator<string> {
+    for (let slot = this.oldest; slot !== NONE; ) {
+      const c = this.chunkOf(slot);
+      const i = slot & SLOT_MASK;
       // Read the next one first: the caller may delete this one.
-      const next = e.newer;
-      yield e;
-      e = next;
+      const next = c.newer[i]!;
+      yield c.keys[i]!;
+      slot = next;
     }
   }
 
-  /** Bytes for the given keys (all resident keys when omitted); absent keys are skipped. */
+  /** Snapshot bytes for the given keys (all resident keys when omitted); absent keys are skipped. */
   snapshot(keys?: Iterable<string>): Uint8Array {
-    const selected: KeyState<E>[] = [];
-    if (keys) {
-      for (const k of keys) {
-        const e = this.keys.get(k);
-        if (e) selected.push(e);
-      }
-    } else {
-      selected.push(...this.keys.values());
+    const selected: KeySnapshot[] = [];
+    for (const k of keys ?? this.keys()) {
+      const s = this.get(k);
+      if (s) selected.push(s);
     }
     return this.encode(selected);
   }
 
-  /**
-   * Snapshot bytes of the given key states, which need not be resident: the Kafka service
-   * encodes the state each key had right after its last acknowledged event.
-   */
-  encode(entries: Iterable<Readonly<Omit<KeyState<E>, 'prev'>> & { readonly prev: E | undefined }>): Uint8Array {
-    const enc = new TextEncoder();
-    const parts = [...entries].map((e) => ({
-      e,
-      key: enc.encode(e.key),
-      position: enc.encode(JSON.stringify(e.position ?? null)),
-      prev: enc.encode(JSON.stringify(e.prev ?? null)),
-    }));
-    const S = this.model.stateSize;
-    const size = 4 + 32 + 8 + parts.reduce((n, p) => n + 4 + p.key.length + 16 + 4 * S + 4 + p.position.length + 4 + p.prev.length, 0);
-    const buf = new Uint8Array(size);
-    const view = new DataView(buf.buffer);
-    let o = 0;
-    buf.set(enc.encode(MAGIC), o);
-    o += 4;
-    buf.set(Buffer.from(this.model.hash, 'hex'), o);
-    o += 32;
-    view.setUint32(o, S, true);
-    view.setUint32(o + 4, parts.length, true);
-    o += 8;
-    const bytes = (b: Uint8Array): void => {
-      view.setUint32(o, b.length, true);
-      buf.set(b, o + 4);
-      o += 4 + b.length;
-    };
-    for (const p of parts) {
-      bytes(p.key);
-      view.setFloat64(o, p.e.steps, true);
-      view.setFloat64(o + 8, p.e.lastSeen, true);
-      o += 16;
-      for (let j = 0; j < S; j++, o += 4) view.setFloat32(o, p.e.state[j]!, true);
-      bytes(p.position);
-      bytes(p.prev);
-    }
-    return buf;
+  /** Snapshot bytes of the given key states, which need not be resident (a changelog's captured states). */
+  encode(snapshots: Iterable<KeySnapshot>): Uint8Array {
+    return encodeSnapshots(this.shape, snapshots);
   }
 
   /**
@@ -297,49 +274,77 @@ export class KeyStateStore<E = unknown> {
    * `accept`, when given, decides whether an incoming key state may replace one already resident
    * (a changelog reader keeps the one that reflects the later source position).
    */
-  restore(bytes: Uint8Array, accept?: (incoming: KeyState<E>, resident: KeyState<E>) => boolean): KeyState<E>[] {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const dec = new TextDecoder();
-    const need = (n: number, o: number, what: string): void => {
-      if (o + n > bytes.length) throw new SnapshotError(`snapshot truncated at byte ${o} while reading ${what}`);
-    };
-    need(44, 0, 'the header');
-    if (dec.decode(bytes.subarray(0, 4)) !== MAGIC) throw new SnapshotError('not an rnnstream state snapshot (bad magic)');
-    const hash = Buffer.from(bytes.subarray(4, 36)).toString('hex');
-    if (hash !== this.model.hash) {
-      throw new SnapshotError(
-        `snapshot was taken with model ${hash.slice(0, 12)}, but this model is ${this.model.hash.slice(0, 12)} (${this.model.name}); refusing foreign state`,
-      );
-    }
-    const S = view.getUint32(36, true);
-    if (S !== this.model.stateSize) throw new SnapshotError(`snapshot state size ${S} != model state size ${this.model.stateSize}`);
-    const count = view.getUint32(40, true);
-    let o = 44;
-    const str = (what: string): string => {
-      need(4, o, what);
-      const n = view.getUint32(o, true);
-      need(n, o + 4, what);
-      const s = dec.decode(bytes.subarray(o + 4, o + 4 + n));
-      o += 4 + n;
-      return s;
-    };
-    const restored: KeyState<E>[] = [];
-    for (let i = 0; i < count; i++) {
-      const key = str(`key ${i}`);
-      need(16 + 4 * S, o, `state of key "${key}"`);
-      const steps = view.getFloat64(o, true);
-      const lastSeen = view.getFloat64(o + 8, true);
-      o += 16;
-      const state = new Float32Array(S);
-      for (let j = 0; j < S; j++, o += 4) state[j] = view.getFloat32(o, true);
-      const position = JSON.parse(str(`position of key "${key}"`)) as unknown;
-      const prev = JSON.parse(str(`previous event of key "${key}"`)) as E | null;
-      const entry: KeyState<E> = { key, state, steps, lastSeen, position: position ?? undefined, prev: prev ?? undefined };
-      const resident = accept ? this.keys.get(key) : undefined;
-      if (resident && !accept!(entry, resident)) continue;
-      this.set(entry);
-      restored.push(entry);
+  restore(bytes: Uint8Array, accept?: (incoming: KeySnapshot, resident: KeySnapshot) => boolean): KeySnapshot[] {
+    const restored: KeySnapshot[] = [];
+    for (const s of decodeSnapshots(this.shape, bytes)) {
+      const resident = accept ? this.get(s.key) : undefined;
+      if (resident && !accept!(s, resident)) continue;
+      this.set(s);
+      restored.push(s);
     }
     return restored;
+  }
+
+  /**
+   * A slot for a new key, at zero state: the least recently used key's when the store is full
+   * (evicted), else a freed one, else the next unused one (a new chunk every CHUNK_SLOTS keys).
+   * Reusing them means a stream of new keys past the capacity allocates nothing.
+   */
+  private fresh(key: string): number {
+    if (this.slots.size >= this.capacity && this.oldest !== NONE) {
+      this.remove(this.oldest);
+      this.counters.evictedByCapacity++;
+    }
+    let slot: number;
+    if (this.free.length > 0) {
+      slot = this.free.pop()!;
+    } else {
+      slot = this.used++;
+      if (slot >> CHUNK_BITS >= this.chunks.length) this.chunks.push(new SlotChunk(this.stateSize, this.carrySize));
+    }
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    c.keys[i] = key;
+    c.state.fill(0, i * this.stateSize, (i + 1) * this.stateSize);
+    c.carry.fill(Number.NaN, i * this.carrySize, (i + 1) * this.carrySize);
+    c.steps[i] = 0;
+    c.partition[i] = NONE;
+    c.offset[i] = 0;
+    c.sequence[i] = Number.NaN;
+    c.lastClass[i] = NONE;
+    this.slots.set(key, slot);
+    return slot;
+  }
+
+  private remove(slot: number): void {
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    this.unlink(slot);
+    this.slots.delete(c.keys[i]!);
+    c.keys[i] = undefined;
+    this.free.push(slot);
+  }
+
+  /** Appends as the newest. */
+  private link(slot: number): void {
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    c.older[i] = this.newest;
+    c.newer[i] = NONE;
+    if (this.newest !== NONE) this.chunkOf(this.newest).newer[this.newest & SLOT_MASK] = slot;
+    else this.oldest = slot;
+    this.newest = slot;
+  }
+
+  private unlink(slot: number): void {
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    const older = c.older[i]!;
+    const newer = c.newer[i]!;
+    if (older !== NONE) this.chunkOf(older).newer[older & SLOT_MASK] = newer;
+    else if (this.oldest === slot) this.oldest = newer;
+    if (newer !== NONE) this.chunkOf(newer).older[newer & SLOT_MASK] = older;
+    else if (this.newest === slot) this.newest = older;
+    c.older[i] = c.newer[i] = NONE;
   }
 }

@@ -4,7 +4,7 @@
  */
 import { readJsonLines } from '../adapters/fixture-source.js';
 import { RnnStreamError } from '../core/errors.js';
-import type { PipelineDefinition } from '../pipeline/define.js';
+import { carriedOf, type Carried, type PipelineDefinition } from '../pipeline/define.js';
 
 export interface Sequence {
   readonly key: string;
@@ -28,7 +28,7 @@ export async function loadDataset(pipeline: PipelineDefinition, file: string, cl
   if (!pipeline.label) throw new RnnStreamError(`pipeline "${pipeline.name}" declares no label; it cannot be trained`);
   const I = pipeline.featureNames.length;
   const classIndex = new Map(classes.map((c, i) => [c, i]));
-  const byKey = new Map<string, { prev: unknown; features: number[]; labels: number[] }>();
+  const byKey = new Map<string, { prev: Carried | undefined; features: number[]; labels: number[] }>();
   const raw = new Float64Array(I);
   let events = 0;
   let rejected = 0;
@@ -58,7 +58,7 @@ export async function loadDataset(pipeline: PipelineDefinition, file: string, cl
     seq.features.push(...raw);
     const label = pipeline.label(event);
     seq.labels.push(label === undefined ? -1 : (classIndex.get(label) ?? -1));
-    seq.prev = event;
+    seq.prev = carriedOf(pipeline, event);
     events++;
   }
   const sequences = [...byKey.entries()].map(([key, s]) => ({

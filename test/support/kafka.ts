@@ -187,8 +187,10 @@ export interface TopicContents {
 }
 
 /**
- * Every record of a topic from its log start to the high watermarks taken first. On a compacted
- * topic `messages.length < offsetsSpanned`: the cleaner removed superseded records.
+ * Every record of a topic from its log start to the high watermarks taken first, as a
+ * read_committed consumer sees them (kafkajs's default): records of aborted transactions are
+ * not among them. On a compacted topic `messages.length < offsetsSpanned`: the cleaner removed
+ * superseded records; on a transactional one, markers and aborted records take offsets too.
  */
 export async function readToEnd(brokers: string, topic: string, timeoutMs = 60_000): Promise<TopicContents> {
   const admin = kafkaClient(brokers).admin();
@@ -205,17 +207,28 @@ export async function readToEnd(brokers: string, topic: string, timeoutMs = 60_0
     await consumer.subscribe({ topic, fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${topic}: partitions ${[...pending].join(',')} not read to their end in ${timeoutMs} ms`)), timeoutMs);
+      // After every fetched batch, those kafkajs hands to eachBatch and those that held only
+      // transaction markers or aborted records, which it does not.
+      consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+        if (BigInt(e.payload.lastOffset) + 1n >= ends.get(e.payload.partition)!) pending.delete(e.payload.partition);
+        if (pending.size === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
       consumer
         .run({
           eachBatch: async ({ batch }) => {
             for (const m of batch.messages) {
               if (BigInt(m.offset) >= ends.get(batch.partition)!) break;
-              messages.push({ key: m.key?.toString() ?? null, value: m.value?.toString() ?? '', bytes: m.value ?? Buffer.alloc(0), partition: batch.partition, offset: m.offset, headers: {} });
-            }
-            if (BigInt(batch.lastOffset()) + 1n >= ends.get(batch.partition)!) pending.delete(batch.partition);
-            if (pending.size === 0) {
-              clearTimeout(timer);
-              resolve();
+              messages.push({
+                key: m.key?.toString() ?? null,
+                value: m.value?.toString() ?? '',
+                bytes: m.value ?? Buffer.alloc(0),
+                partition: batch.partition,
+                offset: m.offset,
+                headers: Object.fromEntries(Object.entries(m.headers ?? {}).map(([k, v]) => [k, String(v)])),
+              });
             }
           },
         })

@@ -2,8 +2,10 @@
  * State follows partitions (after Quix Streams' state): the changelog topic is partitioned like
  * the input, so the state of the keys of input partition p is in changelog partition p. When a
  * partition is assigned, its changelog partition is read from the beginning to its end and
- * restored into the store before any of the partition's events are processed; when a partition
- * is revoked, its keys leave the store.
+ * restored into the store before any of the partition's events are processed (the runner's
+ * `prepare`; it also drops a revoked partition's keys). A tombstone (a key that ended) removes
+ * the key. With exactly-once the reader sees only committed transactions (kafkajs reads
+ * read_committed), so the state it restores is exactly that of the committed offsets.
  *
  * kafkajs reads only through consumer groups, and joining a group takes seconds, so one reader
  * (a consumer in a group of its own, owning every changelog partition) is started with the
@@ -14,17 +16,17 @@ import { randomUUID } from 'node:crypto';
 import type { Admin, Batch, Consumer, Kafka } from 'kafkajs';
 import { SnapshotError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { SourcePosition } from '../../operators/records.js';
-import type { KeyState, KeyStateStore } from '../../state/key-state-store.js';
-import { positionAtLeast } from './offsets.js';
+import type { StateRestorer } from '../../runner/types.js';
+import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
+import { statePositionAtLeast } from '../../state/snapshot-codec.js';
+import { createSerial, type Serial } from './serial.js';
 
 /**
  * A changelog record may replace a key's restored state only if it reflects the same or a later
  * input position. Last-written is not enough: after a rebalance, the previous owner's in-flight
  * events of a revoked partition can still write their state after the new owner's writes.
  */
-export const notBehind = (incoming: KeyState<unknown>, resident: KeyState<unknown>): boolean =>
-  positionAtLeast(incoming.position as SourcePosition | undefined, resident.position as SourcePosition | undefined) ?? true;
+export const notBehind = (incoming: KeySnapshot, resident: KeySnapshot): boolean => statePositionAtLeast(incoming.position, resident.position) ?? true;
 
 /**
  * kafkajs's Batch as it is at run time: its type leaves out the offset the fetch asked for and
@@ -51,8 +53,7 @@ interface Job {
   resolve(): void;
 }
 
-export class ChangelogRestorer {
-  private readonly restored = new Map<number, Promise<void>>();
+export class ChangelogRestorer implements StateRestorer {
   private readonly jobs = new Map<number, Job>();
   private reader: Consumer | undefined;
   private ready: Promise<void> | undefined;
@@ -62,9 +63,11 @@ export class ChangelogRestorer {
     private readonly admin: Admin,
     private readonly changelogTopic: string,
     private readonly group: string,
-    private readonly store: KeyStateStore<unknown>,
+    private readonly store: KeyStateStore,
     private readonly logger: Logger,
     private readonly onRestored: (r: RestoreReport) => void = () => {},
+    /** Admin calls one at a time (shared with the service's other admin calls). */
+    private readonly adminCalls: Serial = createSerial(),
   ) {}
 
   /** Starts the reader (joining its own group); restores wait for it. */
@@ -77,6 +80,12 @@ export class ChangelogRestorer {
       let joined!: () => void;
       const hasJoined = new Promise<void>((r) => (joined = r));
       reader.on(reader.events.GROUP_JOIN, () => joined());
+      // kafkajs calls eachBatch only for batches with records left after filtering; one that
+      // held only transaction markers or aborted records (how an exactly-once changelog ends)
+      // is seen here alone.
+      reader.on(reader.events.END_BATCH_PROCESS, (e) => {
+        if (e.payload.batchSize === 0) this.passFiltered(e.payload.partition, e.payload.firstOffset, e.payload.lastOffset);
+      });
       await reader.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: async ({ batch }) => this.apply(batch as FetchedBatch) });
       await hasJoined;
     })());
@@ -107,7 +116,10 @@ export class ChangelogRestorer {
       if (offset < job.next) continue;
       if (offset >= job.end) break;
       job.next = offset + 1n;
-      if (!m.value) continue;
+      if (!m.value) {
+        if (m.key) this.store.delete(m.key.toString());
+        continue;
+      }
       job.messages++;
       try {
         for (const e of this.store.restore(m.value, notBehind)) job.keys.add(e.key);
@@ -127,6 +139,18 @@ export class ChangelogRestorer {
     if (job.next >= job.end) this.finish(partition);
   }
 
+  /**
+   * A fetched batch that held no records after filtering (markers, aborted records): the
+   * partition's restore moves past it, if it starts at or before the next offset to apply.
+   */
+  private passFiltered(partition: number, firstOffset: string | null, lastOffset: string): void {
+    const job = this.jobs.get(partition);
+    if (!job || firstOffset === null || BigInt(firstOffset) > job.next) return;
+    const last = BigInt(lastOffset) + 1n;
+    if (last > job.next) job.next = last;
+    if (job.next >= job.end) this.finish(partition);
+  }
+
   private finish(partition: number): void {
     const job = this.jobs.get(partition);
     if (!job) return;
@@ -135,52 +159,19 @@ export class ChangelogRestorer {
     job.resolve();
   }
 
-  /** Resolves once `partition`'s state is restored (starting the restore if needed). */
-  ensure(partition: number): Promise<void> {
-    return this.restored.get(partition) ?? this.restore([partition]);
-  }
-
-  /** A new assignment: restore newly assigned partitions, drop the state of revoked ones. */
-  assign(partitions: readonly number[]): void {
-    const now = new Set(partitions);
-    const revoked = [...this.restored.keys()].filter((p) => !now.has(p));
-    if (revoked.length) {
-      for (const p of revoked) this.restored.delete(p);
-      let dropped = 0;
-      for (const e of [...this.store.entries()]) {
-        const pos = e.position as { kind?: string; partition?: number } | undefined;
-        if (pos?.kind === 'kafka' && pos.partition !== undefined && revoked.includes(pos.partition)) {
-          this.store.delete(e.key);
-          dropped++;
-        }
-      }
-      this.logger.info({ revoked, droppedKeys: dropped }, 'partitions revoked');
-    }
-    const added = partitions.filter((p) => !this.restored.has(p));
-    if (added.length) void this.restore(added).catch(() => {});
-  }
-
-  private restore(partitions: number[]): Promise<void> {
-    const run = this.read(partitions);
-    for (const p of partitions) this.restored.set(p, run);
-    // A failed restore must be retried by the next batch, not remembered as done.
-    run.catch(() => partitions.forEach((p) => this.restored.get(p) === run && this.restored.delete(p)));
-    return run;
+  /** Reads `partition`'s changelog partition into the store, from its start to its end now. */
+  restore(partition: number): Promise<void> {
+    return this.read([partition]);
   }
 
   private async read(partitions: number[]): Promise<void> {
     const started = performance.now();
     await this.start();
-    let ends: Map<number, { low: bigint; end: bigint }>;
-    try {
-      const offsets = await this.admin.fetchTopicOffsets(this.changelogTopic);
-      ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, { low: BigInt(o.low), end: BigInt(o.high) }]));
-    } catch (err) {
-      // No changelog topic yet: nothing was ever written, so there is nothing to restore.
-      this.logger.info({ partitions, reason: (err as Error).message }, 'no state to restore');
-      this.onRestored({ partitions, keys: 0, messages: 0, refused: 0, seconds: (performance.now() - started) / 1000 });
-      return;
-    }
+    // The service made the changelog before consuming (topics.ts): a failure here is one to
+    // retry (the partition's preparation fails and is tried again), never "nothing to restore".
+    const offsets = await this.adminCalls(() => this.admin.fetchTopicOffsets(this.changelogTopic));
+    const ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, { low: BigInt(o.low), end: BigInt(o.high) }]));
+    if (ends.size < partitions.length) throw new Error(`changelog ${this.changelogTopic} has no partition ${partitions.filter((p) => !ends.has(p)).join(', ')}`);
     const keys = new Set<string>();
     let messages = 0;
     let refused = 0;

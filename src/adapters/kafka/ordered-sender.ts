@@ -213,15 +213,17 @@ export function splitByBytes(topicMessages: readonly TopicMessages[], maxBytes: 
 }
 
 /** The queued requests as one: each topic's messages concatenated in queue order. */
-function merge(batch: readonly Queued[]): TopicMessages[] {
+const merge = (batch: readonly Queued[]): TopicMessages[] => unpackTopics(batch.flatMap((q) => q.topicMessages));
+
+/** Packed topics as kafkajs's TopicMessages, each topic once, its messages in order. */
+export function unpackTopics(packed: readonly WireTopicMessages[]): TopicMessages[] {
   // kafkajs keys a request's topics by name (a topic listed twice keeps only its last messages).
   const byTopic = new Map<string, Message[]>();
-  for (const q of batch)
-    for (const t of q.topicMessages) {
-      const messages = unpackMessages(t);
-      const seen = byTopic.get(t.topic);
-      if (seen) for (const m of messages) seen.push(m);
-      else byTopic.set(t.topic, messages);
-    }
+  for (const t of packed) {
+    const messages = unpackMessages(t);
+    const seen = byTopic.get(t.topic);
+    if (seen) for (const m of messages) seen.push(m);
+    else byTopic.set(t.topic, messages);
+  }
   return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
 }

@@ -1,5 +1,6 @@
 /**
- * Writes pipeline outputs to Kafka and only then commits their input offsets:
+ * The at-least-once Sink: writes pipeline outputs to Kafka and only then commits their input
+ * offsets:
  *
  *   1. predictions (output topic) and dead letters (DLQ topic), keyed like the input; await acks
  *   2. each touched key's state after its last acknowledged event (changelog topic, the input's
@@ -12,7 +13,7 @@
  * that copying cost more than the model's step). One request is in flight at a time, in order;
  * outputs arriving meanwhile form the next one, up to `produceBatchSize` records.
  *
- * Steps 2 and 3 run beside step 1 of the next requests, at most once per `changelogIntervalMs`,
+ * Steps 2 and 3 run beside step 1 of the next requests, at most once per `commitIntervalMs`,
  * merged over every request acknowledged meanwhile (one changelog record per key per interval:
  * Kafka Streams' commit.interval.ms and Quix's commit_interval do the same). A snapshot in the
  * changelog never runs ahead of acknowledged outputs, and a commit never runs ahead of either: a
@@ -22,15 +23,13 @@
  * exponential backoff until it succeeds or the service is stopped; it never skips.
  */
 import type { Consumer, Message } from 'kafkajs';
-import { Observable, type OperatorFunction } from 'rxjs';
-import { utf8LengthOver } from '../../core/validation.js';
 import type { Logger } from '../../observability/logger.js';
-import type { SourcePosition } from '../../operators/records.js';
-import type { StateCapture } from '../../operators/rnn-by-key.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
-import { deadLetterJson, writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
-import type { KeyStateStore } from '../../state/key-state-store.js';
+import type { Sink, WrittenCounts } from '../../runner/types.js';
+import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
+import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
+import { changelogMessage, deadLetterMessage } from './output-records.js';
 import type { RecordProducer } from './producer-thread.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
 import { wakeableSleep } from './sleep.js';
@@ -39,15 +38,6 @@ export interface SinkTopics {
   readonly outputTopic: string;
   readonly dlqTopic: string;
   readonly changelogTopic: string;
-}
-
-/** Outputs of one acknowledged produce request, by kind (each is one input event). */
-export interface WrittenCounts {
-  readonly predictions: number;
-  /** Events missing by the pipeline's sequence, right before these predictions' events. */
-  readonly sequenceGaps: number;
-  readonly deadLetters: number;
-  readonly skipped: number;
 }
 
 export interface SinkHooks {
@@ -59,16 +49,15 @@ export interface SinkHooks {
 
 export interface SinkOptions {
   /** Least time between changelog-and-commit writes (0: after every acknowledged request). */
-  readonly changelogIntervalMs: number;
+  readonly commitIntervalMs: number;
   /** Most prediction records per produce request. */
   readonly produceBatchSize: number;
   /** The size of a dead letter (below the DLQ topic's max.message.bytes) and of its kept input. */
   readonly deadLetterLimits?: DeadLetterLimits;
+  /** The dead-letter topic's partitions (dead letters of input partition p go to p modulo this). */
+  readonly dlqPartitions: number;
 }
 
-/** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
-const MAX_DEAD_LETTER_KEY_BYTES = 1024;
-const deadLetterKey = (key: string | undefined): string | null => (key === undefined || utf8LengthOver(key, MAX_DEAD_LETTER_KEY_BYTES) !== undefined ? null : key);
 
 type Commit = { topic: string; partition: number; offset: string };
 
@@ -84,17 +73,16 @@ function raiseCommit(commits: Map<number, Commit>, topic: string, partition: num
 }
 
 /** The input partition a captured state belongs to: that of the event it reflects (its position). */
-const partitionOf = (s: StateCapture<unknown>): number | undefined => {
-  const p = s.position as SourcePosition | undefined;
-  return p?.kind === 'kafka' ? p.partition : undefined;
-};
+const partitionOf = (s: KeySnapshot): number | undefined => s.position?.partition;
 
 /** A produce request being filled (predictions in the packer) or waiting to be sent. */
 interface Request {
   outputs: WireTopicMessages[];
   deadLetters: Message[];
   /** The latest state capture per key (each names its source position). */
-  states: Map<string, StateCapture<unknown>>;
+  states: Map<string, KeySnapshot>;
+  /** Keys whose latest event was their last (`ends`): the changelog forgets them (a tombstone). */
+  ended: Set<string>;
   commits: Map<number, Commit>;
   predictions: number;
   sequenceGaps: number;
@@ -102,10 +90,10 @@ interface Request {
   skipped: number;
 }
 
-const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), commits: new Map(), predictions: 0, sequenceGaps: 0, deadLetterCount: 0, skipped: 0 });
+const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), ended: new Set(), commits: new Map(), predictions: 0, sequenceGaps: 0, deadLetterCount: 0, skipped: 0 });
 const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.skipped;
 
-export class KafkaSink {
+export class KafkaSink implements Sink {
   private failed: Error | undefined;
   private onFailure: ((err: Error) => void) | undefined;
   /** Rejects with the first failure (a send no retry cures): the stream must stop, not go on uncommitted. */
@@ -118,7 +106,8 @@ export class KafkaSink {
   /** Every posted request's acknowledgement, handled in posting order. */
   private tail: Promise<void> = Promise.resolve();
   /** Changelog and commit work not yet started, merged across requests (latest state per key). */
-  private pendingState = new Map<string, StateCapture<unknown>>();
+  private pendingState = new Map<string, KeySnapshot>();
+  private pendingEnded = new Set<string>();
   private pendingCommits = new Map<number, Commit>();
   private pendingEvents = 0;
   private flushing: Promise<void> | undefined;
@@ -133,10 +122,10 @@ export class KafkaSink {
     private readonly producer: RecordProducer,
     private readonly consumer: Consumer,
     private readonly topics: SinkTopics,
-    private readonly store: KeyStateStore<unknown>,
+    private readonly store: KeyStateStore,
     private readonly logger: Logger,
     private readonly hooks: SinkHooks = {},
-    private readonly options: SinkOptions = { changelogIntervalMs: 0, produceBatchSize: 5000 },
+    private readonly options: SinkOptions = { commitIntervalMs: 0, produceBatchSize: 5000, dlqPartitions: 1 },
   ) {
     // Observed here, so that a sink nobody watches (a test's) raises no unhandled rejection.
     this.failure.catch(() => undefined);
@@ -149,12 +138,13 @@ export class KafkaSink {
    * (older) state after the new owner's would be the record log compaction keeps. Outputs already
    * posted still go out (duplicates carry their source offset).
    */
-  assign(partitions: readonly number[]): void {
+  assigned(partitions: readonly number[]): void {
     this.owned = new Set(partitions);
     let dropped = 0;
     for (const [key, s] of this.pendingState) {
       if (this.owns(partitionOf(s))) continue;
       this.pendingState.delete(key);
+      this.pendingEnded.delete(key);
       dropped++;
     }
     for (const p of this.pendingCommits.keys()) if (!this.owns(p)) this.pendingCommits.delete(p);
@@ -183,7 +173,7 @@ export class KafkaSink {
    * predictions), so outputs emitted together (a stepped micro-batch) go as one; the producer
    * queues posted requests and sends them in order, merging those that wait.
    */
-  add(r: PipelineOutput): void {
+  write(r: PipelineOutput): void {
     if (this.failed) return; // nothing more is committed; the stream is failing already
     const o = this.open;
     if (r.source.kind === 'kafka') raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
@@ -195,9 +185,11 @@ export class KafkaSink {
       o.predictions++;
       if (r.sequenceGap) o.sequenceGaps += r.sequenceGap;
       if (r.state) o.states.set(r.key, r.state);
+      if (r.ended) o.ended.add(r.key);
+      else if (o.ended.size > 0) o.ended.delete(r.key);
       if (packer.count >= this.options.produceBatchSize) this.post();
     } else if (r.kind === 'dead-letter') {
-      o.deadLetters.push({ key: deadLetterKey(r.messageKey), value: deadLetterJson(r, this.options.deadLetterLimits), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } });
+      o.deadLetters.push(deadLetterMessage(r, this.options.deadLetterLimits, this.options.dlqPartitions));
       o.deadLetterCount++;
     } else {
       o.skipped++;
@@ -258,7 +250,12 @@ export class KafkaSink {
 
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
-    for (const [key, s] of request.states) if (this.owns(partitionOf(s))) this.pendingState.set(key, s);
+    for (const [key, s] of request.states) {
+      if (!this.owns(partitionOf(s))) continue;
+      this.pendingState.set(key, s);
+      if (request.ended.has(key)) this.pendingEnded.add(key);
+      else this.pendingEnded.delete(key);
+    }
     for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += eventsIn(request);
     this.hooks.onWritten?.({ predictions: request.predictions, sequenceGaps: request.sequenceGaps, deadLetters: request.deadLetterCount, skipped: request.skipped });
@@ -268,7 +265,7 @@ export class KafkaSink {
   private async flushPending(): Promise<void> {
     try {
       while (this.pendingEvents > 0 && !this.failed) {
-        const wait = this.lastFlushAt + this.options.changelogIntervalMs - performance.now();
+        const wait = this.lastFlushAt + this.options.commitIntervalMs - performance.now();
         if (wait > 0 && !this.hurry) {
           const sleep = wakeableSleep(wait);
           this.wake = sleep.wake;
@@ -277,12 +274,14 @@ export class KafkaSink {
         }
         this.lastFlushAt = performance.now();
         const states = this.pendingState;
+        const ended = this.pendingEnded;
         const commits = this.pendingCommits;
         const events = this.pendingEvents;
         this.pendingState = new Map();
+        this.pendingEnded = new Set();
         this.pendingCommits = new Map();
         this.pendingEvents = 0;
-        await this.changelogAndCommit(states, commits);
+        await this.changelogAndCommit(states, ended, commits);
         this.hooks.onCommitted?.(events);
       }
     } catch (err) {
@@ -290,15 +289,14 @@ export class KafkaSink {
     }
   }
 
-  private async changelogAndCommit(lastState: Map<string, StateCapture<unknown>>, commits: Map<number, Commit>): Promise<void> {
+  private async changelogAndCommit(lastState: Map<string, KeySnapshot>, ended: Set<string>, commits: Map<number, Commit>): Promise<void> {
     const messages: Message[] = [];
     for (const [key, s] of lastState) {
       const partition = partitionOf(s);
       // A rebalance may have come while this flush waited for its interval.
       if (!this.owns(partition)) continue;
       // The changelog is partitioned like the input: the key's state goes to its input partition.
-      const value = Buffer.from(this.store.encode([{ key, state: s.state, steps: s.steps, prev: s.prev, position: s.position, lastSeen: s.lastSeen }]));
-      messages.push(partition === undefined ? { key, value } : { key, value, partition });
+      messages.push(changelogMessage(this.store, key, s, ended.has(key)));
     }
     // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
     if (messages.length > 0) await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
@@ -314,33 +312,4 @@ export class KafkaSink {
       }
     }
   }
-}
-
-/**
- * Hands every output to `sink` as it arrives and completes once the sink has had all of them
- * acknowledged; errors if the source errors or the sink fails. Emits nothing: the outputs leave
- * through Kafka.
- *
- * ```
- * outputs:  -a-b-c----|
- * sink:      a b c       (packed on arrival; sent one request at a time)
- * failure:  ------#     (a send no retry cures: the stream errors at once)
- * writeTo:  ----------(drain)|
- * ```
- */
-export function writeTo(sink: KafkaSink): OperatorFunction<PipelineOutput, never> {
-  return (source) =>
-    new Observable<never>((subscriber) => {
-      // A failed sink ends the stream at once, with its error (outputs after it would be lost).
-      sink.failure.catch((err: unknown) => subscriber.error(err));
-      return source.subscribe({
-        next: (r) => sink.add(r),
-        error: (err: unknown) => subscriber.error(err),
-        complete: () =>
-          void sink.drain().then(
-            () => subscriber.complete(),
-            (err: unknown) => subscriber.error(err),
-          ),
-      });
-    });
 }

@@ -37,6 +37,8 @@ export interface TopicPlan {
 
 export interface TopicLayout {
   readonly inputPartitions: number;
+  /** Dead letters of input partition p go to partition p modulo this. */
+  readonly dlqPartitions: number;
   /**
    * The smallest `max.message.bytes` of the topics the service writes (output, DLQ, changelog):
    * the broker refuses a record batch above it, so no produce request may be larger.
@@ -136,5 +138,5 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
     );
   }
   const maxMessageBytes = Math.min(...written.map((t) => configs.get(t)?.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
-  return { inputPartitions, created, maxMessageBytes };
+  return { inputPartitions, dlqPartitions: counts.get(plan.dlqTopic)!, created, maxMessageBytes };
 }

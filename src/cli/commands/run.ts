@@ -27,6 +27,8 @@ export function registerRun(program: Command): void {
       .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
       .option('--key-capacity <n>', 'most keys held in memory (RNNSTREAM_KEY_CAPACITY; default 1000000)', positiveInt('--key-capacity'))
       .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms (RNNSTREAM_IDLE_TTL_MS; default: never)', positiveInt('--idle-ttl'))
+      .option('--guarantee <g>', 'at-least-once or exactly-once (RNNSTREAM_GUARANTEE; default at-least-once)')
+      .option('--commit-interval <ms>', 'how often state and offsets are committed, in ms (RNNSTREAM_COMMIT_INTERVAL_MS; default 1000, exactly-once 100)', nonNegativeInt('--commit-interval'))
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -42,6 +44,8 @@ export function registerRun(program: Command): void {
         logLevel: opts.logLevel,
         keyCapacity: opts.keyCapacity,
         idleTtlMs: opts.idleTtl,
+        guarantee: opts.guarantee,
+        commitIntervalMs: opts.commitInterval,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };

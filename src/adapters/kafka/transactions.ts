@@ -1,0 +1,187 @@
+/**
+ * Kafka transactions for exactly-once, one transactional producer per input partition, with
+ * `transactional.id = <application id>-<input topic>-<partition>`: Kafka Streams' first
+ * exactly-once mode. kafkajs's sendOffsets carries no consumer-group metadata (no KIP-447), so
+ * the broker can fence a zombie only through the transactional id; one id per input partition
+ * makes the partition's new owner fence its old one when it initialises its producer.
+ *
+ * One transaction holds one commit interval of one input partition: its predictions, dead
+ * letters and changelog records, then the partition's next input offset (sendOffsets), then the
+ * commit. A read_committed consumer sees all of it or none of it.
+ *
+ * Failures, as the sink must act on them:
+ * - `fenced`: another producer of the partition's id has initialised since (the partition has a
+ *   new owner, or the broker aborted a transaction left open past its timeout). This member's
+ *   outputs for it are gone; it must not initialise again unless the group gives it the
+ *   partition anew (that would fence the rightful owner).
+ * - `retriable`: the transaction was aborted cleanly and may be sent again as it was (a broker
+ *   outage outlasting kafkajs's retries).
+ * - neither: the producer is unusable (its abort failed) or the content can never be written
+ *   (MESSAGE_TOO_LARGE): the partition is lost, or the service must stop.
+ */
+import type { Kafka, Producer, ProducerConfig } from 'kafkajs';
+import { Partitioners } from 'kafkajs';
+import { RnnStreamError } from '../../core/errors.js';
+import type { Logger } from '../../observability/logger.js';
+import { isRetriableSendError } from './errors.js';
+import { splitByBytes, unpackTopics } from './ordered-sender.js';
+import type { WireTopicMessages } from './record-packer.js';
+
+/** One input partition's transaction: records (packed) and the offset to commit with them. */
+export interface TransactionContent {
+  readonly records: readonly WireTopicMessages[];
+  /** The partition's next offset to consume: every event before it is in this or an earlier transaction. */
+  readonly nextOffset: string;
+}
+
+export class TransactionError extends RnnStreamError {
+  override readonly name = 'TransactionError';
+  constructor(
+    message: string,
+    readonly partition: number,
+    /** Another producer of the partition's transactional id has taken over. */
+    readonly fenced: boolean,
+    retriable: boolean,
+    options: { cause?: unknown; producerGone?: boolean } = {},
+  ) {
+    super(message, { cause: options.cause, retriable });
+    this.producerGone = options.producerGone ?? fenced;
+  }
+
+  /** The partition's producer is gone (fenced, or unable to abort): it must be prepared anew. */
+  readonly producerGone: boolean;
+}
+
+/** What the transactional sink commits through: in-process kafkajs, or the producer thread. */
+export interface PartitionTransactions {
+  /**
+   * Creates the partition's producer and initialises it: the broker fences every earlier
+   * producer of its transactional id and aborts (or finishes) their open transaction.
+   */
+  init(partition: number): Promise<void>;
+  /** Sends one transaction; rejects with a TransactionError. */
+  commit(partition: number, content: TransactionContent): Promise<void>;
+  /** Disconnects the partition's producer (revoked, or lost). */
+  close(partition: number): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export interface TransactionSettings {
+  /** The application's id (the consumer group): transactional ids are `<id>-<input topic>-<partition>`. */
+  readonly applicationId: string;
+  readonly inputTopic: string;
+  /** The consumer group whose offsets each transaction commits. */
+  readonly group: string;
+  /** The broker aborts a transaction left open longer (a stalled or stopped member's). */
+  readonly transactionTimeoutMs: number;
+  /** Most bytes of records in one produce request (below the topics' max.message.bytes). */
+  readonly maxRequestBytes: number;
+}
+
+export const transactionalId = (s: Pick<TransactionSettings, 'applicationId' | 'inputTopic'>, partition: number): string => `${s.applicationId}-${s.inputTopic}-${partition}`;
+
+/**
+ * The transactional producers' settings. Retries start short: right after a commit the
+ * coordinator answers the next transaction's AddPartitionsToTxn with CONCURRENT_TRANSACTIONS
+ * until its markers are written (a few ms), and kafkajs's default first wait of 300 ms made
+ * every transaction take a third of a second. They still outlast a broker failover (about 30 s).
+ */
+export const TRANSACTIONAL_PRODUCER_CONFIG: Omit<ProducerConfig, 'transactionalId'> = Object.freeze({
+  idempotent: true,
+  maxInFlightRequests: 1,
+  allowAutoTopicCreation: true,
+  createPartitioner: Partitioners.DefaultPartitioner,
+  retry: { retries: 14, initialRetryTime: 20, maxRetryTime: 5000 },
+});
+
+/**
+ * INVALID_PRODUCER_EPOCH (older request versions) and PRODUCER_FENCED: a newer producer of the
+ * id exists, or the broker expired this one's transaction.
+ */
+const FENCED = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED']);
+
+function isFenced(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
+    const type = (e as { type?: string }).type;
+    if (type && FENCED.has(type)) return true;
+  }
+  return false;
+}
+
+/** Transactions through kafkajs producers on the calling thread (one per input partition). */
+export class KafkajsTransactions implements PartitionTransactions {
+  private readonly producers = new Map<number, Producer>();
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly settings: TransactionSettings,
+    private readonly logger: Logger,
+  ) {}
+
+  async init(partition: number): Promise<void> {
+    await this.close(partition);
+    const producer = this.kafka.producer({ ...TRANSACTIONAL_PRODUCER_CONFIG, transactionalId: transactionalId(this.settings, partition), transactionTimeout: this.settings.transactionTimeoutMs });
+    await producer.connect();
+    try {
+      // kafkajs initialises the producer id on a producer's first transaction; an empty one
+      // (begun and aborted, nothing sent) does it now, before this member reads the partition's
+      // committed offset and state.
+      const first = await producer.transaction();
+      await first.abort();
+    } catch (err) {
+      await producer.disconnect().catch(() => undefined);
+      throw new TransactionError(`initialising the transactional producer of partition ${partition} failed: ${(err as Error).message}`, partition, false, isRetriableSendError(err), { cause: err });
+    }
+    this.producers.set(partition, producer);
+  }
+
+  async commit(partition: number, content: TransactionContent): Promise<void> {
+    const producer = this.producers.get(partition);
+    if (!producer) throw new TransactionError(`partition ${partition} has no transactional producer (not prepared, or lost)`, partition, false, false, { producerGone: true });
+    const { group, inputTopic, maxRequestBytes } = this.settings;
+    let transaction: Awaited<ReturnType<Producer['transaction']>> | undefined;
+    try {
+      transaction = await producer.transaction();
+      const records = unpackTopics(content.records);
+      const requests = records.length === 0 ? [] : splitByBytes(records, maxRequestBytes);
+      for (const topicMessages of requests) await transaction.sendBatch({ topicMessages, acks: -1 });
+      await transaction.sendOffsets({ consumerGroupId: group, topics: [{ topic: inputTopic, partitions: [{ partition, offset: content.nextOffset }] }] });
+      await transaction.commit();
+    } catch (err) {
+      throw await this.failed(partition, producer, transaction, err);
+    }
+  }
+
+  /** The error a failed transaction becomes, after aborting it where that is still possible. */
+  private async failed(partition: number, producer: Producer, transaction: { abort(): Promise<void>; isActive(): boolean } | undefined, err: unknown): Promise<TransactionError> {
+    const message = `the transaction of partition ${partition} failed: ${(err as Error).message}`;
+    if (isFenced(err)) {
+      await this.drop(partition, producer);
+      return new TransactionError(message, partition, true, false, { cause: err });
+    }
+    try {
+      if (transaction?.isActive()) await transaction.abort();
+    } catch (abortErr) {
+      // Neither committed nor aborted: the producer cannot begin another. The broker aborts the
+      // transaction at its timeout; the partition must be prepared anew.
+      this.logger.warn({ partition, err: (abortErr as Error).message }, 'aborting a failed transaction failed too');
+      await this.drop(partition, producer);
+      return new TransactionError(`${message}; aborting it failed too: ${(abortErr as Error).message}`, partition, isFenced(abortErr), false, { cause: err, producerGone: true });
+    }
+    return new TransactionError(message, partition, false, isRetriableSendError(err), { cause: err });
+  }
+
+  private async drop(partition: number, producer: Producer): Promise<void> {
+    if (this.producers.get(partition) === producer) this.producers.delete(partition);
+    await producer.disconnect().catch(() => undefined);
+  }
+
+  async close(partition: number): Promise<void> {
+    const producer = this.producers.get(partition);
+    if (producer) await this.drop(partition, producer);
+  }
+
+  async disconnect(): Promise<void> {
+    await Promise.allSettled([...this.producers.keys()].map((p) => this.close(p)));
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The bytes of key states: what a state snapshot holds and what each changelog record carries.
+ * Tagged with the model's content hash, so that state written by another model is refused
+ * (hidden units of another model mean nothing to this one).
+ *
+ * Format "RNS2" (little-endian):
+ *   magic "RNS2" | model hash (32 bytes) | stateSize u32 | carrySize u32 | count u32 |
+ *   count x ( keyBytes u32 | key utf8 | steps f64 | lastSeen f64 | partition i32 | offset f64 |
+ *             sequence f64 | lastClass i32 | state f32 x stateSize | carry f64 x carrySize )
+ *
+ * A key with no position has partition -1; a key with no sequence number has NaN. "RNS1" (the
+ * format before state moved into typed columns: the previous event as JSON) is refused with a
+ * message that says so; such a key starts again from zero state.
+ */
+import { SnapshotError } from '../core/errors.js';
+
+/** Where the last event applied to a key came from: its input partition and the offset there (a fixture: partition 0 and the line). */
+export interface StatePosition {
+  readonly partition: number;
+  readonly offset: number;
+}
+
+/** One key's state, as the store's get/set exchange it and a changelog record carries it. */
+export interface KeySnapshot {
+  readonly key: string;
+  /** Every layer's h (and c for LSTM layers), in the model's stateSegments layout. */
+  readonly state: Float32Array;
+  /** Steps applied since the key was created (or last evicted). */
+  readonly steps: number;
+  /** Scheduler time (ms) the key was last touched. */
+  readonly lastSeen: number;
+  readonly position: StatePosition | undefined;
+  /** The pipeline's sequence number of the last applied event; NaN when none. */
+  readonly sequence: number;
+  /** What the key remembers of its last applied event: the pipeline's carry fields, in order. */
+  readonly carry: Float64Array;
+  /** The class the key's last output predicted (argmax of a softmax head); -1 when none. */
+  readonly lastClass: number;
+}
+
+/** What the bytes are checked against: the model that wrote them and the column sizes. */
+export interface SnapshotShape {
+  /** The model's content hash (64 hex digits). */
+  readonly hash: string;
+  readonly name: string;
+  readonly stateSize: number;
+  readonly carrySize: number;
+}
+
+const MAGIC = 'RNS2';
+const HEADER_BYTES = 4 + 32 + 12;
+/** steps, lastSeen, partition, offset, sequence, lastClass. */
+const SCALAR_BYTES = 8 + 8 + 4 + 8 + 8 + 4;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeSnapshots(shape: SnapshotShape, snapshots: Iterable<KeySnapshot>): Uint8Array {
+  const keys: Uint8Array[] = [];
+  const list: KeySnapshot[] = [];
+  const S = shape.stateSize;
+  const C = shape.carrySize;
+  let size = HEADER_BYTES;
+  for (const s of snapshots) {
+    const key = encoder.encode(s.key);
+    keys.push(key);
+    list.push(s);
+    size += 4 + key.length + SCALAR_BYTES + 4 * S + 8 * C;
+  }
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  buf.set(encoder.encode(MAGIC), 0);
+  buf.set(Buffer.from(shape.hash, 'hex'), 4);
+  view.setUint32(36, S, true);
+  view.setUint32(40, C, true);
+  view.setUint32(44, list.length, true);
+  let o = HEADER_BYTES;
+  for (let i = 0; i < list.length; i++) {
+    const s = list[i]!;
+    const key = keys[i]!;
+    if (s.state.length !== S) throw new SnapshotError(`state for key "${s.key}" has ${s.state.length} floats; this model needs ${S}`);
+    view.setUint32(o, key.length, true);
+    buf.set(key, o + 4);
+    o += 4 + key.length;
+    view.setFloat64(o, s.steps, true);
+    view.setFloat64(o + 8, s.lastSeen, true);
+    view.setInt32(o + 16, s.position ? s.position.partition : -1, true);
+    view.setFloat64(o + 20, s.position ? s.position.offset : 0, true);
+    view.setFloat64(o + 28, s.sequence, true);
+    view.setInt32(o + 36, s.lastClass, true);
+    o += SCALAR_BYTES;
+    for (let j = 0; j < S; j++, o += 4) view.setFloat32(o, s.state[j]!, true);
+    for (let j = 0; j < C; j++, o += 8) view.setFloat64(o, j < s.carry.length ? s.carry[j]! : Number.NaN, true);
+  }
+  return buf;
+}
+
+export function decodeSnapshots(shape: SnapshotShape, bytes: Uint8Array): KeySnapshot[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const need = (n: number, o: number, what: string): void => {
+    if (o + n > bytes.length) throw new SnapshotError(`snapshot truncated at byte ${o} while reading ${what}`);
+  };
+  need(4, 0, 'the header');
+  const magic = decoder.decode(bytes.subarray(0, 4));
+  if (magic === 'RNS1') throw new SnapshotError('state written by an older rnnstream (format RNS1, the previous event as JSON); this one reads RNS2');
+  if (magic !== MAGIC) throw new SnapshotError('not an rnnstream state snapshot (bad magic)');
+  need(HEADER_BYTES, 0, 'the header');
+  const hash = Buffer.from(bytes.subarray(4, 36)).toString('hex');
+  if (hash !== shape.hash) {
+    throw new SnapshotError(`snapshot was taken with model ${hash.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
+  }
+  const S = view.getUint32(36, true);
+  if (S !== shape.stateSize) throw new SnapshotError(`snapshot state size ${S} != model state size ${shape.stateSize}`);
+  const C = view.getUint32(40, true);
+  if (C !== shape.carrySize) throw new SnapshotError(`snapshot remembers ${C} value(s) of each key's last event; this pipeline remembers ${shape.carrySize}`);
+  const count = view.getUint32(44, true);
+  const out: KeySnapshot[] = [];
+  let o = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    need(4, o, `key ${i}`);
+    const n = view.getUint32(o, true);
+    need(n, o + 4, `key ${i}`);
+    const key = decoder.decode(bytes.subarray(o + 4, o + 4 + n));
+    o += 4 + n;
+    need(SCALAR_BYTES + 4 * S + 8 * C, o, `state of key "${key}"`);
+    const partition = view.getInt32(o + 16, true);
+    const snapshot = {
+      key,
+      steps: view.getFloat64(o, true),
+      lastSeen: view.getFloat64(o + 8, true),
+      position: partition >= 0 ? { partition, offset: view.getFloat64(o + 20, true) } : undefined,
+      sequence: view.getFloat64(o + 28, true),
+      lastClass: view.getInt32(o + 36, true),
+      state: new Float32Array(S),
+      carry: new Float64Array(C),
+    };
+    o += SCALAR_BYTES;
+    for (let j = 0; j < S; j++, o += 4) snapshot.state[j] = view.getFloat32(o, true);
+    for (let j = 0; j < C; j++, o += 8) snapshot.carry[j] = view.getFloat64(o, true);
+    out.push(snapshot);
+  }
+  return out;
+}
+
+/**
+ * Whether position `a` is at or after `b` in the same input partition; undefined when they are
+ * not comparable (either is missing, or they name different partitions).
+ */
+export function statePositionAtLeast(a: StatePosition | undefined, b: StatePosition | undefined): boolean | undefined {
+  if (!a || !b || a.partition !== b.partition) return undefined;
+  return a.offset >= b.offset;
+}
