@@ -204,7 +204,17 @@ function loadCluster(dir) {
 }
 
 /** Kafka's Uuid text form: 16 random bytes in URL-safe base64 without padding. */
-const clusterId = () => randomBytes(16).toString('base64url');
+/**
+ * A KRaft cluster id: 16 random bytes in base64url, as Kafka's own `random-uuid` makes them, but
+ * never starting with '-', which the storage tool's argument parser reads as an option
+ * ("--cluster-id: expected one argument"; it failed 1 start in 64, at random).
+ */
+export const clusterId = () => {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
+};
 
 async function format(cluster, k) {
   const args = ['format', '-t', cluster.id, '-c', join(cluster.dir, `broker-${k}`, 'server.properties'), '--ignore-formatted'];

@@ -91,3 +91,12 @@ describe('docker-compose.yml agrees with scripts/kafka.mjs', () => {
     expect(Object.keys(services).sort()).toEqual([...kafkaNodes.map(([n]) => n), 'produce', 'rnnstream'].sort());
   });
 });
+
+describe('scripts/kafka.mjs', () => {
+  it("makes cluster ids the storage tool accepts: never starting with '-' (read as an option)", async () => {
+    const { clusterId } = (await import(projectPath('scripts', 'kafka.mjs'))) as { clusterId: () => string };
+    // 1 in 64 of Kafka's base64url ids starts with '-'; 5,000 draws all but surely include such a start.
+    const ids = Array.from({ length: 5000 }, clusterId);
+    expect(ids.every((id) => /^[A-Za-z0-9_][A-Za-z0-9_-]{21}$/.test(id))).toBe(true);
+  });
+});

@@ -11,7 +11,7 @@ import { isUtf8 } from 'node:buffer';
 import { createReadStream, statSync, type ReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { concatMap, from, Observable, Subject, takeUntil } from 'rxjs';
+import { Observable, type Subscription } from 'rxjs';
 import { UsageError } from '../core/errors.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
 import type { RawRecord } from '../operators/records.js';
@@ -235,7 +235,8 @@ export function readFixture(file: string, options: FixtureSourceOptions = {}): O
  * the first line, read by readFixture (chunked, back-pressured on the queue, paced).
  */
 export class FixtureSource implements Source {
-  private readonly stopped = new Subject<void>();
+  readonly fixedAssignment = true;
+  private stopReading: (() => void) | undefined;
 
   constructor(
     private readonly file: string,
@@ -247,15 +248,31 @@ export class FixtureSource implements Source {
   }
 
   start(host: PartitionHost): Observable<RawRecord> {
-    host.assigned([0]);
-    return from(host.prepare(0)).pipe(
-      concatMap(() => readFixture(this.file, this.options)),
-      takeUntil(this.stopped),
-    );
+    // The file's lines go straight to the subscriber once partition 0 is prepared: no operator
+    // between them (each would be one more call per line).
+    return new Observable<RawRecord>((subscriber) => {
+      let reading: Subscription | undefined;
+      let stopped = false;
+      this.stopReading = () => {
+        stopped = true;
+        reading?.unsubscribe();
+        subscriber.complete();
+      };
+      host.assigned([0]);
+      host.prepare(0).then(
+        () => {
+          if (!stopped) reading = readFixture(this.file, this.options).subscribe(subscriber);
+        },
+        (err: unknown) => subscriber.error(err),
+      );
+      return () => {
+        stopped = true;
+        reading?.unsubscribe();
+      };
+    });
   }
 
   async stop(): Promise<void> {
-    this.stopped.next();
-    this.stopped.complete();
+    this.stopReading?.();
   }
 }

@@ -169,7 +169,9 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
         return options.alreadyApplied?.(key, r.source) ? undefined : key;
       },
       eventOf: (r) => (r as EventRecord<unknown>).event,
-      positionOf: (r) => statePositionOf(r.source),
+      // Positions are read by restores, the changelog and partition drops; replay has none of
+      // them and does not pay for an object per event.
+      positionOf: options.captureState || options.alreadyApplied ? (r) => statePositionOf(r.source) : undefined,
       features: pipeline.features,
       carry: pipeline.carry,
       ends: pipeline.ends,

@@ -56,7 +56,8 @@ export const partitionOf = (source: SourcePosition): number => (source.kind === 
 
 /** Per partition, events between the source and the end of the operator chain; waits for none. */
 class InFlight {
-  private readonly counts = new Map<number, number>();
+  /** Indexed by partition (a dense array: two updates per event). */
+  private readonly counts: number[] = [];
   private readonly waiters = new Map<number, (() => void)[]>();
   private total = 0;
 
@@ -65,18 +66,14 @@ class InFlight {
   }
 
   add(partition: number): void {
-    this.counts.set(partition, (this.counts.get(partition) ?? 0) + 1);
+    this.counts[partition] = (this.counts[partition] ?? 0) + 1;
     this.total++;
   }
 
   remove(partition: number): void {
-    const n = (this.counts.get(partition) ?? 0) - 1;
+    const n = --this.counts[partition]!;
     this.total--;
-    if (n > 0) {
-      this.counts.set(partition, n);
-      return;
-    }
-    this.counts.delete(partition);
+    if (n > 0 || this.waiters.size === 0) return;
     const waiting = this.waiters.get(partition);
     if (waiting) {
       this.waiters.delete(partition);
@@ -87,7 +84,7 @@ class InFlight {
 
   /** Resolves when none of `partition`'s events (all partitions' with -1) is in flight. */
   idle(partition: number): Promise<void> {
-    if (partition === -1 ? this.total === 0 : !this.counts.has(partition)) return Promise.resolve();
+    if (partition === -1 ? this.total === 0 : !this.counts[partition]) return Promise.resolve();
     return new Promise((resolve) => {
       const list = this.waiters.get(partition) ?? [];
       list.push(resolve);
@@ -150,12 +147,15 @@ export function runPipeline(parts: RunnerParts): PipelineRun {
     source.restart(lost, whenDrained).catch((err: Error) => failed?.(err));
   };
 
-  const outputs = source.start(host).pipe(
-    tap((r) => inFlight.add(partitionOf(r.source))),
-    predict(parts.pipeline, parts.model, { ...parts.predict, store }),
-    tap((o) => inFlight.remove(partitionOf(o.source))),
-    writeTo(sink),
-  );
+  const chain = predict(parts.pipeline, parts.model, { ...parts.predict, store });
+  const outputs = source.fixedAssignment
+    ? source.start(host).pipe(chain, writeTo(sink))
+    : source.start(host).pipe(
+        tap((r) => inFlight.add(partitionOf(r.source))),
+        chain,
+        tap((o) => inFlight.remove(partitionOf(o.source))),
+        writeTo(sink),
+      );
   const done = Promise.race([lastValueFrom(outputs, { defaultValue: undefined }), failure]).then(() => undefined);
   return {
     done,

@@ -32,6 +32,11 @@ export interface Source {
   /** For logs and the replay summary. */
   readonly name: string;
   /**
+   * Its assignment never changes after the first record (a file: partition 0, prepared once
+   * before it is read), so the runner need not count events in flight per partition.
+   */
+  readonly fixedAssignment?: boolean;
+  /**
    * The records, in order per partition. Tells `host` of assignments and waits on its
    * `prepare` before a newly assigned partition's first record. Completes after `stop`.
    */

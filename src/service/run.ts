@@ -26,13 +26,12 @@ import { KafkajsTransactions } from '../adapters/kafka/transactions.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import type { SourcePosition } from '../operators/records.js';
-import { stateStoreFor, statePositionOf } from '../pipeline/predict.js';
+import { stateStoreFor } from '../pipeline/predict.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { runPipeline } from '../runner/run-pipeline.js';
 import type { Sink, WrittenCounts } from '../runner/types.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
-import { statePositionAtLeast } from '../state/snapshot-codec.js';
 import type { ResolvedConfig } from './config.js';
 import { serviceHealth } from './health.js';
 import { startHttpServer } from './http.js';
@@ -182,8 +181,12 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
     const offset = Number(topic?.partitions.find((p) => p.partition === partition)?.offset ?? -1);
     return offset >= 0 ? offset : undefined;
   };
+  // On the producer thread, as the at-least-once producer: kafkajs encodes records in JavaScript.
+  const transactions = config.producerThread
+    ? new ProducerThread({ connection, limits: { maxRecords: config.produceBatchSize, maxBytes: settings.maxRequestBytes }, transactions: settings }, logger)
+    : new KafkajsTransactions(createKafka(connection, logger), settings, logger);
   const sink = new TransactionalSink(
-    new KafkajsTransactions(createKafka(connection, logger), settings, logger),
+    transactions,
     config,
     store,
     logger,
@@ -254,7 +257,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     },
   });
   // An event is already applied when its key's (restored) state reflects an offset at or after it.
-  const alreadyApplied = (key: string, source: SourcePosition): boolean => statePositionAtLeast(store.positionOf(key), statePositionOf(source)) === true;
+  const alreadyApplied = (key: string, source: SourcePosition): boolean => source.kind === 'kafka' && store.reflects(key, source.partition, Number(source.offset));
   const run = runPipeline({
     source,
     sink,

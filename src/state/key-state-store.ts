@@ -161,6 +161,19 @@ export class KeyStateStore {
     return c.partition[i]! >= 0 ? { partition: c.partition[i]!, offset: c.offset[i]! } : undefined;
   }
 
+  /**
+   * Whether the key's state already reflects the event at `offset` of input `partition` (its last
+   * applied event is that one or a later one there): a redelivered event to skip. Per event in
+   * the service, so it allocates nothing.
+   */
+  reflects(key: string, partition: number, offset: number): boolean {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return false;
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    return c.partition[i] === partition && c.offset[i]! >= offset;
+  }
+
   /** A copy of the state in `slot`. */
   read(slot: number): KeySnapshot {
     const c = this.chunkOf(slot);

@@ -216,9 +216,10 @@ export class KafkaSource implements Source {
           const value = m.value ?? new Uint8Array(0);
           this.subscriber?.next(m.key ? { value, source, messageKey: m.key.toString() } : { value, source });
           handedOn = m.offset;
-          this.next.set(partition, offset + 1);
         }
     } finally {
+      // Once per batch, not per record: nothing reads it before this batch is done.
+      if (handedOn !== undefined) this.next.set(partition, Number(handedOn) + 1);
       // Resolved in `finally`, so a batch left early (a heartbeat that throws in a rebalance)
       // still marks what was handed on. Counted per batch, not per event: prom-client's inc and
       // kafkajs's resolveOffset are not free at 50k events/s.

@@ -23,6 +23,7 @@ import { projectPath } from '../../paths.js';
 import type { KafkaConnection } from './client.js';
 import { OrderedSender, type RequestLimits, type RetryNotice } from './ordered-sender.js';
 import type { WireTopicMessages } from './record-packer.js';
+import { TransactionError, type PartitionTransactions, type TransactionContent, type TransactionSettings } from './transactions.js';
 
 /**
  * What the service's sink produces through: packed records (record-packer.ts), queued in order
@@ -90,10 +91,13 @@ export class InProcessProducer implements RecordProducer {
 
 export type WireRequest =
   | { id: number; op: 'connect' | 'disconnect' | 'abort' }
-  | { id: number; op: 'send'; topicMessages: WireTopicMessages[]; retry: boolean };
+  | { id: number; op: 'send'; topicMessages: WireTopicMessages[]; retry: boolean }
+  | { id: number; op: 'txn-init' | 'txn-close'; partition: number }
+  | { id: number; op: 'txn-send'; partition: number; records: WireTopicMessages[] }
+  | { id: number; op: 'txn-commit'; partition: number; content: TransactionContent };
 export type WireReply =
   | { id: number; ok: true }
-  | { id: number; ok: false; error: { name: string; message: string; retriable: boolean } }
+  | { id: number; ok: false; error: { name: string; message: string; retriable: boolean; transaction?: { partition: number; fenced: boolean; producerGone: boolean } } }
   | { retry: RetryNotice }
   | { log: 'debug' | 'info' | 'warn' | 'error'; fields: object; message: string | undefined };
 
@@ -103,6 +107,8 @@ export interface ProducerThreadOptions {
   readonly connection: KafkaConnection;
   /** One merged produce request's size. */
   readonly limits: RequestLimits;
+  /** Exactly once: the thread also runs the input partitions' transactional producers. */
+  readonly transactions?: TransactionSettings;
 }
 
 /** The worker's script: next to this module when running from dist, else dist's copy (vitest runs src). */
@@ -123,7 +129,7 @@ export class ProducerThreadError extends RnnStreamError {
   }
 }
 
-export class ProducerThread implements RecordProducer {
+export class ProducerThread implements RecordProducer, PartitionTransactions {
   private readonly worker: Worker;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
@@ -145,7 +151,10 @@ export class ProducerThread implements RecordProducer {
       if (!waiter) return;
       this.pending.delete(reply.id);
       if (reply.ok) waiter.resolve();
-      else waiter.reject(new ProducerThreadError(reply.error.message, reply.error.name, reply.error.retriable));
+      else if (reply.error.transaction) {
+        const t = reply.error.transaction;
+        waiter.reject(new TransactionError(reply.error.message, t.partition, t.fenced, reply.error.retriable, { producerGone: t.producerGone }));
+      } else waiter.reject(new ProducerThreadError(reply.error.message, reply.error.name, reply.error.retriable));
     });
     const fail = (err: Error): void => {
       this.dead ??= err;
@@ -184,5 +193,22 @@ export class ProducerThread implements RecordProducer {
   async disconnect(): Promise<void> {
     if (!this.dead) await this.call({ op: 'disconnect' });
     await this.worker.terminate();
+  }
+
+  init(partition: number): Promise<void> {
+    return this.call({ op: 'txn-init', partition });
+  }
+
+  /** The records are copied to the thread (one memcpy per buffer), as sendPacked's are. */
+  send(partition: number, records: readonly WireTopicMessages[]): Promise<void> {
+    return this.call({ op: 'txn-send', partition, records: [...records] });
+  }
+
+  commit(partition: number, content: TransactionContent): Promise<void> {
+    return this.call({ op: 'txn-commit', partition, content });
+  }
+
+  close(partition: number): Promise<void> {
+    return this.call({ op: 'txn-close', partition });
   }
 }

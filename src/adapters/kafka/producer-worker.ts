@@ -9,6 +9,7 @@ import type { Logger } from '../../observability/logger.js';
 import { createKafka, PRODUCER_CONFIG } from './client.js';
 import { OrderedSender } from './ordered-sender.js';
 import type { ProducerThreadOptions, WireReply, WireRequest } from './producer-thread.js';
+import { KafkajsTransactions, TransactionError } from './transactions.js';
 
 if (!parentPort) throw new Error('producer-worker.js runs only as a worker thread');
 const port = parentPort;
@@ -24,10 +25,18 @@ const kafka = createKafka(options.connection, logger);
 const producer: Producer = kafka.producer(PRODUCER_CONFIG);
 const sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), (retry) => port.postMessage({ retry } satisfies WireReply), options.limits);
 
+// Exactly once: the partitions' transactional producers live here too, so that kafkajs encodes
+// their records on this thread, as it does the at-least-once producer's.
+const transactions = options.transactions ? new KafkajsTransactions(kafka, options.transactions, logger) : undefined;
+const noTransactions = (): Promise<never> => Promise.reject(new Error('this producer thread was started without transactions'));
+
 const reply = (id: number, work: Promise<unknown>): void => {
   work.then(
     () => port.postMessage({ id, ok: true } satisfies WireReply),
-    (err: Error & { retriable?: boolean }) => port.postMessage({ id, ok: false, error: { name: err.name, message: err.message, retriable: err.retriable ?? false } } satisfies WireReply),
+    (err: Error & { retriable?: boolean }) => {
+      const transaction = err instanceof TransactionError ? { partition: err.partition, fenced: err.fenced, producerGone: err.producerGone } : undefined;
+      port.postMessage({ id, ok: false, error: { name: err.name, message: err.message, retriable: err.retriable ?? false, ...(transaction ? { transaction } : {}) } } satisfies WireReply);
+    },
   );
 };
 
@@ -40,9 +49,17 @@ port.on('message', (request: WireRequest) => {
     case 'disconnect':
       return reply(
         request.id,
-        sender.idle().then(() => producer.disconnect()),
+        sender.idle().then(() => Promise.all([producer.disconnect(), transactions?.disconnect()])),
       );
     case 'abort':
       return sender.abort();
+    case 'txn-init':
+      return reply(request.id, transactions?.init(request.partition) ?? noTransactions());
+    case 'txn-send':
+      return reply(request.id, transactions?.send(request.partition, request.records) ?? noTransactions());
+    case 'txn-commit':
+      return reply(request.id, transactions?.commit(request.partition, request.content) ?? noTransactions());
+    case 'txn-close':
+      return reply(request.id, transactions?.close(request.partition) ?? noTransactions());
   }
 });

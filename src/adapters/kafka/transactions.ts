@@ -5,9 +5,10 @@
  * the broker can fence a zombie only through the transactional id; one id per input partition
  * makes the partition's new owner fence its old one when it initialises its producer.
  *
- * One transaction holds one commit interval of one input partition: its predictions, dead
- * letters and changelog records, then the partition's next input offset (sendOffsets), then the
- * commit. A read_committed consumer sees all of it or none of it.
+ * One transaction holds one commit interval of one input partition: its predictions and dead
+ * letters, sent as they come (`send`, which begins the transaction), then at the interval the
+ * changelog records, the partition's next input offset (sendOffsets) and the commit (`commit`).
+ * A read_committed consumer sees all of it or none of it.
  *
  * Failures, as the sink must act on them:
  * - `fenced`: another producer of the partition's id has initialised since (the partition has a
@@ -27,7 +28,7 @@ import { isRetriableSendError } from './errors.js';
 import { splitByBytes, unpackTopics } from './ordered-sender.js';
 import type { WireTopicMessages } from './record-packer.js';
 
-/** One input partition's transaction: records (packed) and the offset to commit with them. */
+/** How an input partition's open transaction ends: its last records (packed) and the offset to commit with them. */
 export interface TransactionContent {
   readonly records: readonly WireTopicMessages[];
   /** The partition's next offset to consume: every event before it is in this or an earlier transaction. */
@@ -59,7 +60,9 @@ export interface PartitionTransactions {
    * producer of its transactional id and aborts (or finishes) their open transaction.
    */
   init(partition: number): Promise<void>;
-  /** Sends one transaction; rejects with a TransactionError. */
+  /** Sends records in the partition's open transaction, beginning one if none is open; rejects with a TransactionError (the transaction is then aborted). */
+  send(partition: number, records: readonly WireTopicMessages[]): Promise<void>;
+  /** Sends the last records and the offset, and commits the open transaction (begun here if none is); rejects with a TransactionError. */
   commit(partition: number, content: TransactionContent): Promise<void>;
   /** Disconnects the partition's producer (revoked, or lost). */
   close(partition: number): Promise<void>;
@@ -109,8 +112,12 @@ function isFenced(err: unknown): boolean {
 }
 
 /** Transactions through kafkajs producers on the calling thread (one per input partition). */
+type Transaction = Awaited<ReturnType<Producer['transaction']>>;
+
 export class KafkajsTransactions implements PartitionTransactions {
   private readonly producers = new Map<number, Producer>();
+  /** Each partition's open transaction, if one is. */
+  private readonly open = new Map<number, Transaction>();
 
   constructor(
     private readonly kafka: Kafka,
@@ -135,17 +142,38 @@ export class KafkajsTransactions implements PartitionTransactions {
     this.producers.set(partition, producer);
   }
 
-  async commit(partition: number, content: TransactionContent): Promise<void> {
+  private producer(partition: number): Producer {
     const producer = this.producers.get(partition);
     if (!producer) throw new TransactionError(`partition ${partition} has no transactional producer (not prepared, or lost)`, partition, false, false, { producerGone: true });
-    const { group, inputTopic, maxRequestBytes } = this.settings;
-    let transaction: Awaited<ReturnType<Producer['transaction']>> | undefined;
+    return producer;
+  }
+
+  private async sendIn(transaction: Transaction, records: readonly WireTopicMessages[]): Promise<void> {
+    const topicMessages = unpackTopics(records);
+    if (topicMessages.length === 0) return;
+    for (const request of splitByBytes(topicMessages, this.settings.maxRequestBytes)) await transaction.sendBatch({ topicMessages: request, acks: -1 });
+  }
+
+  async send(partition: number, records: readonly WireTopicMessages[]): Promise<void> {
+    const producer = this.producer(partition);
+    let transaction = this.open.get(partition);
     try {
-      transaction = await producer.transaction();
-      const records = unpackTopics(content.records);
-      const requests = records.length === 0 ? [] : splitByBytes(records, maxRequestBytes);
-      for (const topicMessages of requests) await transaction.sendBatch({ topicMessages, acks: -1 });
-      await transaction.sendOffsets({ consumerGroupId: group, topics: [{ topic: inputTopic, partitions: [{ partition, offset: content.nextOffset }] }] });
+      if (!transaction) this.open.set(partition, (transaction = await producer.transaction()));
+      await this.sendIn(transaction, records);
+    } catch (err) {
+      this.open.delete(partition);
+      throw await this.failed(partition, producer, transaction, err);
+    }
+  }
+
+  async commit(partition: number, content: TransactionContent): Promise<void> {
+    const producer = this.producer(partition);
+    let transaction = this.open.get(partition);
+    this.open.delete(partition);
+    try {
+      transaction ??= await producer.transaction();
+      await this.sendIn(transaction, content.records);
+      await transaction.sendOffsets({ consumerGroupId: this.settings.group, topics: [{ topic: this.settings.inputTopic, partitions: [{ partition, offset: content.nextOffset }] }] });
       await transaction.commit();
     } catch (err) {
       throw await this.failed(partition, producer, transaction, err);
@@ -172,7 +200,10 @@ export class KafkajsTransactions implements PartitionTransactions {
   }
 
   private async drop(partition: number, producer: Producer): Promise<void> {
-    if (this.producers.get(partition) === producer) this.producers.delete(partition);
+    if (this.producers.get(partition) === producer) {
+      this.producers.delete(partition);
+      this.open.delete(partition);
+    }
     await producer.disconnect().catch(() => undefined);
   }
 

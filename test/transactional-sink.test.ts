@@ -1,0 +1,179 @@
+/**
+ * The exactly-once sink against a fake transactional producer (a log of what each partition's
+ * transaction did): outputs are sent in the open transaction as they come, each interval ends it
+ * with the changelog and the offset, what gathers behind a commit is committed at the next
+ * interval, a retriable failure sends the transaction again from its first records, a fenced
+ * one loses the partition, and a revoked partition's outputs are dropped. Timers are vitest's.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { randomModel } from '../src/core/random-model.js';
+import { silentLogger } from '../src/observability/logger.js';
+import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
+import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/record-packer.js';
+import { TransactionalSink } from '../src/adapters/kafka/transactional-sink.js';
+import { TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/transactions.js';
+import { KeyStateStore } from '../src/state/key-state-store.js';
+
+const model = randomModel({ features: 1, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 5 });
+const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
+
+/** What each call did, as text: `send p0 out:k1,k2`, `commit p0 out:k3 changelog:k1,k3 @12`. */
+function fakeTransactions(): PartitionTransactions & { log: string[]; failNext: (err: Error) => void; gate: () => () => void } {
+  const log: string[] = [];
+  let failure: Error | undefined;
+  let held: Promise<void> | undefined;
+  const describe = (records: readonly WireTopicMessages[]): string =>
+    records.map((t) => `${t.topic}:${unpackMessages(t).map((m) => (m.value === null ? `${String(m.key)}(tombstone)` : String(m.key))).join(',')}`).join(' ');
+  const call = async (what: string): Promise<void> => {
+    if (held) await held;
+    if (failure) {
+      const err = failure;
+      failure = undefined;
+      log.push(`${what} FAILED`);
+      throw err;
+    }
+    log.push(what);
+  };
+  return {
+    log,
+    failNext: (err) => (failure = err),
+    /** Holds every later call until the returned function is called. */
+    gate: () => {
+      let open!: () => void;
+      held = new Promise<void>((r) => (open = r)).then(() => void (held = undefined));
+      return open;
+    },
+    init: (p) => call(`init p${p}`),
+    send: (p, records) => call(`send p${p} ${describe(records)}`),
+    commit: (p, c: TransactionContent) => call(`commit p${p} ${describe(c.records)} @${c.nextOffset}`.replace('  ', ' ')),
+    close: (p) => call(`close p${p}`),
+    disconnect: async () => {},
+  };
+}
+
+function prediction(store: KeyStateStore, key: string, partition: number, offset: number, ended = false): PredictionRecord {
+  store.set({ key, state: new Float32Array(model.stateSize).fill(offset), steps: 1, lastSeen: 0, position: { partition, offset }, sequence: Number.NaN, carry: new Float64Array(0), lastClass: -1 });
+  return { kind: 'prediction', key, seq: 1, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: Float32Array.of(0.5, 0.5), state: store.get(key)!, ended, source: { kind: 'kafka', topic: 'in', partition, offset: String(offset) } };
+}
+
+const deadLetter = (partition: number, offset: number): PipelineOutput => ({ kind: 'dead-letter', reason: 'not JSON', source: { kind: 'kafka', topic: 'in', partition, offset: String(offset) }, raw: 'oops', messageKey: undefined });
+
+function setup() {
+  const store = new KeyStateStore(model);
+  const tx = fakeTransactions();
+  const written: string[] = [];
+  const dropped: number[] = [];
+  const lost: number[][] = [];
+  const sink = new TransactionalSink(
+    tx,
+    topics,
+    store,
+    silentLogger,
+    { onWritten: (c, p) => written.push(`p${p}: ${c.predictions}+${c.deadLetters}`), onDropped: (n) => dropped.push(n) },
+    { commitIntervalMs: 100, dlqPartitions: 4, committedOffset: async (p) => (p === 1 ? 40 : undefined), maxRetryMs: 100 },
+  );
+  sink.onLost = (partitions) => lost.push([...partitions]);
+  return { store, tx, sink, written, dropped, lost };
+}
+
+/** Lets microtasks and the fake's promises run. */
+const settle = async (): Promise<void> => {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+};
+
+beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] }));
+afterEach(() => vi.useRealTimers());
+
+describe('TransactionalSink', () => {
+  it('sends outputs in the open transaction as they come, and ends it each interval with the changelog and the next offset', async () => {
+    const { store, tx, sink, written } = setup();
+    expect(await sink.prepare(0)).toBeUndefined();
+    expect(await sink.prepare(1)).toBe(40);
+    sink.write(prediction(store, 'k1', 0, 10));
+    sink.write(prediction(store, 'k2', 0, 11));
+    sink.write(deadLetter(1, 40));
+    await settle();
+    sink.write(prediction(store, 'k1', 0, 12));
+    await settle();
+    expect(tx.log).toEqual(['init p0', 'init p1', 'send p0 out:k1,k2', 'send p1 dlq:null', 'send p0 out:k1']);
+    expect(written).toEqual([]);
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    expect(tx.log.slice(5).sort()).toEqual(['commit p0 changelog:k1,k2 @13', 'commit p1 @41']);
+    expect(written.sort()).toEqual(['p0: 3+0', 'p1: 0+1']);
+  });
+
+  it('commits what gathered while the last transaction was committing, at the next interval, with no new write to prompt it', async () => {
+    const { store, tx, sink, written } = setup();
+    await sink.prepare(0);
+    sink.write(prediction(store, 'k1', 0, 10));
+    await settle();
+    const open = tx.gate();
+    await vi.advanceTimersByTimeAsync(100); // cut: the commit waits at the gate
+    sink.write(prediction(store, 'k2', 0, 11)); // gathers behind it
+    await settle();
+    await vi.advanceTimersByTimeAsync(100); // an interval passes while the commit still waits
+    open();
+    await settle();
+    expect(written).toEqual(['p0: 1+0']);
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    expect(tx.log.filter((l) => l.startsWith('commit'))).toEqual(['commit p0 changelog:k1 @11', 'commit p0 changelog:k2 @12']);
+    expect(written).toEqual(['p0: 1+0', 'p0: 1+0']);
+  });
+
+  it('a retriable failure sends the aborted transaction again from its first records', async () => {
+    const { store, tx, sink, written } = setup();
+    await sink.prepare(0);
+    sink.write(prediction(store, 'k1', 0, 10));
+    await settle();
+    sink.write(prediction(store, 'k2', 0, 11));
+    tx.failNext(new TransactionError('broker gone', 0, false, true));
+    await settle();
+    await vi.advanceTimersByTimeAsync(100); // the retry's backoff
+    await settle();
+    await vi.advanceTimersByTimeAsync(100); // the interval
+    await settle();
+    // The interval came during the backoff: the resent records (from k1 on) ride with the commit.
+    expect(tx.log.slice(1)).toEqual(['send p0 out:k1', 'send p0 out:k2 FAILED', 'commit p0 out:k1 out:k2 changelog:k1,k2 @12']);
+    expect(written).toEqual(['p0: 2+0']);
+  });
+
+  it('a fenced transaction loses the partition: its outputs are dropped and the runner is told', async () => {
+    const { store, tx, sink, written, dropped, lost } = setup();
+    await sink.prepare(0);
+    sink.write(prediction(store, 'k1', 0, 10));
+    tx.failNext(new TransactionError('old epoch', 0, true, false));
+    await settle();
+    expect(lost).toEqual([[0]]);
+    expect(dropped).toEqual([1]);
+    // Later outputs of the lost partition are dropped too, until it is prepared again.
+    sink.write(prediction(store, 'k1', 0, 11));
+    expect(dropped).toEqual([1, 1]);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(written).toEqual([]);
+    await expect(sink.flush()).resolves.toBeUndefined();
+  });
+
+  it('a record the broker can never take fails the sink', async () => {
+    const { store, tx, sink } = setup();
+    await sink.prepare(0);
+    sink.write(prediction(store, 'k1', 0, 10));
+    tx.failNext(new TransactionError('MESSAGE_TOO_LARGE', 0, false, false));
+    await settle();
+    await expect(sink.failure).rejects.toThrow(/MESSAGE_TOO_LARGE/);
+  });
+
+  it('drops what a revoked partition gathered, and writes a tombstone for a key that ended', async () => {
+    const { store, tx, sink, dropped } = setup();
+    await sink.prepare(0);
+    await sink.prepare(1);
+    sink.write(prediction(store, 'k1', 0, 10, true));
+    sink.write(prediction(store, 'k9', 1, 50));
+    await settle();
+    sink.assigned([0]);
+    expect(dropped).toEqual([1]);
+    await sink.flush();
+    expect(tx.log.filter((l) => l.startsWith('commit'))).toEqual(['commit p0 changelog:k1(tombstone) @11']);
+  });
+});
