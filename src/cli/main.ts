@@ -16,6 +16,8 @@ import { registerRun } from './commands/run.js';
 import { registerProduce } from './commands/produce.js';
 import { registerRandomModel } from './commands/random-model.js';
 import { registerBackends } from './commands/backends.js';
+import { registerImport } from './commands/import.js';
+import { ImportError } from '../import/onnx-file.js';
 
 export function buildProgram(): Command {
   const program = new Command('rnnstream')
@@ -32,6 +34,7 @@ export function buildProgram(): Command {
   registerProduce(program);
   registerRandomModel(program);
   registerBackends(program);
+  registerImport(program);
   return program;
 }
 
@@ -44,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       // Commander already printed the message (and help for --help, whose code is 0).
       return err.exitCode === 0 ? 0 : 2;
     }
-    if (err instanceof UsageError || err instanceof ModelFileError) {
+    if (err instanceof UsageError || err instanceof ModelFileError || err instanceof ImportError) {
       process.stderr.write(`rnnstream: ${err.message}\n`);
       return 2;
     }
