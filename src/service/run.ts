@@ -33,6 +33,7 @@ import { runPipeline } from '../runner/run-pipeline.js';
 import type { Sink, WrittenCounts } from '../runner/types.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
+import { fetchCommittedOffset } from '../adapters/kafka/committed-offsets.js';
 import { serviceHealth } from './health.js';
 import { startHttpServer } from './http.js';
 import { ServiceMetrics } from './metrics.js';
@@ -176,11 +177,8 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
     transactionTimeoutMs: config.transactionTimeoutMs,
     maxRequestBytes: Math.min(config.produceBatchBytes, clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES),
   };
-  const committedOffset = async (partition: number): Promise<number | undefined> => {
-    const [topic] = await clients.adminCalls(() => clients.admin.fetchOffsets({ groupId: config.group, topics: [config.inputTopic] }));
-    const offset = Number(topic?.partitions.find((p) => p.partition === partition)?.offset ?? -1);
-    return offset >= 0 ? offset : undefined;
-  };
+  const committedOffset = (partition: number): Promise<number | undefined> =>
+    fetchCommittedOffset(clients.admin, clients.adminCalls, { group: config.group, topic: config.inputTopic, partition }, { onRetry: (err) => logger.warn({ partition, err: err.message }, 'reading the committed offset: retrying') });
   // On the producer thread, as the at-least-once producer: kafkajs encodes records in JavaScript.
   const transactions = config.producerThread
     ? new ProducerThread({ connection, limits: { maxRecords: config.produceBatchSize, maxBytes: settings.maxRequestBytes }, transactions: settings }, logger)
