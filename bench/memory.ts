@@ -9,7 +9,12 @@
  * - eviction: the same N-key replay with keyCapacity at 10% of N (every key is evicted before
  *   its second event and restarts from zero state), as a ratio of the replay without eviction.
  *
+ * - finished utterances (`--utterances N`): intent-from-words over N utterances of 2 words (64
+ *   under way at a time) against N/100 utterances of 200 words, the same events: a key's state
+ *   is freed at its last word, so what N finished utterances leave behind is the difference.
+ *
  *   node dist/bench/memory.js [--keys 1000000] [--runs 3] [--json] [--dist DIR]
+ *   node dist/bench/memory.js --utterances 1000000 [--runs 1] [--json]
  *
  * `--dist` runs the CLI of another build (a folder in the project holding src/cli/main.js), to
  * measure a change against the build before it on the same fixtures.
@@ -55,10 +60,10 @@ interface Run {
   readonly evictions: number;
 }
 
-function replay(file: string, capacity: number): Run {
+function replay(file: string, capacity: number, pipeline = 'ball-direction'): Run {
   const r = spawnSync(
     process.execPath,
-    ['--max-semi-space-size=64', projectPath(dist, 'src', 'cli', 'main.js'), 'replay', '--pipeline', 'ball-direction', '--backend', 'onnx', '--input', file, '--key-capacity', String(capacity), '--json'],
+    ['--max-semi-space-size=64', projectPath(dist, 'src', 'cli', 'main.js'), 'replay', '--pipeline', pipeline, '--backend', 'onnx', '--input', file, '--key-capacity', String(capacity), '--json'],
     { encoding: 'utf8', maxBuffer: 1 << 26 },
   );
   if (r.status !== 0) throw new Error(`replay failed: ${r.stderr.slice(-2000)}`);
@@ -66,7 +71,56 @@ function replay(file: string, capacity: number): Run {
   return { maxRssBytes: s.maxRssBytes, eventsPerSecond: s.eventsPerSecond, evictions: s.evictions };
 }
 
+const WORDS = ['what', 'is', 'my', 'balance', 'book', 'a', 'flight', 'to', 'paris', 'please'];
+
+/** `count` utterances of `words` words each, 64 under way at a time. */
+async function writeUtterances(file: string, count: number, words: number): Promise<void> {
+  const out = createWriteStream(file);
+  let chunk = '';
+  for (let start = 0; start < count; start += 64) {
+    const end = Math.min(count, start + 64);
+    for (let index = 0; index < words; index++) {
+      for (let u = start; u < end; u++) {
+        chunk += `{"utteranceId":"u-${u}","index":${index},"word":"${WORDS[(u + index) % WORDS.length]}","last":${index === words - 1}}\n`;
+      }
+      if (chunk.length > 1 << 20) {
+        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+        chunk = '';
+      }
+    }
+  }
+  out.write(chunk);
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+}
+
+/** Peak RSS per finished utterance: N short utterances against N/100 long ones, the same events. */
+async function finishedUtterances(count: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'rnnstream-bench-utterances-'));
+  try {
+    const many = join(dir, 'many.jsonl');
+    const few = join(dir, 'few.jsonl');
+    await writeUtterances(many, count, 2);
+    await writeUtterances(few, Math.floor(count / 100), 200);
+    const perUtterance: number[] = [];
+    const rates: number[] = [];
+    let peaks: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const a = replay(many, count, 'intent-from-words');
+      const b = replay(few, count, 'intent-from-words');
+      perUtterance.push((a.maxRssBytes - b.maxRssBytes) / (count - Math.floor(count / 100)));
+      rates.push(a.eventsPerSecond);
+      peaks = [a.maxRssBytes, b.maxRssBytes];
+      if (!json) process.stderr.write(`  run ${i + 1}: peak RSS ${Math.round(a.maxRssBytes / 2 ** 20)} MiB for ${count} utterances, ${Math.round(b.maxRssBytes / 2 ** 20)} MiB for ${Math.floor(count / 100)}; ${Math.round(a.eventsPerSecond)} events/s\n`);
+    }
+    const result = { utterances: count, events: 2 * count, runs, bytesPerFinishedUtterance: median(perUtterance), peakRssBytes: peaks, eventsPerSecond: median(rates), perUtteranceRuns: perUtterance };
+    process.stdout.write(json ? JSON.stringify(result) + '\n' : `intent-from-words, ${count} finished utterances of 2 words against ${Math.floor(count / 100)} of 200 (the same ${2 * count} events): ${Math.round(result.bytesPerFinishedUtterance)} bytes of peak RSS per finished utterance (median of ${runs}); ${Math.round(result.eventsPerSecond)} events/s\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
+  if (args.includes('--utterances')) return finishedUtterances(opt('--utterances', 1_000_000));
   const dir = mkdtempSync(join(tmpdir(), 'rnnstream-bench-memory-'));
   try {
     const small = Math.max(1000, Math.floor(keys / 100));

@@ -1,9 +1,10 @@
 /**
- * `npm run bench` (part 2): events per second of a full replay of the ball fixture, per backend
- * that works here. Each run is a fresh `rnnstream replay` process, as a user runs it; the figure
- * is the median of the runs (time from first read to last prediction, setup excluded).
+ * `npm run bench` (part 2): events per second of a full replay of a pipeline's default fixture
+ * (the ball fixture unless --pipeline says otherwise), per backend that works here. Each run is a
+ * fresh `rnnstream replay` process, as a user runs it; the figure is the median of the runs (time
+ * from first read to last prediction, setup excluded).
  *
- *   node dist/bench/replay.js [--runs N] [--backends webgpu,onnx,...] [--json]
+ *   node dist/bench/replay.js [--runs N] [--backends webgpu,onnx,...] [--pipeline NAME] [--json]
  */
 import { spawnSync } from 'node:child_process';
 import { projectPath } from '../src/paths.js';
@@ -12,6 +13,7 @@ import type { ReplaySummary } from '../src/replay/replay.js';
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 3;
+const pipeline = args.includes('--pipeline') ? args[args.indexOf('--pipeline') + 1]! : 'ball-direction';
 const BACKENDS = args.includes('--backends') ? args[args.indexOf('--backends') + 1]!.split(',') : ['webgpu', 'onnx', 'gpu', 'webasm', 'cpu', 'reference'];
 
 const median = (xs: number[]): number => {
@@ -35,7 +37,7 @@ for (const backend of BACKENDS) {
   let last: ReplaySummary | undefined;
   let unavailable: string | undefined;
   for (let i = 0; i < runs; i++) {
-    const r = spawnSync(process.execPath, ['--max-semi-space-size=64', projectPath('dist', 'src', 'cli', 'main.js'), 'replay', '--pipeline', 'ball-direction', '--backend', backend, '--json'], {
+    const r = spawnSync(process.execPath, ['--max-semi-space-size=64', projectPath('dist', 'src', 'cli', 'main.js'), 'replay', '--pipeline', pipeline, '--backend', backend, '--json'], {
       encoding: 'utf8',
     });
     if (r.status !== 0) {
@@ -52,7 +54,7 @@ for (const backend of BACKENDS) {
 if (json) {
   process.stdout.write(JSON.stringify(results) + '\n');
 } else {
-  const lines = [`Full replay of fixtures/ball.jsonl.gz (ball-direction), events/s, median of ${runs} fresh processes:`, '', '| backend | events | events/s (median) | runs | what ran |', '|---|---|---|---|---|'];
+  const lines = [`Full replay of ${pipeline}'s default fixture, events/s, median of ${runs} fresh processes:`, '', '| backend | events | events/s (median) | runs | what ran |', '|---|---|---|---|---|'];
   for (const r of results) {
     lines.push(
       r.unavailable

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { createRng } from '../src/core/prng.js';
 import type { SourcePosition } from '../src/operators/records.js';
 import { ByteWriter } from '../src/pipeline/json-bytes.js';
-import type { PredictionRecord } from '../src/pipeline/predict.js';
+import { topIndices, type PredictionRecord } from '../src/pipeline/predict.js';
 import { createHash } from 'node:crypto';
 import { DEAD_LETTER_RAW_BYTES, deadLetterJson, formatFloat32, predictionJson, writePredictionJson } from '../src/pipeline/serialize.js';
 
@@ -63,10 +63,21 @@ describe('JSON as bytes', () => {
         names: softmax ? names : ['next', 'other'],
         output,
         ...(i % 2 === 0 ? { label: names[(i >> 1) % names.length]! } : {}),
+        ...(softmax && i % 5 === 0 ? { top: topIndices(output, 1 + (i % 3)) } : {}),
         source: sources[i % sources.length]!,
       };
       expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));
     }
+  });
+
+  it('writes only the top k classes, most probable first, where the pipeline asks for them', () => {
+    const output = Float32Array.from([0.1, 0.5, 0.05, 0.3, 0.05]);
+    expect(topIndices(output, 3)).toEqual([1, 3, 0]);
+    expect(topIndices(Float32Array.from([0.2, 0.2, 0.6]), 2)).toEqual([2, 0]);
+    const p: PredictionRecord = { kind: 'prediction', ended: true, key: 'u-1', seq: 4, prediction: 'b', head: 'softmax', names: ['a', 'b', 'c', 'd', 'e'], output, top: [1, 3, 0], source: { kind: 'memory', index: 3 } };
+    const json = JSON.parse(predictionJson(p)) as { probabilities: Record<string, number> };
+    expect(Object.entries(json.probabilities)).toEqual([['b', 0.5], ['d', 0.3], ['a', 0.1]]);
+    expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));
   });
 });
 

@@ -3,7 +3,7 @@
  * Chromium (Debian's chromium): the page must render its three plots.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +51,58 @@ describe('rnnstream train', () => {
     const bad = cli(['train', '--pipeline', 'stock-moves', '--learning-rate', '-1']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--learning-rate must be a positive number, got "-1"');
+  });
+});
+
+/** Headless Chromium's DOM of an HTML file, or undefined where there is no Chromium (not in CI). */
+function renderedDom(html: string, name: string): string | undefined {
+  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+  if (!chromium) {
+    if (process.env.CI === 'true') throw new Error('chromium is required in CI (see .ci/run)');
+    console.warn('skipping the Chromium check: chromium is not installed');
+    return undefined;
+  }
+  const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${f(`chrome-${name}`)}`];
+  const dom = spawnSync(chromium, [...flags, '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000 });
+  expect(dom.status, dom.stderr).toBe(0);
+  return dom.stdout;
+}
+
+describe('rnnstream train on words', () => {
+  it('trains a word model (embedding, dropout, label smoothing), writes its table beside it, chooses the oos threshold on validation, and eval reports early intent', () => {
+    const utterances = (n: number, seed: number): string =>
+      Array.from({ length: n }, (_, i) => {
+        const [intent, text] = [['balance', 'what is my balance'], ['book_flight', 'book a flight to paris'], ['oos', 'tell me a joke'], ['alarm', 'set an alarm for six']][(i + seed) % 4]!;
+        return JSON.stringify({ text: `${text}${i % 3 === 0 ? ' please' : ''}`, intent });
+      }).join('\n') + '\n';
+    for (const [name, n, seed] of [['u-train', 80, 0], ['u-val', 20, 1]] as const) {
+      writeFileSync(f(`${name}.jsonl`), utterances(n, seed));
+      const r = cli(['fixtures', 'words', '--input', f(`${name}.jsonl`), '--out', f(`${name}.words.jsonl`)]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const args = ['train', '--pipeline', 'intent-from-words', '--train', f('u-train.words.jsonl'), '--validation', f('u-val.words.jsonl'), '--epochs', '4', '--hidden', '12', '--embedding-dim', '8', '--buckets', '100', '--dropout', '0.1', '--learning-rate', '0.02', '--out', f('words.json'), '--json'];
+    const r = cli(args);
+    expect(r.code, r.stderr).toBe(0);
+    const history = JSON.parse(r.stdout).history as { trainLoss: number }[];
+    expect(history.at(-1)!.trainLoss).toBeLessThan(history[0]!.trainLoss);
+    const model = loadModelFile(f('words.json'));
+    expect(model.input!.dim).toBe(8);
+    expect(existsSync(f('words.words.f32'))).toBe(true);
+    const training = model.file.training as { dropout: number; labelSmoothing: number; outOfScope: { label: string; threshold: number } };
+    expect(training.dropout).toBe(0.1);
+    expect(training.labelSmoothing).toBe(0.1); // the pipeline's default
+    expect(training.outOfScope.label).toBe('oos');
+    expect(training.outOfScope.threshold).toBeGreaterThanOrEqual(0);
+
+    const report = f('words-report.html');
+    const e = cli(['eval', '--pipeline', 'intent-from-words', '--input', f('u-val.words.jsonl'), '--model', f('words.json'), '--backend', 'onnx', '--report', report, '--json']);
+    expect(e.code, e.stderr).toBe(0);
+    const evaluated = JSON.parse(e.stdout) as { utterances: { keys: number; earlyIntent: { fraction: number }[]; threshold: { value: number } } };
+    expect(evaluated.utterances.keys).toBe(20);
+    expect(evaluated.utterances.earlyIntent.map((x) => x.fraction)).toEqual([0.25, 0.5, 0.75, 1]);
+    expect(evaluated.utterances.threshold.value).toBe(training.outOfScope.threshold);
+    const dom = renderedDom(report, 'words');
+    if (dom) for (const plot of ['accuracy-by-step', 'early-intent', 'confusion']) expect(dom).toContain(`data-plot="${plot}"`);
   });
 });
 

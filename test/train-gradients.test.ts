@@ -27,6 +27,23 @@ function setup(cells: CellKind[]) {
   return { net, input, labels, initial };
 }
 
+/** The worst relative error of `analytic` against central differences of `loss`, over every parameter. */
+function worstRelativeError(net: TrainableNetwork, analytic: Float64Array, loss: () => number): number {
+  const eps = 1e-5;
+  let worst = 0;
+  for (let i = 0; i < net.theta.length; i++) {
+    const saved = net.theta[i]!;
+    net.theta[i] = saved + eps;
+    const up = loss();
+    net.theta[i] = saved - eps;
+    const down = loss();
+    net.theta[i] = saved;
+    const numeric = (up - down) / (2 * eps);
+    worst = Math.max(worst, Math.abs(numeric - analytic[i]!) / Math.max(1e-3, Math.abs(numeric) + Math.abs(analytic[i]!)));
+  }
+  return worst;
+}
+
 const copy = (s: RecurrentState): RecurrentState => ({ h: s.h.map((v) => v.slice()), c: s.c.map((v) => v.slice()) });
 
 describe.each<[string, CellKind[]]>([
@@ -41,20 +58,7 @@ describe.each<[string, CellKind[]]>([
     net.grad.fill(0);
     net.window(input, labels, 0, T, copy(initial), { backward: true });
     const analytic = net.grad.slice();
-    const eps = 1e-5;
-    let worst = 0;
-    for (let i = 0; i < net.theta.length; i++) {
-      const saved = net.theta[i]!;
-      net.theta[i] = saved + eps;
-      const up = loss();
-      net.theta[i] = saved - eps;
-      const down = loss();
-      net.theta[i] = saved;
-      const numeric = (up - down) / (2 * eps);
-      const err = Math.abs(numeric - analytic[i]!) / Math.max(1e-3, Math.abs(numeric) + Math.abs(analytic[i]!));
-      worst = Math.max(worst, err);
-    }
-    expect(worst).toBeLessThan(1e-6);
+    expect(worstRelativeError(net, analytic, loss)).toBeLessThan(1e-6);
     // The check would mean nothing on an all-zero gradient.
     expect(Math.max(...Array.from(analytic, Math.abs))).toBeGreaterThan(1e-3);
   });
@@ -72,5 +76,30 @@ describe.each<[string, CellKind[]]>([
     net.grad.fill(0);
     net.window(shifted.input, shifted.labels, 0, T - 3, copy(carried), { backward: true });
     for (let i = 0; i < windowed.length; i++) expect(windowed[i]).toBeCloseTo(net.grad[i]!, 12);
+  });
+});
+
+describe('BPTT gradient with word input (embedding rows averaged), dropout and label smoothing', () => {
+  it.each<CellKind>(['gru', 'lstm'])('%s: matches central differences on every parameter, the embedding table included', (cell) => {
+    const dim = 3;
+    const net = new TrainableNetwork([{ cell, inputSize: dim, hiddenSize: 4 }], K, { rows: 7, dim });
+    const rng = createRng(99);
+    for (let i = 0; i < net.theta.length; i++) net.theta[i] = rng.uniform(-0.8, 0.8);
+    // Five words: one row, three rows (a word and two n-grams), a repeated row, ...
+    const words = { starts: Int32Array.from([0, 1, 4, 6, 7, 9]), rows: Int32Array.from([0, 1, 2, 3, 4, 4, 6, 2, 5]) };
+    const labels = Int32Array.from([1, 0, -1, 2, 1]);
+    // The same dropout masks for every evaluation: a generator restarted each time.
+    const options = (backward: boolean) => {
+      const masks = createRng(5);
+      return { backward, dropout: { p: 0.3, random: () => masks.next() }, labelSmoothing: 0.1 };
+    };
+    const loss = (): number => net.window(words, labels, 0, 5, net.zeroState(), options(false)).loss;
+    net.grad.fill(0);
+    net.window(words, labels, 0, 5, net.zeroState(), options(true));
+    const analytic = net.grad.slice();
+    expect(worstRelativeError(net, analytic, loss)).toBeLessThan(1e-6);
+    const table = analytic.subarray(net.embedding!.offset);
+    // The words use every row of the table (0..6), so every row has a gradient of its own.
+    expect(Array.from({ length: 7 }, (_, r) => table.subarray(r * dim, (r + 1) * dim).some((g) => Math.abs(g) > 1e-6)).filter(Boolean).length).toBe(7);
   });
 });

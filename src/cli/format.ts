@@ -1,4 +1,5 @@
 import type { EvalReport } from '../eval/evaluate.js';
+import type { UtteranceReport } from '../eval/utterances.js';
 import type { ReplaySummary } from '../replay/replay.js';
 
 const pct = (v: number): string => `${(100 * v).toFixed(1)}%`;
@@ -47,9 +48,28 @@ export function formatEvalReport(r: EvalReport): string {
     `by step      ${r.accuracyByStep.slice(0, 10).map((v, k) => `${k + 1}:${pct(v)}`).join('  ')}${r.accuracyByStep.length > 10 ? '  ...' : ''}`,
   ];
   if (r.prequential) lines.push(`prequential  ${pct(r.prequential.accuracy)} (${r.prequential.scored} scored)`);
-  const { labels, matrix } = r.confusion;
-  const w = Math.max(6, ...labels.map((l) => l.length + 1));
-  lines.push('', `confusion (rows true, columns predicted)`, ' '.repeat(w) + labels.map((l) => l.padStart(w)).join(''));
-  matrix.forEach((row, i) => lines.push(labels[i]!.padEnd(w) + row.map((v) => String(v).padStart(w)).join('')));
+  if (r.utterances) lines.push('', ...formatUtterances(r.utterances));
+  lines.push('', ...formatConfusion(r.confusion));
   return lines.join('\n');
+}
+
+/** Up to this many classes the whole matrix is printed; past it, the most frequent confusions. */
+const CONFUSION_MATRIX_MAX_LABELS = 12;
+
+function formatConfusion({ labels, matrix }: EvalReport['confusion']): string[] {
+  if (labels.length > CONFUSION_MATRIX_MAX_LABELS) {
+    const pairs = matrix.flatMap((row, i) => row.map((n, j) => ({ n, truth: labels[i]!, predicted: labels[j]! })).filter((c) => c.truth !== c.predicted && c.n > 0));
+    pairs.sort((a, b) => b.n - a.n || (a.truth < b.truth ? -1 : 1));
+    return [`most frequent confusions (of ${labels.length} classes; --json has the whole matrix)`, ...pairs.slice(0, 10).map((c) => `  ${String(c.n).padStart(5)}  ${c.truth} -> ${c.predicted}`)];
+  }
+  const w = Math.max(6, ...labels.map((l) => l.length + 1));
+  return [`confusion (rows true, columns predicted)`, ' '.repeat(w) + labels.map((l) => l.padStart(w)).join(''), ...matrix.map((row, i) => labels[i]!.padEnd(w) + row.map((v) => String(v).padStart(w)).join(''))];
+}
+
+function formatUtterances(u: UtteranceReport): string[] {
+  const lines = [`utterances   ${u.keys} (${u.inScopeKeys} in scope, ${u.outOfScopeKeys} out of scope); final-word accuracy ${pct(u.accuracy)}`];
+  if (u.asClass) lines.push(`${u.outOfScopeLabel} as a class       in-scope accuracy ${pct(u.asClass.inScopeAccuracy)}  ${u.outOfScopeLabel} recall ${pct(u.asClass.outOfScopeRecall)}`);
+  if (u.threshold) lines.push(`${u.outOfScopeLabel} below p ${u.threshold.value.toFixed(2)}  in-scope accuracy ${pct(u.threshold.inScopeAccuracy)}  ${u.outOfScopeLabel} recall ${pct(u.threshold.outOfScopeRecall)}  (threshold chosen on validation)`);
+  lines.push(`early intent ${u.earlyIntent.map((e) => `${Math.round(e.fraction * 100)}% of words: ${pct(e.accuracy)}`).join('  ')}`);
+  return lines;
 }

@@ -14,7 +14,7 @@
  * The GRU's reset gate multiplies the *whole* hidden contribution including its bias, as in
  * PyTorch and cuDNN (ONNX `linear_before_reset = 1`, Keras `reset_after = True`).
  */
-import type { LayerWeights, RnnModel } from './model.js';
+import type { CellKind, LayerWeights, RnnModel } from './model.js';
 
 export const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
 
@@ -34,41 +34,115 @@ export interface LayerState {
   readonly c?: Float64Array;
 }
 
+/**
+ * The cell's equations, once, for inference (stepLayer) and training (train/network.ts) alike.
+ *
+ * On entry `gates` holds each gate block's pre-activation W_ih x + b_ih + W_hh h + b_hh, except
+ * GRU's n block, which holds only W_in x + b_in: its hidden part W_hn h + b_hn is in `hn`, since
+ * the reset gate scales it (see the table above). On exit `gates` holds the activations (the
+ * backward pass needs them), and `h` (and LSTM's `c`) the new state.
+ */
+export function activateCell(cell: CellKind, H: number, gates: Float64Array, hn: ArrayLike<number>, hPrev: ArrayLike<number>, cPrev: ArrayLike<number>, h: Float64Array, c: Float64Array): void {
+  switch (cell) {
+    case 'rnn':
+      for (let j = 0; j < H; j++) h[j] = gates[j] = Math.tanh(gates[j]!);
+      return;
+    case 'lstm':
+      for (let j = 0; j < H; j++) {
+        const i = (gates[j] = sigmoid(gates[j]!));
+        const f = (gates[H + j] = sigmoid(gates[H + j]!));
+        const g = (gates[2 * H + j] = Math.tanh(gates[2 * H + j]!));
+        const o = (gates[3 * H + j] = sigmoid(gates[3 * H + j]!));
+        c[j] = f * cPrev[j]! + i * g;
+        h[j] = o * Math.tanh(c[j]!);
+      }
+      return;
+    case 'gru':
+      for (let j = 0; j < H; j++) {
+        const r = (gates[j] = sigmoid(gates[j]!));
+        const z = (gates[H + j] = sigmoid(gates[H + j]!));
+        const n = (gates[2 * H + j] = Math.tanh(gates[2 * H + j]! + r * hn[j]!));
+        h[j] = (1 - z) * n + z * hPrev[j]!;
+      }
+      return;
+  }
+}
+
+/**
+ * The derivative of activateCell, for backpropagation through time. Given the activations it
+ * left in `gates`, and dL/dh' in `dh` (and dL/dc' in `dc` for LSTM), writes dL/d(pre-activation)
+ * of the input part to `dax` and of the hidden part to `dah` (they differ only in GRU's n block,
+ * where the reset gate scales the hidden part), and the recurrent gradients that bypass the
+ * weights: dL/dh through GRU's update gate into `dhPrev` (added), dL/dc through LSTM's forget
+ * gate into `dc` (replaced).
+ */
+export function cellGradient(
+  cell: CellKind,
+  H: number,
+  act: ArrayLike<number>,
+  hn: ArrayLike<number>,
+  hPrev: ArrayLike<number>,
+  cPrev: ArrayLike<number>,
+  c: ArrayLike<number>,
+  dh: ArrayLike<number>,
+  dc: Float64Array,
+  dax: Float64Array,
+  dah: Float64Array,
+  dhPrev: Float64Array,
+): void {
+  switch (cell) {
+    case 'rnn':
+      for (let j = 0; j < H; j++) dax[j] = dah[j] = dh[j]! * (1 - act[j]! * act[j]!);
+      return;
+    case 'lstm':
+      for (let j = 0; j < H; j++) {
+        const i = act[j]!;
+        const f = act[H + j]!;
+        const g = act[2 * H + j]!;
+        const o = act[3 * H + j]!;
+        const tc = Math.tanh(c[j]!);
+        const dct = dc[j]! + dh[j]! * o * (1 - tc * tc);
+        dax[j] = dah[j] = dct * g * i * (1 - i);
+        dax[H + j] = dah[H + j] = dct * cPrev[j]! * f * (1 - f);
+        dax[2 * H + j] = dah[2 * H + j] = dct * i * (1 - g * g);
+        dax[3 * H + j] = dah[3 * H + j] = dh[j]! * tc * o * (1 - o);
+        dc[j] = dct * f;
+      }
+      return;
+    case 'gru':
+      for (let j = 0; j < H; j++) {
+        const r = act[j]!;
+        const z = act[H + j]!;
+        const n = act[2 * H + j]!;
+        const dn = dh[j]! * (1 - z);
+        const dz = dh[j]! * (hPrev[j]! - n);
+        dhPrev[j]! += dh[j]! * z;
+        const dan = dn * (1 - n * n);
+        const dr = dan * hn[j]!;
+        dax[j] = dah[j] = dr * r * (1 - r);
+        dax[H + j] = dah[H + j] = dz * z * (1 - z);
+        dax[2 * H + j] = dan;
+        dah[2 * H + j] = dan * r;
+      }
+      return;
+  }
+}
+
 /** One step of one layer for one key. Returns fresh arrays; inputs are not modified. */
 export function stepLayer(layer: LayerWeights, x: ArrayLike<number>, state: LayerState): LayerState {
   const H = layer.hiddenSize;
   const rows = layer.gates * H;
-  const gx = new Float64Array(rows);
+  const gates = new Float64Array(rows);
   const gh = new Float64Array(rows);
-  affine(layer.weightIh, layer.biasIh, x, rows, layer.inputSize, gx);
+  affine(layer.weightIh, layer.biasIh, x, rows, layer.inputSize, gates);
   affine(layer.weightHh, layer.biasHh, state.h, rows, H, gh);
+  // GRU's n block keeps its hidden part apart (activateCell applies the reset gate to it).
+  const summed = layer.cell === 'gru' ? 2 * H : rows;
+  for (let r = 0; r < summed; r++) gates[r]! += gh[r]!;
   const h = new Float64Array(H);
-  switch (layer.cell) {
-    case 'rnn':
-      for (let j = 0; j < H; j++) h[j] = Math.tanh(gx[j]! + gh[j]!);
-      return { h };
-    case 'lstm': {
-      const c = new Float64Array(H);
-      const cPrev = state.c!;
-      for (let j = 0; j < H; j++) {
-        const i = sigmoid(gx[j]! + gh[j]!);
-        const f = sigmoid(gx[H + j]! + gh[H + j]!);
-        const g = Math.tanh(gx[2 * H + j]! + gh[2 * H + j]!);
-        const o = sigmoid(gx[3 * H + j]! + gh[3 * H + j]!);
-        c[j] = f * cPrev[j]! + i * g;
-        h[j] = o * Math.tanh(c[j]!);
-      }
-      return { h, c };
-    }
-    case 'gru':
-      for (let j = 0; j < H; j++) {
-        const r = sigmoid(gx[j]! + gh[j]!);
-        const z = sigmoid(gx[H + j]! + gh[H + j]!);
-        const n = Math.tanh(gx[2 * H + j]! + r * gh[2 * H + j]!);
-        h[j] = (1 - z) * n + z * state.h[j]!;
-      }
-      return { h };
-  }
+  const c = new Float64Array(layer.cell === 'lstm' ? H : 0);
+  activateCell(layer.cell, H, gates, gh.subarray(2 * H), state.h, state.c ?? c, h, c);
+  return layer.cell === 'lstm' ? { h, c } : { h };
 }
 
 /** (x - mean) / std per feature. */

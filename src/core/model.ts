@@ -19,10 +19,17 @@
  * `biasIh` and `biasHh` are [G*hiddenSize]; the head's `weight` is [outputs][lastHiddenSize] and
  * `bias` is [outputs]. Keras and ONNX orders differ; the README says how to convert them.
  *
+ * A model may read words instead of numeric features (`input.kind: "words"`): each event's word
+ * becomes the mean of its rows in an embedding table (its vocabulary row, if it has one, and its
+ * hashed character n-grams' rows; see core/words.ts), and that vector is the first layer's input.
+ * The table is large (thousands of rows), so it lives in a binary file beside the JSON,
+ * float32 little-endian, row-major, named with its sha256 by the JSON.
+ *
  * This module is part of the pure numeric core: it imports no rxjs, kafkajs or gpu.js.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ModelFileError } from './errors.js';
 import { describeJsonError, formatZodIssues } from './validation.js';
@@ -70,6 +77,29 @@ const headSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, { message: 'expected a sha256 as 64 lower-case hex digits' });
+
+/** Word input: an embedding of normalised words and their hashed character n-grams. */
+const wordInputSchema = z
+  .object({
+    kind: z.literal('words'),
+    /** Floats per word vector: the first layer's inputSize. */
+    dim: z.int().positive(),
+    /** Normalised words (core/words.ts normaliseWord) with a row each, rows 0..n-1. */
+    vocabulary: z.array(z.string().min(1)),
+    /** Rows of hashed character n-grams after the vocabulary's (0: words only). */
+    buckets: z.int().nonnegative(),
+    minN: z.int().positive(),
+    maxN: z.int().positive(),
+    /**
+     * The table: vocabulary.length + buckets + 1 rows of `dim` float32s, little-endian, row-major;
+     * the last row is for a word with no row of its own (only possible with buckets = 0). `file`
+     * is relative to the model file.
+     */
+    table: z.object({ file: z.string().min(1), sha256: sha256Hex }).strict(),
+  })
+  .strict();
+
 /** The JSON document as written on disk. */
 export const modelFileSchema = z
   .object({
@@ -77,8 +107,12 @@ export const modelFileSchema = z
     version: z.literal(1),
     name: z.string().min(1),
     description: z.string().optional(),
-    /** Names of the input features, in order; their count is the first layer's inputSize. */
+    /**
+     * Names of the input features, in order; their count is the first layer's inputSize. With
+     * word input: the one event field the words come from.
+     */
     features: z.array(z.string().min(1)).min(1),
+    input: wordInputSchema.optional(),
     normalization: z
       .object({
         mean: vector,
@@ -94,6 +128,21 @@ export const modelFileSchema = z
 
 export type ModelFile = z.infer<typeof modelFileSchema>;
 export type LayerFile = z.infer<typeof layerSchema>;
+export type WordInputFile = z.infer<typeof wordInputSchema>;
+
+/** A model's word input, ready to look words up (core/words.ts wordRows). */
+export interface WordInput {
+  readonly dim: number;
+  readonly index: ReadonlyMap<string, number>;
+  readonly buckets: number;
+  readonly minN: number;
+  readonly maxN: number;
+  /** [rows, dim] row-major; rows = vocabulary + buckets + 1. */
+  readonly table: Float32Array;
+}
+
+/** Rows of a word input's table: the vocabulary's, the buckets', and one for a word with neither. */
+export const wordTableRows = (input: Pick<WordInputFile, 'vocabulary' | 'buckets'>): number => input.vocabulary.length + input.buckets + 1;
 
 /** One recurrent layer with its weights flattened row-major into float64 arrays. */
 export interface LayerWeights {
@@ -137,7 +186,10 @@ export interface RnnModel {
   readonly name: string;
   readonly description: string | undefined;
   readonly features: readonly string[];
+  /** Floats in the first layer's input: the features' count, or the word vector's size. */
   readonly inputSize: number;
+  /** Word input, when the model reads words rather than numeric features. */
+  readonly input: WordInput | undefined;
   readonly normalization: { readonly mean: Float64Array; readonly std: Float64Array };
   readonly layers: readonly LayerWeights[];
   readonly head: Head;
@@ -177,9 +229,11 @@ function checkVector(issues: string[], path: string, v: readonly number[], len: 
 /** Shape and consistency checks zod's structural schema cannot express; returns the issues. */
 export function checkModelShapes(doc: ModelFile): string[] {
   const issues: string[] = [];
-  const inputSize = doc.features.length;
-  checkVector(issues, 'normalization.mean', doc.normalization.mean, inputSize, 'one per feature');
-  checkVector(issues, 'normalization.std', doc.normalization.std, inputSize, 'one per feature');
+  const inputSize = doc.input ? doc.input.dim : doc.features.length;
+  const perInput = doc.input ? 'one per float of the word vector (input.dim)' : 'one per feature';
+  if (doc.input) checkWordInput(issues, doc.input, doc.features);
+  checkVector(issues, 'normalization.mean', doc.normalization.mean, inputSize, perInput);
+  checkVector(issues, 'normalization.std', doc.normalization.std, inputSize, perInput);
   let expectedInput = inputSize;
   doc.layers.forEach((layer, k) => {
     const p = `layers[${k}]`;
@@ -187,9 +241,8 @@ export function checkModelShapes(doc: ModelFile): string[] {
     const rows = g * layer.hiddenSize;
     const gateWhy = `${g} gate block${g > 1 ? 's' : ''} x hiddenSize ${layer.hiddenSize} for a ${layer.cell} cell`;
     if (layer.inputSize !== expectedInput) {
-      issues.push(
-        `${p}.inputSize: expected ${expectedInput} (${k === 0 ? 'the number of features' : `layers[${k - 1}].hiddenSize`}), got ${layer.inputSize}`,
-      );
+      const why = k > 0 ? `layers[${k - 1}].hiddenSize` : doc.input ? 'input.dim' : 'the number of features';
+      issues.push(`${p}.inputSize: expected ${expectedInput} (${why}), got ${layer.inputSize}`);
     }
     checkMatrix(issues, `${p}.weightIh`, layer.weightIh, rows, layer.inputSize, `${gateWhy}, by inputSize`);
     checkMatrix(issues, `${p}.weightHh`, layer.weightHh, rows, layer.hiddenSize, `${gateWhy}, by hiddenSize`);
@@ -205,6 +258,36 @@ export function checkModelShapes(doc: ModelFile): string[] {
   return issues;
 }
 
+function checkWordInput(issues: string[], input: WordInputFile, features: readonly string[]): void {
+  if (features.length !== 1) issues.push(`features: expected one name (the field the words come from) with word input, got ${features.length}`);
+  if (input.minN > input.maxN) issues.push(`input.minN: expected at most input.maxN (${input.maxN}), got ${input.minN}`);
+  const seen = new Set<string>();
+  input.vocabulary.forEach((word, i) => {
+    if (seen.has(word) && issues.length < 20) issues.push(`input.vocabulary[${i}]: expected unique words, "${word}" is there twice`);
+    seen.add(word);
+  });
+}
+
+/**
+ * The word input's table from its file's bytes, checked against the sha256 and size the JSON
+ * gives. `tables` maps each table file named in the JSON to its bytes (loadModelFile reads them).
+ */
+function wordInputOf(input: WordInputFile, tables: ReadonlyMap<string, Uint8Array>): WordInput | string {
+  const bytes = tables.get(input.table.file);
+  if (!bytes) return `input.table.file: cannot read "${input.table.file}" (expected beside the model file)`;
+  const rows = wordTableRows(input);
+  const expected = rows * input.dim * 4;
+  if (bytes.byteLength !== expected) return `input.table.file: expected ${expected} bytes (${rows} rows of ${input.dim} float32s), "${input.table.file}" has ${bytes.byteLength}`;
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (sha256 !== input.table.sha256) return `input.table.sha256: "${input.table.file}" has sha256 ${sha256}, the model names ${input.table.sha256} (a table from another model?)`;
+  const table = new Float32Array(rows * input.dim);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < table.length; i++) table[i] = view.getFloat32(i * 4, true);
+  const bad = table.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) return `input.table.file: row ${Math.floor(bad / input.dim)} holds a value that is not finite`;
+  return { dim: input.dim, index: new Map(input.vocabulary.map((w, i) => [w, i])), buckets: input.buckets, minN: input.minN, maxN: input.maxN, table };
+}
+
 function flatten(m: readonly (readonly number[])[]): Float64Array {
   const cols = m[0]?.length ?? 0;
   const out = new Float64Array(m.length * cols);
@@ -216,6 +299,8 @@ function flatten(m: readonly (readonly number[])[]): Float64Array {
 function contentHash(doc: ModelFile): string {
   const numeric = {
     features: doc.features,
+    // The table's sha256 stands for its numbers.
+    input: doc.input,
     normalization: doc.normalization,
     layers: doc.layers.map((l) => [l.cell, l.inputSize, l.hiddenSize, l.weightIh, l.weightHh, l.biasIh, l.biasHh]),
     head: doc.head,
@@ -227,12 +312,14 @@ function contentHash(doc: ModelFile): string {
  * Validates a parsed JSON value as a model. Throws `ModelFileError` naming every bad field and
  * the shape it should have had; `source` names the file in that message.
  */
-export function parseModel(json: unknown, source = '<model>'): RnnModel {
+export function parseModel(json: unknown, source = '<model>', tables: ReadonlyMap<string, Uint8Array> = new Map()): RnnModel {
   const parsed = modelFileSchema.safeParse(json);
   if (!parsed.success) throw new ModelFileError(source, formatZodIssues(parsed.error));
   const doc = parsed.data;
   const issues = checkModelShapes(doc);
   if (issues.length > 0) throw new ModelFileError(source, issues);
+  const input = doc.input ? wordInputOf(doc.input, tables) : undefined;
+  if (typeof input === 'string') throw new ModelFileError(source, [input]);
 
   const layers: LayerWeights[] = doc.layers.map((l) => ({
     cell: l.cell,
@@ -259,7 +346,8 @@ export function parseModel(json: unknown, source = '<model>'): RnnModel {
     name: doc.name,
     description: doc.description,
     features: doc.features,
-    inputSize: doc.features.length,
+    inputSize: input ? input.dim : doc.features.length,
+    input,
     normalization: { mean: Float64Array.from(doc.normalization.mean), std: Float64Array.from(doc.normalization.std) },
     layers,
     head: { kind: doc.head.kind, names, weight: flatten(doc.head.weight), bias: Float64Array.from(doc.head.bias) },
@@ -285,11 +373,54 @@ export function loadModelFile(path: string): RnnModel {
   } catch (err) {
     throw new ModelFileError(path, [`not valid JSON: ${describeJsonError(text, err)}`]);
   }
-  return parseModel(json, path);
+  const tables = new Map<string, Uint8Array>();
+  const file = (json as { input?: { table?: { file?: unknown } } } | null)?.input?.table?.file;
+  if (typeof file === 'string') {
+    // Only a name beside the model: a model file cannot make rnnstream read elsewhere.
+    if (basename(file) !== file) throw new ModelFileError(path, [`input.table.file: expected a file name beside the model, got a path ("${file}")`]);
+    try {
+      tables.set(file, readFileSync(join(dirname(path), file)));
+    } catch {
+      // parseModel names the missing file.
+    }
+  }
+  return parseModel(json, path, tables);
+}
+
+/**
+ * Writes a model file; with word input, its table goes to `<name>.words.f32` beside it, and the
+ * JSON names that file and its sha256. The table is float32 little-endian, row-major.
+ */
+export function writeModelFile(path: string, doc: ModelFile, table?: Float32Array): void {
+  if (!doc.input) {
+    writeFileSync(path, JSON.stringify(doc) + '\n');
+    return;
+  }
+  if (!table) throw new ModelFileError(path, ['input: a model with word input needs its table to be written']);
+  const named = withWordTable(doc, `${basename(path).replace(/\.json$/, '')}.words.f32`, table);
+  writeFileSync(join(dirname(path), named.doc.input!.table.file), named.bytes);
+  writeFileSync(path, JSON.stringify(named.doc) + '\n');
+}
+
+/** The table's bytes as the model file stores them (float32 little-endian). */
+export function wordTableBytes(table: Float32Array): Uint8Array {
+  const bytes = new Uint8Array(table.length * 4);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < table.length; i++) view.setFloat32(i * 4, table[i]!, true);
+  return bytes;
+}
+
+/** `doc` naming `file` and the table's sha256, the table's bytes, and the map parseModel takes. */
+export function withWordTable(doc: ModelFile, file: string, table: Float32Array): { doc: ModelFile; bytes: Uint8Array; tables: Map<string, Uint8Array> } {
+  if (!doc.input) throw new ModelFileError(file, ['input: the model has no word input to name a table for']);
+  const bytes = wordTableBytes(table);
+  const named = { ...doc, input: { ...doc.input, table: { file, sha256: createHash('sha256').update(bytes).digest('hex') } } };
+  return { doc: named, bytes, tables: new Map([[file, bytes]]) };
 }
 
 /** A compact description such as `lstm(2->32) > lstm(32->32) > softmax[8]`. */
 export function describeModel(model: RnnModel): string {
+  const words = model.input ? `words(${model.input.index.size}+${model.input.buckets}->${model.input.dim}) > ` : '';
   const stack = model.layers.map((l) => `${l.cell}(${l.inputSize}->${l.hiddenSize})`).join(' > ');
-  return `${stack} > ${model.head.kind}[${model.outputSize}]`;
+  return `${words}${stack} > ${model.head.kind}[${model.outputSize}]`;
 }

@@ -5,10 +5,12 @@
  * predict). Predictions come from the very replay path users run; events are re-read to score.
  */
 import { RnnStreamError } from '../core/errors.js';
+import { loadModelFile } from '../core/model.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import type { PredictionRecord } from '../pipeline/predict.js';
 import { replay, type ReplayOptions, type ReplaySummary } from '../replay/replay.js';
 import { readJsonLines } from '../adapters/fixture-source.js';
+import { trackUtterance, utteranceReport, type FinishedKey, type OpenKeys, type UtteranceReport } from './utterances.js';
 
 /** Accuracy from this step index on: a key's 4th event onwards (frame index >= 3). */
 export const WARMED_UP_FROM_STEP = 4;
@@ -47,6 +49,8 @@ export interface EvalReport {
   readonly baselinesWarmedUp: Readonly<Record<string, number>>;
   readonly baselinesByStep: Readonly<Record<string, readonly number[]>>;
   readonly prequential?: ReplaySummary['prequential'];
+  /** A pipeline whose keys end (utterances): final-word accuracy, out of scope, early intent. */
+  readonly utterances?: UtteranceReport;
   readonly plot: 'path' | 'series' | undefined;
   readonly trajectories: readonly Trajectory[];
   readonly seconds: number;
@@ -80,6 +84,12 @@ function byStep(rows: readonly Scored[], index: number, steps: number): number[]
   return hit.map((h, k) => (n[k]! > 0 ? h / n[k]! : 0));
 }
 
+/** The out-of-scope threshold `rnnstream train` chose on the validation set, if the model has one. */
+function outOfScopeThreshold(modelFile: string): number | undefined {
+  const outOfScope = loadModelFile(modelFile).file.training?.outOfScope as { threshold?: unknown } | undefined;
+  return typeof outOfScope?.threshold === 'number' ? outOfScope.threshold : undefined;
+}
+
 export interface EvalOptions extends Omit<ReplayOptions, 'out' | 'input'> {
   readonly input?: string;
   /** Keys drawn in the report's trajectory plot. */
@@ -109,15 +119,20 @@ export async function evaluate(options: EvalOptions): Promise<EvalReport> {
   const labelCounts = new Map<string, number>();
   const pendingBaselines: (string | undefined)[][] = [];
   const plotted = new Map<string, Trajectory['points'][number][]>();
+  const open: OpenKeys = new Map();
+  const finished: FinishedKey[] = [];
   for await (const { line, text } of readJsonLines(input)) {
     const p = predictions.get(line);
     if (!p) continue; // dead-lettered
     const event = pipeline.schema.parse(JSON.parse(text));
     const key = pipeline.key(event);
-    const h = history.get(key) ?? [];
-    history.set(key, h);
-    h.push(event);
     const label = pipeline.label(event);
+    if (pipeline.ends) trackUtterance(open, finished, key, p, label);
+    const h = history.get(key) ?? [];
+    h.push(event);
+    // A key that ended keeps no history: a million finished utterances cost nothing here.
+    if (p.ended) history.delete(key);
+    else history.set(key, h);
     if (label === undefined || typeof p.prediction !== 'string') continue;
     labelCounts.set(label, (labelCounts.get(label) ?? 0) + 1);
     pendingBaselines.push(baselineNames.map((n) => pipeline.baselines![n]!(h)));
@@ -163,6 +178,7 @@ export async function evaluate(options: EvalOptions): Promise<EvalReport> {
     baselinesWarmedUp: Object.fromEntries(names.map((n, i) => [n, accuracyOf(rows, i + 1, WARMED_UP_FROM_STEP)])),
     baselinesByStep: Object.fromEntries(names.map((n, i) => [n, byStep(rows, i + 1, steps)])),
     prequential: summary.prequential,
+    ...(pipeline.ends ? { utterances: utteranceReport(finished, pipeline.outOfScope, outOfScopeThreshold(options.model ?? pipeline.modelFile)) } : {}),
     plot: pipeline.plot?.kind,
     trajectories: [...plotted.entries()].map(([key, points]) => ({ key, points })),
     seconds: (performance.now() - started) / 1000,

@@ -7,6 +7,7 @@
 import { COMPASS } from '../fixtures/compass.js';
 import type { EpochReport } from '../train/trainer.js';
 import type { EvalReport, Trajectory } from './evaluate.js';
+import type { UtteranceReport } from './utterances.js';
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 
@@ -159,9 +160,40 @@ export function renderEvalReport(r: EvalReport): string {
 <table><tr><th>predictor</th><th>accuracy</th><th>from step ${r.warmedUpFromStep}</th></tr>${rows.map(([n, a, w]) => `<tr><td>${esc(n)}</td><td>${pct(a)}</td><td>${pct(w)}</td></tr>`).join('')}</table>
 ${r.prequential ? `<p>Prequential (live) accuracy: ${pct(r.prequential.accuracy)} of ${r.prequential.scored} predictions scored by the key's next event.</p>` : ''}
 <section>${lineChart({ id: 'accuracy-by-step', title: 'Accuracy by step index (the key’s n-th event)', xLabel: 'step index', yLabel: 'accuracy', series, yMin: 0, yMax: 1 })}</section>
-<section>${confusionChart(r.confusion.labels, r.confusion.matrix)}</section>
-<section>${r.plot === 'series' ? seriesChart(r.trajectories) : pathChart(r.trajectories)}</section>`;
+${r.utterances ? utteranceSection(r.utterances) : ''}
+<section>${r.confusion.labels.length <= CONFUSION_CHART_MAX_LABELS ? confusionChart(r.confusion.labels, r.confusion.matrix) : confusionTable(r.confusion.labels, r.confusion.matrix)}</section>
+${r.plot ? `<section>${r.plot === 'series' ? seriesChart(r.trajectories) : pathChart(r.trajectories)}</section>` : ''}`;
   return page(`${r.pipeline} evaluation`, body);
+}
+
+/** Past this many classes a matrix of cells is unreadable: the report lists the frequent confusions instead. */
+const CONFUSION_CHART_MAX_LABELS = 24;
+
+function confusionTable(labels: readonly string[], matrix: readonly (readonly number[])[]): string {
+  const pairs = matrix.flatMap((row, i) => row.map((n, j) => ({ n, truth: labels[i]!, predicted: labels[j]! })).filter((c) => c.truth !== c.predicted && c.n > 0));
+  pairs.sort((a, b) => b.n - a.n || (a.truth < b.truth ? -1 : 1));
+  return `<h2>Most frequent confusions (of ${labels.length} classes)</h2><table data-plot="confusion"><tr><th>true</th><th>predicted</th><th>count</th></tr>${pairs
+    .slice(0, 20)
+    .map((c) => `<tr><td>${esc(c.truth)}</td><td>${esc(c.predicted)}</td><td>${c.n}</td></tr>`)
+    .join('')}</table>`;
+}
+
+/** Final-word accuracy, out of scope both ways, and early intent as a plot. */
+function utteranceSection(u: UtteranceReport): string {
+  const oos = u.outOfScopeLabel ?? 'out of scope';
+  const rows = [
+    ...(u.asClass ? [[`${oos} as a class`, u.asClass] as const] : []),
+    ...(u.threshold ? [[`${oos} when the top probability is below ${u.threshold.value.toFixed(2)} (chosen on validation)`, u.threshold] as const] : []),
+  ];
+  const series: Series[] = [
+    { name: 'all utterances', points: u.earlyIntent.map((e) => [100 * e.fraction, e.accuracy]) },
+    { name: 'in scope', points: u.earlyIntent.map((e) => [100 * e.fraction, e.inScopeAccuracy]), dashed: true },
+  ];
+  return `<section><h2>Utterances</h2>
+<p>${u.keys} utterances (${u.inScopeKeys} in scope, ${u.outOfScopeKeys} ${esc(oos)}); accuracy of the prediction after the last word: ${pct(u.accuracy)}.</p>
+${rows.length > 0 ? `<table><tr><th>rule</th><th>in-scope accuracy</th><th>${esc(oos)} recall</th></tr>${rows.map(([n, v]) => `<tr><td>${esc(n)}</td><td>${pct(v.inScopeAccuracy)}</td><td>${pct(v.outOfScopeRecall)}</td></tr>`).join('')}</table>` : ''}
+<table><tr><th>words read</th>${u.earlyIntent.map((e) => `<th>${Math.round(100 * e.fraction)}%</th>`).join('')}</tr><tr><td>accuracy</td>${u.earlyIntent.map((e) => `<td>${pct(e.accuracy)}</td>`).join('')}</tr><tr><td>in scope</td>${u.earlyIntent.map((e) => `<td>${pct(e.inScopeAccuracy)}</td>`).join('')}</tr></table>
+${lineChart({ id: 'early-intent', title: 'Early intent: accuracy after a share of each utterance’s words', xLabel: '% of the words read', yLabel: 'accuracy', series, yMin: 0, yMax: 1 })}</section>`;
 }
 
 export function renderTrainReport(opts: {

@@ -33,8 +33,11 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
   /** Name of the key field, for messages and for Kafka message keys. */
   readonly keyField: string;
   readonly key: (event: z.output<S>) => string;
-  /** When the event happened, in ms since the epoch (realtime pacing of replay and produce). */
-  readonly eventTime: (event: z.output<S>) => number;
+  /**
+   * When the event happened, in ms since the epoch (realtime pacing of replay and produce). Word
+   * events carry no time: without it, `--pace realtime` sends as fast as `max` does.
+   */
+  readonly eventTime?: (event: z.output<S>) => number;
   /**
    * Per-key order, as a contract: a number that grows from each event of a key to the next. An
    * event whose number is not greater than its key's last applied one is a dead letter
@@ -49,10 +52,21 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
    * than a copy of its last event.
    */
   readonly carry?: { readonly [K in C]: (event: z.output<S>) => number };
-  /** Feature names, in the order `features` writes them; the model's `features` must match. */
+  /**
+   * Feature names, in the order `features` writes them; for a pipeline of words, the one field
+   * they come from. The model's `features` must match.
+   */
   readonly featureNames: readonly string[];
-  /** Writes the model's raw features for `event` into `out`, given what its key remembers of its last event. */
-  readonly features: (event: z.output<S>, prev: Carried<C> | undefined, out: Float64Array) => void;
+  /**
+   * Writes the model's raw features for `event` into `out`, given what its key remembers of its
+   * last event. A pipeline declares either `features` (numbers) or `word` (text).
+   */
+  readonly features?: (event: z.output<S>, prev: Carried<C> | undefined, out: Float64Array) => void;
+  /**
+   * The word an event adds, exactly as written: the model's word input (core/words.ts) turns it
+   * into the first layer's input vector.
+   */
+  readonly word?: (event: z.output<S>) => string;
   /**
    * True for a key's last event (an utterance's last word): its state is freed as soon as its
    * prediction is made, and the changelog forgets the key.
@@ -66,6 +80,23 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
    */
   readonly outcome?: (prev: Carried<C>, next: z.output<S>) => string | undefined;
   /**
+   * What a key's last event (`ends`) reveals about the prediction made at it: for an utterance,
+   * its intent where the event carries one. Prequential accuracy is then the accuracy of each
+   * key's final prediction.
+   */
+  readonly outcomeAtEnd?: (event: z.output<S>) => string | undefined;
+  /**
+   * Predictions list only the `topK` most probable classes, most probable first, instead of every
+   * class: a 151-intent head would write 151 probabilities per word.
+   */
+  readonly topK?: number;
+  /**
+   * The class for inputs none of the others covers (CLINC150's `oos`). Evaluation reports it as
+   * a class of its own and as a confidence threshold: below the threshold chosen on the
+   * validation set (by `rnnstream train`, stored in the model file), a prediction counts as it.
+   */
+  readonly outOfScope?: string;
+  /**
    * Honest baselines for evaluation: each predicts the label of the last event of `history`
    * (a key's events so far, oldest first) or returns undefined when it cannot (the evaluator
    * then falls back to the majority class).
@@ -76,7 +107,7 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
     | { readonly kind: 'path'; readonly point: (event: z.output<S>) => readonly [number, number] }
     | { readonly kind: 'series'; readonly value: (event: z.output<S>) => number };
   /** Seeded train / validation / test fixtures (absolute paths). */
-  readonly trainingFixtures?: { readonly train: string; readonly validation: string; readonly test: string };
+  readonly trainingFixtures?: { readonly train: string; readonly validation: string; readonly test?: string };
   /** Absolute path of the model file. */
   readonly modelFile: string;
   /** Absolute path of the fixture `npm start` and `replay` use by default. */
@@ -87,7 +118,11 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
   readonly training?: Readonly<Record<string, number | string>>;
 }
 
-export function definePipeline<S extends z.ZodType, C extends string = never>(definition: PipelineDefinition<S, C>): PipelineDefinition<S, C> {
+export function definePipeline<S extends z.ZodType, C extends string = string>(definition: PipelineDefinition<S, C>): PipelineDefinition<S, C> {
+  if ((definition.features === undefined) === (definition.word === undefined)) {
+    throw new Error(`pipeline "${definition.name}" must declare either features (numbers) or word (text), not ${definition.features ? 'both' : 'neither'}`);
+  }
+  if (definition.word && definition.featureNames.length !== 1) throw new Error(`pipeline "${definition.name}": a pipeline of words names one feature, the field its words come from`);
   return Object.freeze(definition);
 }
 

@@ -13,6 +13,7 @@ import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from
 import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
 import { KeyStateStore, type KeySnapshot, type StatePosition } from '../state/key-state-store.js';
 import { carryNames, type PipelineDefinition } from './define.js';
+import { inputOf } from './inputs.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
 
 export interface PredictionRecord {
@@ -27,6 +28,8 @@ export interface PredictionRecord {
   readonly names: readonly string[];
   /** Probabilities (softmax) or values (linear), float32 as the backend computed them. */
   readonly output: Float32Array;
+  /** The pipeline's `topK`: the indices of the classes written, most probable first (else all, in order). */
+  readonly top?: readonly number[];
   /** Ground truth carried by the event, when it has one (fixtures). */
   readonly label?: string;
   /** The key's previous prediction, scored by what this event revealed (prequential). */
@@ -124,12 +127,13 @@ export function toPredictionRecord(
   const score = prequential?.score(
     step.previousClass >= 0 ? names[step.previousClass] : undefined,
     step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined,
-  );
+  ) ?? (step.ended && pipeline.outcomeAtEnd && typeof prediction === 'string' ? prequential?.score(prediction, pipeline.outcomeAtEnd(item.event)) : undefined);
   return {
     kind: 'prediction',
     key: step.key,
     seq: step.seq,
     prediction,
+    ...(pipeline.topK !== undefined && model.head.kind === 'softmax' ? { top: topIndices(out, pipeline.topK) } : {}),
     head: model.head.kind,
     names,
     output: out,
@@ -140,6 +144,20 @@ export function toPredictionRecord(
     source: item.source,
     sequenceGap: step.gap,
   };
+}
+
+/** The indices of the k largest values, largest first (ties: the lower index first). */
+export function topIndices(values: ArrayLike<number>, k: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    let at = top.length;
+    while (at > 0 && values[top[at - 1]!]! < values[i]!) at--;
+    if (at < k) {
+      top.splice(at, 0, i);
+      if (top.length > k) top.pop();
+    }
+  }
+  return top;
 }
 
 /** Longest key, in UTF-8 bytes, by default: a key is an id, and every prediction repeats it. */
@@ -172,7 +190,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       // Positions are read by restores, the changelog and partition drops; replay has none of
       // them and does not pay for an object per event.
       positionOf: options.captureState || options.alreadyApplied ? (r) => statePositionOf(r.source) : undefined,
-      features: pipeline.features,
+      features: inputOf(pipeline, model),
       carry: pipeline.carry,
       ends: pipeline.ends,
       classify: options.prequential !== undefined,

@@ -1,7 +1,9 @@
 /**
  * Prequential (live) accuracy: each prediction is scored when its key's next event arrives and
  * reveals what actually happened (pipeline.outcome). Needs no labels in the data, so it runs
- * the same in replay and in the Kafka service, and is identical for the same events.
+ * the same in replay and in the Kafka service, and is identical for the same events. A pipeline
+ * whose keys end (an utterance) may instead score each key's final prediction against what its
+ * last event reveals (pipeline.outcomeAtEnd: the intent, where the event carries it).
  */
 import type { RnnModel } from '../core/model.js';
 
@@ -14,8 +16,8 @@ export interface PrequentialScore {
 }
 
 /** A tracker when the pipeline can reveal outcomes and the model classifies; else undefined. */
-export function prequentialFor(pipeline: { readonly outcome?: unknown }, model: RnnModel): PrequentialTracker | undefined {
-  return pipeline.outcome && model.head.kind === 'softmax' ? new PrequentialTracker() : undefined;
+export function prequentialFor(pipeline: { readonly outcome?: unknown; readonly outcomeAtEnd?: unknown }, model: RnnModel): PrequentialTracker | undefined {
+  return (pipeline.outcome || pipeline.outcomeAtEnd) && model.head.kind === 'softmax' ? new PrequentialTracker() : undefined;
 }
 
 /**

@@ -5,6 +5,7 @@ import type { PipelineDefinition } from './define.js';
 const PIPELINES: Record<string, () => Promise<{ default: PipelineDefinition }>> = {
   'ball-direction': () => import('../../pipelines/ball-direction/index.js'),
   'stock-moves': () => import('../../pipelines/stock-moves/index.js'),
+  'intent-from-words': () => import('../../pipelines/intent-from-words/index.js'),
 };
 
 export const pipelineNames = (): string[] => Object.keys(PIPELINES);

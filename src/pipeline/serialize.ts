@@ -43,9 +43,13 @@ function prefixesOf(names: readonly string[]): string[] {
 
 /** One prediction as JSON. Written by hand because it runs once per event. */
 export function predictionJson(p: PredictionRecord): string {
-  const prefixes = prefixesOf(p.names);
   let fields = '';
-  for (let k = 0; k < prefixes.length; k++) fields += prefixes[k]! + formatFloat32(p.output[k]!);
+  if (p.top) {
+    p.top.forEach((k, i) => (fields += `${i === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`));
+  } else {
+    const prefixes = prefixesOf(p.names);
+    for (let k = 0; k < prefixes.length; k++) fields += prefixes[k]! + formatFloat32(p.output[k]!);
+  }
   const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
   const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
   return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
@@ -76,6 +80,8 @@ const TOPIC = utf8Bytes('{"topic":');
 const PARTITION = utf8Bytes(',"partition":');
 const OFFSET = utf8Bytes(',"offset":');
 const CLOSE = utf8Bytes('}');
+const COMMA = utf8Bytes(',');
+const COLON = utf8Bytes(':');
 const CLOSE2 = utf8Bytes('}}');
 
 /**
@@ -92,9 +98,19 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
   if (typeof p.prediction === 'string') w.jsonString(p.prediction);
   else w.float32(p.prediction);
   w.bytes(p.head === 'softmax' ? f.probabilities : f.values);
-  for (let k = 0; k < f.fields.length; k++) {
-    w.bytes(f.fields[k]!);
-    w.float32(p.output[k]!);
+  if (p.top) {
+    // Top k, most probable first: only the first field goes without its comma.
+    p.top.forEach((k, i) => {
+      if (i > 0) w.bytes(COMMA);
+      w.jsonString(p.names[k]!);
+      w.bytes(COLON);
+      w.float32(p.output[k]!);
+    });
+  } else {
+    for (let k = 0; k < f.fields.length; k++) {
+      w.bytes(f.fields[k]!);
+      w.float32(p.output[k]!);
+    }
   }
   if (p.label === undefined) w.bytes(SOURCE);
   else {

@@ -101,7 +101,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
   const timeOf = (line: string): number | undefined => {
     const event = eventOfLine(pipeline, line);
-    return event === undefined ? undefined : pipeline.eventTime(event);
+    return event === undefined ? undefined : pipeline.eventTime?.(event);
   };
 
   io.progress?.start(totalBytes);

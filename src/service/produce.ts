@@ -30,7 +30,7 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     // A line that is not a valid event is produced as is, unkeyed, for the service to dead-letter.
     const event = eventOfLine(pipeline, text);
     const key = event === undefined ? null : pipeline.key(event);
-    const time = event === undefined ? undefined : pipeline.eventTime(event);
+    const time = event === undefined ? undefined : pipeline.eventTime?.(event);
     if (options.pace === 'realtime' && time !== undefined) {
       firstTime ??= time;
       const due = time - firstTime - (performance.now() - started);

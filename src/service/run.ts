@@ -37,7 +37,7 @@ import { fetchCommittedOffset } from '../adapters/kafka/committed-offsets.js';
 import { serviceHealth } from './health.js';
 import { startHttpServer } from './http.js';
 import { ServiceMetrics } from './metrics.js';
-import { stopWithin, type StopResult } from './shutdown.js';
+import { stopWithin, type StopParts, type StopResult } from './shutdown.js';
 import { StallWatch } from './stall-watch.js';
 
 export type { StopResult } from './shutdown.js';
@@ -217,6 +217,56 @@ function createRestorer(config: Config, clients: Clients, store: KeyStateStore, 
   return restorer;
 }
 
+/** The cluster health monitor, the service's health, and the HTTP endpoint that serves it with /metrics. */
+async function serveHealth(
+  config: Config,
+  healthAdmin: Clients['healthAdmin'],
+  metrics: ServiceMetrics,
+  logger: Logger,
+  service: Pick<Parameters<typeof serviceHealth>[0], 'unhealthy' | 'stopping' | 'stalls' | 'detail'>,
+): Promise<{ clusterHealth: ClusterHealthMonitor; server: Server; httpAddress: string | undefined }> {
+  const clusterHealth = new ClusterHealthMonitor(healthAdmin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, HEALTH_CHECK_TIMEOUT_MS, (now) => {
+    if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
+    else logger.info({}, 'cluster healthy again');
+  });
+  await clusterHealth.start();
+  const health = serviceHealth({ ...service, stallTimeoutMs: config.stallTimeoutMs, cluster: clusterHealth });
+  metrics.reportHealthFrom(() => health().status);
+  // Port 0 picks a free port (tests); the address is logged and returned.
+  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, health);
+  const address = server.address();
+  const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
+  return { clusterHealth, server, httpAddress };
+}
+
+/**
+ * `stop()` (once, however often called) and `done`, which settles with the stop whether the
+ * pipeline ended (a fatal error) or stop() was called: a stop cut short by its deadline leaves
+ * the pipeline unfinished.
+ */
+function stopControl(pipelineDone: Promise<unknown>, markStopping: () => void, stopping: StopParts): { stop: () => Promise<StopResult>; done: Promise<StopResult> } {
+  let stopped: Promise<StopResult> | undefined;
+  let stopCalled!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (stopCalled = resolve));
+  const stop = (): Promise<StopResult> => {
+    markStopping();
+    stopCalled();
+    return (stopped ??= stopWithin(stopping));
+  };
+  const done = Promise.race([
+    pipelineDone.then(
+      () => stop(),
+      async (err: Error) => {
+        stopping.abort();
+        await stop();
+        throw err;
+      },
+    ),
+    stopRequested.then(() => stopped!),
+  ]);
+  return { stop, done };
+}
+
 export async function startService(resolved: ResolvedConfig, logger: Logger): Promise<RunningService> {
   const { config } = resolved;
   const metrics = new ServiceMetrics();
@@ -294,62 +344,30 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   }
 
   let stopping = false;
-  const clusterHealth = new ClusterHealthMonitor(healthAdmin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, HEALTH_CHECK_TIMEOUT_MS, (now) => {
-    if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
-    else logger.info({}, 'cluster healthy again');
-  });
-  await clusterHealth.start();
-  const health = serviceHealth({
+  const { clusterHealth, server, httpAddress } = await serveHealth(config, healthAdmin, metrics, logger, {
     unhealthy: () => [...(fatal ? [`pipeline failed: ${fatal.message}`] : []), ...(consumerDown ? [`consumer down, rejoining: ${consumerDown.message}`] : []), ...(stopping ? ['shutting down'] : [])],
     stopping: () => stopping,
     stalls,
-    stallTimeoutMs: config.stallTimeoutMs,
-    cluster: clusterHealth,
     detail: () => ({ pipeline: pipeline.name, backend: backend.name, guarantee: config.guarantee, keys: store.size, inFlight: queue.size }),
   });
-  metrics.reportHealthFrom(() => health().status);
-  // Port 0 picks a free port (tests); the address is logged and returned.
-  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, health);
-  const address = server.address();
-  const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
 
-  let stopped: Promise<StopResult> | undefined;
-  let stopCalled!: () => void;
-  const stopRequested = new Promise<void>((resolve) => (stopCalled = resolve));
-  const stop = (): Promise<StopResult> => {
-    stopping = true;
-    stopCalled();
-    return (stopped ??= stopWithin({
-      timeoutMs: config.shutdownTimeoutMs,
-      inFlight: () => queue.size,
-      drain: async () => {
-        await run.stop();
-        await pipelineDone;
-        await sink.flush();
-      },
-      abort: () => sink.abort(),
-      disconnect: () => {
-        clusterHealth.stop();
-        return disconnectAll();
-      },
-      dispose: () => backend.dispose(),
-      server,
-      logger,
-    }));
-  };
-  // Settles with the stop, whether the pipeline ended (a fatal error) or stop() was called: a
-  // stop cut short by its deadline leaves the pipeline unfinished.
-  const done = Promise.race([
-    pipelineDone.then(
-      () => stop(),
-      async (err: Error) => {
-        sink.abort();
-        await stop();
-        throw err;
-      },
-    ),
-    stopRequested.then(() => stopped!),
-  ]);
+  const { stop, done } = stopControl(pipelineDone, () => (stopping = true), {
+    timeoutMs: config.shutdownTimeoutMs,
+    inFlight: () => queue.size,
+    drain: async () => {
+      await run.stop();
+      await pipelineDone;
+      await sink.flush();
+    },
+    abort: () => sink.abort(),
+    disconnect: () => {
+      clusterHealth.stop();
+      return disconnectAll();
+    },
+    dispose: () => backend.dispose(),
+    server,
+    logger,
+  });
   return { done, stop, httpAddress, metrics };
 }

@@ -9,8 +9,10 @@ import { carriedOf, type Carried, type PipelineDefinition } from '../pipeline/de
 export interface Sequence {
   readonly key: string;
   readonly length: number;
-  /** [length, inputSize] raw (unnormalized) features. */
+  /** [length, inputSize] raw (unnormalized) features; empty for a pipeline of words. */
   readonly features: Float64Array;
+  /** A pipeline of words: each step's word as written. */
+  readonly words?: readonly string[];
   /** [length] class index, or -1 where the event has no label. */
   readonly labels: Int32Array;
 }
@@ -26,9 +28,9 @@ export interface Dataset {
 
 export async function loadDataset(pipeline: PipelineDefinition, file: string, classes: readonly string[]): Promise<Dataset> {
   if (!pipeline.label) throw new RnnStreamError(`pipeline "${pipeline.name}" declares no label; it cannot be trained`);
-  const I = pipeline.featureNames.length;
+  const I = pipeline.word ? 0 : pipeline.featureNames.length;
   const classIndex = new Map(classes.map((c, i) => [c, i]));
-  const byKey = new Map<string, { prev: Carried | undefined; features: number[]; labels: number[] }>();
+  const byKey = new Map<string, { prev: Carried | undefined; features: number[]; words: string[]; labels: number[] }>();
   const raw = new Float64Array(I);
   let events = 0;
   let rejected = 0;
@@ -48,14 +50,18 @@ export async function loadDataset(pipeline: PipelineDefinition, file: string, cl
     const event = parsed.data;
     const key = pipeline.key(event);
     let seq = byKey.get(key);
-    if (!seq) byKey.set(key, (seq = { prev: undefined, features: [], labels: [] }));
-    raw.fill(Number.NaN);
-    pipeline.features(event, seq.prev, raw);
-    if (raw.some((v) => !Number.isFinite(v))) {
-      rejected++;
-      continue;
+    if (!seq) byKey.set(key, (seq = { prev: undefined, features: [], words: [], labels: [] }));
+    if (pipeline.word) {
+      seq.words.push(pipeline.word(event));
+    } else {
+      raw.fill(Number.NaN);
+      pipeline.features!(event, seq.prev, raw);
+      if (raw.some((v) => !Number.isFinite(v))) {
+        rejected++;
+        continue;
+      }
+      seq.features.push(...raw);
     }
-    seq.features.push(...raw);
     const label = pipeline.label(event);
     seq.labels.push(label === undefined ? -1 : (classIndex.get(label) ?? -1));
     seq.prev = carriedOf(pipeline, event);
@@ -65,6 +71,7 @@ export async function loadDataset(pipeline: PipelineDefinition, file: string, cl
     key,
     length: s.labels.length,
     features: Float64Array.from(s.features),
+    ...(pipeline.word ? { words: s.words } : {}),
     labels: Int32Array.from(s.labels),
   }));
   return { sequences, inputSize: I, classes, events, rejected };

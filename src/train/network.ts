@@ -1,10 +1,13 @@
 /**
  * A trainable float64 copy of a model: all parameters in one flat vector (so the optimizer and
  * gradient clipping see one vector), with forward and backward passes (backpropagation through
- * time) over a window of one sequence. Gate order and equations are exactly those of
- * core/cells.ts (PyTorch's), so a trained network exports to a model file with no conversion.
+ * time) over a window of one sequence. The cells' equations and their derivatives are
+ * core/cells.ts's (activateCell, cellGradient), the very functions inference's reference steps
+ * with; the gate order is PyTorch's, so a trained network exports to a model file with no
+ * conversion.
  */
-import { GATE_COUNT, type CellKind, type ModelFile } from '../core/model.js';
+import { activateCell, cellGradient } from '../core/cells.js';
+import { GATE_COUNT, wordTableRows, type CellKind, type ModelFile } from '../core/model.js';
 
 export interface LayerShape {
   readonly cell: CellKind;
@@ -21,7 +24,19 @@ interface LayerParams extends LayerShape {
   readonly bhh: number;
 }
 
-const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
+
+/** Inverted dropout: zeroes each value with probability p and scales the rest by 1 / (1 - p); the mask is kept for the backward pass. */
+function dropoutInPlace(v: Float64Array, mask: Float64Array, dropout: WindowOptions['dropout']): void {
+  if (!dropout || dropout.p <= 0) {
+    mask.fill(1);
+    return;
+  }
+  const keep = 1 / (1 - dropout.p);
+  for (let i = 0; i < v.length; i++) {
+    mask[i] = dropout.random() < dropout.p ? 0 : keep;
+    v[i]! *= mask[i]!;
+  }
+}
 
 /** Per-step, per-layer values the backward pass needs. */
 interface LayerCache {
@@ -30,6 +45,8 @@ interface LayerCache {
   readonly cPrev: Float64Array;
   /** Gate activations (after their nonlinearity), G*H. */
   readonly act: Float64Array;
+  /** Dropout's scale per input float (0 or 1 / (1 - p)); all 1 without dropout. Layer 0 only. */
+  readonly mask: Float64Array;
   /** GRU: W_hn h + b_hn, the part the reset gate scales. */
   readonly ahn: Float64Array;
   readonly c: Float64Array;
@@ -41,6 +58,40 @@ export interface WindowResult {
   loss: number;
   correct: number;
   count: number;
+}
+
+/**
+ * A sequence of words as the rows of the embedding table each step averages: step t's rows are
+ * rows[starts[t] .. starts[t + 1]).
+ */
+export interface WordSteps {
+  readonly starts: Int32Array;
+  readonly rows: Int32Array;
+}
+
+/** The embedding in front of the first layer: `rows` vectors of `dim` floats, trained with the rest. */
+export interface EmbeddingShape {
+  readonly rows: number;
+  readonly dim: number;
+}
+
+/** What changes between training and scoring a window. */
+export interface WindowOptions {
+  readonly backward: boolean;
+  /** Multiplies the gradient (1 / labelled steps of the batch). */
+  readonly scale?: number;
+  readonly lossAt?: number;
+  readonly onHiddenGradient?: (t: number, norm: number) => void;
+  /**
+   * Inverted dropout on the first layer's input (the word vector, or the features) and on the top
+   * layer's output before the head, with this probability; `random` draws the masks. Training only.
+   */
+  readonly dropout?: { readonly p: number; readonly random: () => number };
+  /**
+   * Label smoothing (Szegedy et al. 2016): the target puts 1 - e on the label and e / K on every
+   * class, so the network is not pushed to certainty on 100 examples per class. Loss and gradient.
+   */
+  readonly labelSmoothing?: number;
 }
 
 export interface RecurrentState {
@@ -56,10 +107,15 @@ export class TrainableNetwork {
   private readonly headW: number;
   private readonly headB: number;
   private readonly lastH: number;
+  /** Offset of the embedding table in theta (rows x dim, row-major), when the input is words. */
+  readonly embedding: (EmbeddingShape & { readonly offset: number }) | undefined;
   private caches: LayerCache[][] = [];
   private probs: Float64Array[] = [];
+  /** The top layer's output after dropout, per step (what the head saw). */
+  private tops: Float64Array[] = [];
+  private topMasks: Float64Array[] = [];
 
-  constructor(shapes: readonly LayerShape[], classes: number) {
+  constructor(shapes: readonly LayerShape[], classes: number, embedding?: EmbeddingShape) {
     let n = 0;
     this.layers = shapes.map((s) => {
       const G = GATE_COUNT[s.cell];
@@ -73,17 +129,25 @@ export class TrainableNetwork {
     this.headW = n;
     this.headB = n + classes * this.lastH;
     n += classes * (this.lastH + 1);
+    if (embedding) {
+      if (embedding.dim !== shapes[0]!.inputSize) throw new Error(`embedding dim ${embedding.dim} is not the first layer's inputSize ${shapes[0]!.inputSize}`);
+      this.embedding = { ...embedding, offset: n };
+      n += embedding.rows * embedding.dim;
+    }
     this.theta = new Float64Array(n);
     this.grad = new Float64Array(n);
   }
 
-  /** The network of a softmax model file, with its weights. */
-  static fromModelFile(doc: ModelFile): TrainableNetwork {
+  /** The network of a softmax model file, with its weights (and its word table, for word input). */
+  static fromModelFile(doc: ModelFile, table?: Float32Array): TrainableNetwork {
     if (doc.head.kind !== 'softmax') throw new Error('training supports softmax heads (classification) only');
+    if (doc.input && !table) throw new Error('a model with word input needs its table');
     const net = new TrainableNetwork(
       doc.layers.map((l) => ({ cell: l.cell, inputSize: l.inputSize, hiddenSize: l.hiddenSize })),
       doc.head.labels.length,
+      doc.input ? { rows: wordTableRows(doc.input), dim: doc.input.dim } : undefined,
     );
+    if (net.embedding) net.theta.set(table!, net.embedding.offset);
     const put = (offset: number, rows: readonly (readonly number[])[] | readonly number[]): void => {
       const flat = (rows as unknown[]).flat() as number[];
       net.theta.set(flat, offset);
@@ -98,6 +162,12 @@ export class TrainableNetwork {
     put(net.headW, doc.head.weight);
     put(net.headB, doc.head.bias);
     return net;
+  }
+
+  /** The embedding table as float32, as the model file stores it (undefined without word input). */
+  embeddingTable(): Float32Array | undefined {
+    const e = this.embedding;
+    return e ? Float32Array.from(this.theta.subarray(e.offset, e.offset + e.rows * e.dim)) : undefined;
   }
 
   /** Writes the current weights into a copy of `doc` (same architecture). */
@@ -139,6 +209,7 @@ export class TrainableNetwork {
             hPrev: new Float64Array(H),
             cPrev: new Float64Array(H),
             act: new Float64Array(l.gates * H),
+            mask: new Float64Array(l.inputSize).fill(1),
             ahn: new Float64Array(H),
             c: new Float64Array(H),
             h: new Float64Array(H),
@@ -146,6 +217,8 @@ export class TrainableNetwork {
         }),
       );
       this.probs.push(new Float64Array(this.classes));
+      this.tops.push(new Float64Array(this.lastH));
+      this.topMasks.push(new Float64Array(this.lastH).fill(1));
     }
   }
 
@@ -170,25 +243,7 @@ export class TrainableNetwork {
         act[r] = ax + ah;
       }
     }
-    if (p.cell === 'lstm') {
-      for (let j = 0; j < H; j++) {
-        const i = (act[j] = sigmoid(act[j]!));
-        const f = (act[H + j] = sigmoid(act[H + j]!));
-        const g = (act[2 * H + j] = Math.tanh(act[2 * H + j]!));
-        const o = (act[3 * H + j] = sigmoid(act[3 * H + j]!));
-        c[j] = f * cPrev[j]! + i * g;
-        h[j] = o * Math.tanh(c[j]!);
-      }
-    } else if (p.cell === 'gru') {
-      for (let j = 0; j < H; j++) {
-        const r = (act[j] = sigmoid(act[j]!));
-        const z = (act[H + j] = sigmoid(act[H + j]!));
-        const n = (act[2 * H + j] = Math.tanh(act[2 * H + j]! + r * ahn[j]!));
-        h[j] = (1 - z) * n + z * hPrev[j]!;
-      }
-    } else {
-      for (let j = 0; j < H; j++) h[j] = act[j] = Math.tanh(act[j]!);
-    }
+    activateCell(p.cell, H, act, ahn, hPrev, cPrev, h, c);
   }
 
   /**
@@ -199,14 +254,7 @@ export class TrainableNetwork {
    * `lossAt` restricts scoring to one step (used to measure how gradients decay with distance);
    * `onHiddenGradient(t, norm)` then reports |dL/dh_t| of the top layer for every step.
    */
-  window(
-    input: Float64Array,
-    labels: Int32Array,
-    t0: number,
-    t1: number,
-    state: RecurrentState,
-    options: { backward: boolean; scale?: number; lossAt?: number; onHiddenGradient?: (t: number, norm: number) => void },
-  ): WindowResult {
+  window(input: Float64Array | WordSteps, labels: Int32Array, t0: number, t1: number, state: RecurrentState, options: WindowOptions): WindowResult {
     const T = t1 - t0;
     this.ensureCaches(T);
     const L = this.layers.length;
@@ -214,12 +262,12 @@ export class TrainableNetwork {
     const HL = this.lastH;
     const { theta } = this;
     const result: WindowResult = { loss: 0, correct: 0, count: 0 };
-    const I0 = this.layers[0]!.inputSize;
+    const smoothing = options.labelSmoothing ?? 0;
     for (let s = 0; s < T; s++) {
       const t = t0 + s;
       for (let k = 0; k < L; k++) {
         const cache = this.caches[s]![k]!;
-        if (k === 0) for (let i = 0; i < I0; i++) cache.x[i] = input[t * I0 + i]!;
+        if (k === 0) this.firstInput(input, t, cache, options.dropout);
         else cache.x.set(this.caches[s]![k - 1]!.h);
         cache.hPrev.set(state.h[k]!);
         cache.cPrev.set(state.c[k]!);
@@ -227,8 +275,10 @@ export class TrainableNetwork {
         state.h[k]!.set(cache.h);
         if (this.layers[k]!.cell === 'lstm') state.c[k]!.set(cache.c);
       }
-      // Head: softmax over W h + b.
-      const top = this.caches[s]![L - 1]!.h;
+      // Head: softmax over W h + b, on the top layer's output after dropout.
+      const top = this.tops[s]!;
+      top.set(this.caches[s]![L - 1]!.h);
+      dropoutInPlace(top, this.topMasks[s]!, options.dropout);
       const probs = this.probs[s]!;
       let max = -Infinity;
       for (let q = 0; q < K; q++) {
@@ -246,16 +296,54 @@ export class TrainableNetwork {
       }
       const y = labels[t]!;
       if (y >= 0 && (options.lossAt === undefined || options.lossAt === t)) {
-        result.loss -= Math.log(Math.max(probs[y]!, 1e-300));
+        result.loss -= (1 - smoothing) * Math.log(Math.max(probs[y]!, 1e-300));
+        if (smoothing > 0) for (let q = 0; q < K; q++) result.loss -= (smoothing / K) * Math.log(Math.max(probs[q]!, 1e-300));
         result.correct += best === y ? 1 : 0;
         result.count++;
       }
     }
-    if (options.backward) this.backward(labels, t0, T, options.scale ?? 1, options.lossAt, options.onHiddenGradient);
+    if (options.backward) this.backward(input, labels, t0, T, options);
     return result;
   }
 
-  private backward(labels: Int32Array, t0: number, T: number, scale: number, lossAt: number | undefined, onHiddenGradient?: (t: number, norm: number) => void): void {
+  /** Layer 0's input at step t: the features, or the mean of the word's embedding rows; then dropout. */
+  private firstInput(input: Float64Array | WordSteps, t: number, cache: LayerCache, dropout: WindowOptions['dropout']): void {
+    const x = cache.x;
+    const I = x.length;
+    if (input instanceof Float64Array) {
+      for (let i = 0; i < I; i++) x[i] = input[t * I + i]!;
+    } else {
+      const e = this.embedding!;
+      const from = input.starts[t]!;
+      const to = input.starts[t + 1]!;
+      x.fill(0);
+      for (let q = from; q < to; q++) {
+        const row = e.offset + input.rows[q]! * I;
+        for (let i = 0; i < I; i++) x[i]! += this.theta[row + i]!;
+      }
+      const inv = 1 / Math.max(1, to - from);
+      for (let i = 0; i < I; i++) x[i]! *= inv;
+    }
+    dropoutInPlace(x, cache.mask, dropout);
+  }
+
+  /** dL/dx of layer 0 at step t into the rows of the embedding the word averaged. */
+  private embeddingGradient(input: WordSteps, t: number, cache: LayerCache, dx: Float64Array): void {
+    const e = this.embedding!;
+    const from = input.starts[t]!;
+    const to = input.starts[t + 1]!;
+    const inv = 1 / Math.max(1, to - from);
+    const I = dx.length;
+    for (let q = from; q < to; q++) {
+      const row = e.offset + input.rows[q]! * I;
+      for (let i = 0; i < I; i++) this.grad[row + i]! += dx[i]! * cache.mask[i]! * inv;
+    }
+  }
+
+  private backward(input: Float64Array | WordSteps, labels: Int32Array, t0: number, T: number, options: WindowOptions): void {
+    const { lossAt, onHiddenGradient } = options;
+    const scale = options.scale ?? 1;
+    const smoothing = options.labelSmoothing ?? 0;
     const L = this.layers.length;
     const K = this.classes;
     const HL = this.lastH;
@@ -270,14 +358,15 @@ export class TrainableNetwork {
       let dh = dhNext[L - 1]!;
       if (y >= 0 && (lossAt === undefined || lossAt === t)) {
         const probs = this.probs[s]!;
-        const top = this.caches[s]![L - 1]!.h;
-        for (let q = 0; q < K; q++) dlogits[q] = (probs[q]! - (q === y ? 1 : 0)) * scale;
+        const top = this.tops[s]!;
+        const topMask = this.topMasks[s]!;
+        for (let q = 0; q < K; q++) dlogits[q] = (probs[q]! - (q === y ? 1 - smoothing : 0) - smoothing / K) * scale;
         for (let q = 0; q < K; q++) {
           const d = dlogits[q]!;
           grad[this.headB + q]! += d;
           for (let j = 0; j < HL; j++) {
             grad[this.headW + q * HL + j]! += d * top[j]!;
-            dh[j]! += theta[this.headW + q * HL + j]! * d;
+            dh[j]! += theta[this.headW + q * HL + j]! * d * topMask[j]!;
           }
         }
       }
@@ -291,10 +380,12 @@ export class TrainableNetwork {
         const cache = this.caches[s]![k]!;
         dh = dhNext[k]!;
         const dx = this.backwardLayer(p, cache, dh, dcNext[k]!);
-        // dx flows into the layer below at the same step.
+        // dx flows into the layer below at the same step, or into the word's embedding rows.
         if (k > 0) {
           const below = dhNext[k - 1]!;
           for (let j = 0; j < dx.length; j++) below[j]! += dx[j]!;
+        } else if (!(input instanceof Float64Array)) {
+          this.embeddingGradient(input, t, cache, dx);
         }
       }
     }
@@ -313,38 +404,7 @@ export class TrainableNetwork {
     const dax = new Float64Array(R);
     const dah = new Float64Array(R);
     const dhPrev = new Float64Array(H);
-    if (p.cell === 'lstm') {
-      for (let j = 0; j < H; j++) {
-        const i = act[j]!;
-        const f = act[H + j]!;
-        const g = act[2 * H + j]!;
-        const o = act[3 * H + j]!;
-        const tc = Math.tanh(c[j]!);
-        const dct = dc[j]! + dh[j]! * o * (1 - tc * tc);
-        dax[j] = dah[j] = dct * g * i * (1 - i);
-        dax[H + j] = dah[H + j] = dct * cPrev[j]! * f * (1 - f);
-        dax[2 * H + j] = dah[2 * H + j] = dct * i * (1 - g * g);
-        dax[3 * H + j] = dah[3 * H + j] = dh[j]! * tc * o * (1 - o);
-        dc[j] = dct * f;
-      }
-    } else if (p.cell === 'gru') {
-      for (let j = 0; j < H; j++) {
-        const r = act[j]!;
-        const z = act[H + j]!;
-        const n = act[2 * H + j]!;
-        const dn = dh[j]! * (1 - z);
-        const dz = dh[j]! * (hPrev[j]! - n);
-        dhPrev[j] = dh[j]! * z;
-        const dan = dn * (1 - n * n);
-        const dr = dan * ahn[j]!;
-        dax[j] = dah[j] = dr * r * (1 - r);
-        dax[H + j] = dah[H + j] = dz * z * (1 - z);
-        dax[2 * H + j] = dan;
-        dah[2 * H + j] = dan * r;
-      }
-    } else {
-      for (let j = 0; j < H; j++) dax[j] = dah[j] = dh[j]! * (1 - act[j]! * act[j]!);
-    }
+    cellGradient(p.cell, H, act, ahn, hPrev, cPrev, c, dh, dc, dax, dah, dhPrev);
     const dx = new Float64Array(I);
     for (let r = 0; r < R; r++) {
       const gx = dax[r]!;

@@ -3,12 +3,15 @@
  * (validated by loading it back), and optionally an HTML report with the loss curves and the
  * gradient norm by distance for untrained rnn, lstm and gru networks and the trained one.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import cliProgress from 'cli-progress';
 import { UsageError } from '../core/errors.js';
-import { parseModel } from '../core/model.js';
+import { parseModel, withWordTable, writeModelFile, type ModelFile } from '../core/model.js';
+import { chooseOutOfScopeThreshold, trackUtterance, type FinishedKey, type OpenKeys } from '../eval/utterances.js';
 import { renderTrainReport } from '../eval/report-html.js';
 import { loadPipeline } from '../pipeline/registry.js';
+import { replay } from '../replay/replay.js';
 import { loadDataset } from './dataset.js';
 import { hiddenGradientByDistance, initialModel, train, trainOptionsSchema, type EpochReport, type TrainOptions } from './trainer.js';
 
@@ -68,10 +71,15 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
     },
   });
   // Loading it back validates shapes and finiteness before anything is written.
-  parseModel(result.model, 'trained model');
+  const withTable = result.table ? withWordTable(result.model, result.model.input!.table.file, result.table) : undefined;
+  parseModel(withTable?.doc ?? result.model, 'trained model', withTable?.tables);
   const out = req.out ?? pipeline.modelFile;
-  writeFileSync(out, JSON.stringify(result.model) + '\n');
+  writeModelFile(out, result.model, result.table);
   io.log(`best epoch ${result.bestEpoch}; wrote ${out} (${result.seconds.toFixed(1)} s)`);
+  if (pipeline.outOfScope && pipeline.ends) {
+    const chosen = await chooseThresholdOnValidation(pipeline.name, pipeline.outOfScope, out, validationFile);
+    io.log(`${pipeline.outOfScope} threshold ${chosen.value.toFixed(2)} (chosen on ${validationFile}): in-scope accuracy ${(100 * chosen.inScopeAccuracy).toFixed(1)}%, ${pipeline.outOfScope} recall ${(100 * chosen.outOfScopeRecall).toFixed(1)}%`);
+  }
 
   if (req.report) {
     const opts = trainOptionsSchema.parse(options);
@@ -92,4 +100,20 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
     trainEvents: trainData.events,
     validationEvents: valData.events,
   };
+}
+
+/**
+ * Replays the validation fixture through the written model (the path users run), chooses the
+ * out-of-scope threshold on its final-word predictions, and records it in the model file's
+ * training section (provenance: it changes no number the model computes, nor its hash).
+ */
+export async function chooseThresholdOnValidation(pipeline: string, outOfScope: string, modelFile: string, validationFile: string): Promise<ReturnType<typeof chooseOutOfScopeThreshold>> {
+  const open: OpenKeys = new Map();
+  const finished: FinishedKey[] = [];
+  await replay({ pipeline, input: validationFile, model: modelFile, backend: 'auto' }, { onPrediction: (p) => trackUtterance(open, finished, p.key, p, p.label), onDeadLetter: () => {} });
+  const chosen = chooseOutOfScopeThreshold(finished, outOfScope);
+  const doc = JSON.parse(readFileSync(modelFile, 'utf8')) as ModelFile;
+  const training = { ...doc.training, outOfScope: { label: outOfScope, threshold: chosen.value, chosenOn: basename(validationFile), rule: 'the best out-of-scope recall that costs at most 1 point of in-scope accuracy', inScopeAccuracy: chosen.inScopeAccuracy, outOfScopeRecall: chosen.outOfScopeRecall } };
+  writeFileSync(modelFile, JSON.stringify({ ...doc, training }) + '\n');
+  return chosen;
 }

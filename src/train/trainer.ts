@@ -7,14 +7,15 @@
  * carries across windows (forward), the gradient does not (the truncation).
  */
 import { z } from 'zod';
-import type { CellKind, ModelFile } from '../core/model.js';
+import { wordTableRows, type CellKind, type ModelFile, type WordInputFile } from '../core/model.js';
 import { createRng } from '../core/prng.js';
 import { randomModelFile } from '../core/random-model.js';
 import { formatZodIssues } from '../core/validation.js';
+import { normaliseWord, rowsOfWord } from '../core/words.js';
 import { UsageError } from '../core/errors.js';
 import type { PipelineDefinition } from '../pipeline/define.js';
 import { featureStats, type Dataset, type Sequence } from './dataset.js';
-import { TrainableNetwork } from './network.js';
+import { TrainableNetwork, type WordSteps } from './network.js';
 
 export const trainOptionsSchema = z
   .object({
@@ -35,6 +36,21 @@ export const trainOptionsSchema = z
     cell: z.enum(['rnn', 'lstm', 'gru']).optional(),
     hiddenSize: z.int().positive().optional(),
     layers: z.int().positive().optional(),
+    /** Inverted dropout on the first layer's input and on the top layer's output (0: none). */
+    dropout: z.number().min(0).max(0.9).default(0),
+    /** Label smoothing of the cross-entropy target (0: none). */
+    labelSmoothing: z.number().min(0).max(0.5).default(0),
+    /** A pipeline of words: floats per word vector. */
+    embeddingDim: z.int().positive().default(64),
+    /** A pipeline of words: rows of hashed character n-grams (0: vocabulary only). */
+    buckets: z.int().nonnegative().default(20_000),
+    /** A pipeline of words: the shortest and longest character n-grams. */
+    minN: z.int().positive().default(3),
+    maxN: z.int().positive().default(5),
+    /** A pipeline of words: a word needs this many uses in the training data to get a row of its own. */
+    minCount: z.int().positive().default(1),
+    /** A pipeline of words: train the embedding table (false keeps its random initial rows, for comparison). */
+    trainEmbedding: z.boolean().default(true),
   })
   .strict();
 export type TrainOptions = z.input<typeof trainOptionsSchema>;
@@ -53,6 +69,8 @@ export interface EpochReport {
 
 export interface TrainResult {
   readonly model: ModelFile;
+  /** The word table, for a model with word input (writeModelFile puts it beside the JSON). */
+  readonly table?: Float32Array;
   readonly history: readonly EpochReport[];
   readonly bestEpoch: number;
   readonly seconds: number;
@@ -65,10 +83,28 @@ export interface TrainCallbacks {
 }
 
 interface Prepared {
-  readonly input: Float64Array;
+  readonly input: Float64Array | WordSteps;
   readonly labels: Int32Array;
   readonly length: number;
 }
+
+/** Sequences of words as the embedding rows each step averages (the same rows inference sums). */
+function wordSequences(seqs: readonly Sequence[], input: WordInputFile): Prepared[] {
+  const lookup = { index: new Map(input.vocabulary.map((w, i) => [w, i])), buckets: input.buckets, minN: input.minN, maxN: input.maxN };
+  return seqs.map((s) => {
+    const starts = new Int32Array(s.length + 1);
+    const rows: number[] = [];
+    s.words!.forEach((word, t) => {
+      rows.push(...rowsOfWord(lookup, word));
+      starts[t + 1] = rows.length;
+    });
+    return { input: { starts, rows: Int32Array.from(rows) }, labels: s.labels, length: s.length };
+  });
+}
+
+/** The first layer's inputs for `seqs`: normalized features, or word rows. */
+const prepare = (seqs: readonly Sequence[], model: ModelFile): Prepared[] =>
+  model.input ? wordSequences(seqs, model.input) : normalizeSequences(seqs, model.normalization.mean, model.normalization.std);
 
 function normalizeSequences(seqs: readonly Sequence[], mean: number[], std: number[]): Prepared[] {
   const I = mean.length;
@@ -134,26 +170,52 @@ export function evaluate(net: TrainableNetwork, data: readonly Prepared[]): { lo
 }
 
 /** The initial model file: the pipeline's architecture (or the overrides), seeded weights. */
+/**
+ * A pipeline of words: the vocabulary (the training data's normalised words used at least
+ * minCount times, most used first) and a seeded table, N(0, 1) as PyTorch's nn.Embedding.
+ */
+function initialWordInput(data: Dataset, opts: z.output<typeof trainOptionsSchema>): { input: WordInputFile; table: Float32Array } {
+  const counts = new Map<string, number>();
+  for (const s of data.sequences) for (const w of s.words ?? []) counts.set(normaliseWord(w), (counts.get(normaliseWord(w)) ?? 0) + 1);
+  const vocabulary = [...counts.entries()]
+    .filter(([, n]) => n >= opts.minCount)
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([w]) => w);
+  const input: WordInputFile = { kind: 'words', dim: opts.embeddingDim, vocabulary, buckets: opts.buckets, minN: opts.minN, maxN: opts.maxN, table: { file: 'initial.words.f32', sha256: '0'.repeat(64) } };
+  const rng = createRng(opts.seed ^ 0xe5bed);
+  const table = Float32Array.from({ length: wordTableRows(input) * input.dim }, () => rng.normal());
+  return { input, table };
+}
+
 export function initialModel(pipeline: PipelineDefinition, data: Dataset, opts: z.output<typeof trainOptionsSchema>): ModelFile {
+  return initialModelAndTable(pipeline, data, opts).model;
+}
+
+function initialModelAndTable(pipeline: PipelineDefinition, data: Dataset, opts: z.output<typeof trainOptionsSchema>): { model: ModelFile; table?: Float32Array } {
   const base = pipeline.randomModel;
   const cell: CellKind = opts.cell ?? base.layers[0]!.cell;
   const hiddenSize = opts.hiddenSize ?? base.layers[0]!.hiddenSize;
   const count = opts.layers ?? base.layers.length;
+  const words = pipeline.word ? initialWordInput(data, opts) : undefined;
   const doc = randomModelFile({
     ...base,
-    features: pipeline.featureNames,
+    features: words ? words.input.dim : pipeline.featureNames,
     layers: Array.from({ length: count }, () => ({ cell, hiddenSize })),
     head: { kind: 'softmax', labels: [...data.classes] },
     seed: opts.seed,
   });
-  const stats = featureStats(data);
+  forgetBiasOne(doc, cell, hiddenSize);
+  if (words) return { model: { ...doc, features: [...pipeline.featureNames], input: words.input }, table: words.table };
+  return { model: { ...doc, normalization: featureStats(data) } };
+}
+
+function forgetBiasOne(doc: ModelFile, cell: CellKind, hiddenSize: number): void {
   if (cell === 'lstm') {
     // Forget-gate bias 1 (Jozefowicz et al. 2015): the cell starts out remembering, which is
     // what lets gradients reach far back early in training. The forget gate is block 1 of
     // PyTorch's i, f, g, o.
     for (const layer of doc.layers) for (let j = 0; j < hiddenSize; j++) layer.biasIh[hiddenSize + j] = 1;
   }
-  return { ...doc, normalization: stats };
 }
 
 export function train(pipeline: PipelineDefinition, trainData: Dataset, valData: Dataset, options: TrainOptions, callbacks: TrainCallbacks = {}): TrainResult {
@@ -161,12 +223,17 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
   if (!parsed.success) throw new UsageError(`train options: ${formatZodIssues(parsed.error).join('; ')}`);
   const opts = parsed.data;
   const started = performance.now();
-  const init = initialModel(pipeline, trainData, opts);
-  const net = TrainableNetwork.fromModelFile(init);
-  const { mean, std } = init.normalization;
-  const trainSet = normalizeSequences(trainData.sequences, mean, std);
-  const valSet = normalizeSequences(valData.sequences, mean, std);
+  const { model: init, table } = initialModelAndTable(pipeline, trainData, opts);
+  const net = TrainableNetwork.fromModelFile(init, table);
+  const trainSet = prepare(trainData.sequences, init);
+  const valSet = prepare(valData.sequences, init);
   const rng = createRng(opts.seed ^ 0x5eed);
+  const dropoutRng = createRng(opts.seed ^ 0xd409);
+  const windowOptions = {
+    backward: true,
+    labelSmoothing: opts.labelSmoothing,
+    ...(opts.dropout > 0 ? { dropout: { p: opts.dropout, random: () => dropoutRng.next() } } : {}),
+  };
   const adam = new Adam(net.theta.length, opts.learningRate);
   const history: EpochReport[] = [];
   let best = { loss: Infinity, epoch: 0, theta: net.theta.slice() };
@@ -194,13 +261,14 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
         let windowCount = 0;
         batch.forEach((s, k) => {
           if (s.length <= w) return;
-          const r = net.window(s.input, s.labels, w, Math.min(w + opts.window, s.length), states[k]!, { backward: true });
+          const r = net.window(s.input, s.labels, w, Math.min(w + opts.window, s.length), states[k]!, windowOptions);
           loss += r.loss;
           correct += r.correct;
           count += r.count;
           windowCount += r.count;
         });
         if (windowCount === 0) continue;
+        if (!opts.trainEmbedding && net.embedding) net.grad.fill(0, net.embedding.offset);
         for (let i = 0; i < net.grad.length; i++) net.grad[i]! /= windowCount;
         normSum += clipGradient(net.grad, opts.clipNorm);
         updates++;
@@ -235,7 +303,9 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
   net.theta.set(best.theta);
   const seconds = (performance.now() - started) / 1000;
   const model = net.toModelFile(init);
+  const trainedTable = net.embeddingTable();
   return {
+    ...(trainedTable ? { table: trainedTable } : {}),
     model: {
       ...model,
       description: `${pipeline.description}; trained by rnnstream train (truncated BPTT, Adam)`,
@@ -248,6 +318,8 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
         batchSize: opts.batchSize,
         learningRate: opts.learningRate,
         clipNorm: opts.clipNorm,
+        ...(opts.dropout > 0 ? { dropout: opts.dropout } : {}),
+        ...(opts.labelSmoothing > 0 ? { labelSmoothing: opts.labelSmoothing } : {}),
         trainSequences: trainData.sequences.length,
         trainEvents: trainData.events,
         validationLoss: best.loss,
@@ -267,6 +339,7 @@ export function train(pipeline: PipelineDefinition, trainData: Dataset, valData:
  * geometrically with k; LSTM and GRU keep it up. That is the vanishing-gradient problem.
  */
 export function hiddenGradientByDistance(model: ModelFile, data: Dataset, steps: number, maxSequences = 64): number[] {
+  if (model.input) return []; // words: utterances are shorter than the distances it measures
   const net = TrainableNetwork.fromModelFile(model);
   const { mean, std } = model.normalization;
   const seqs = normalizeSequences(

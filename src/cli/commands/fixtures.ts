@@ -1,31 +1,59 @@
-/** `rnnstream fixtures`: generated ball and stock fixtures. */
-import { writeFileSync } from 'node:fs';
-import { gzipSync } from 'node:zlib';
+/** `rnnstream fixtures`: generated ball and stock fixtures, and word events from utterances. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { Command } from 'commander';
 import { generateBallEvents } from '../../fixtures/ball.js';
 import { generateStockEvents } from '../../fixtures/stock.js';
+import { interleavedWordEvents, parseUtteranceLine, type Utterance } from '../../fixtures/words.js';
+import { UsageError } from '../../core/errors.js';
 import { positiveInt, nonNegativeInt } from '../options.js';
 
 export function registerFixtures(program: Command): void {
   program
     .command('fixtures')
-    .description('generate a seeded synthetic fixture (ball trajectories or stock ticks) as JSON Lines')
-    .addArgument(new Command().createArgument('<kind>', 'ball or stock').choices(['ball', 'stock']))
+    .description('generate a seeded synthetic fixture (ball trajectories or stock ticks), or word events from utterances, as JSON Lines')
+    .addArgument(new Command().createArgument('<kind>', 'ball, stock, or words (one event per word of --input\'s {"text","intent"} lines)').choices(['ball', 'stock', 'words']))
     .option('--keys <n>', 'balls or symbols', positiveInt('--keys'))
     .option('--seed <n>', 'random seed', nonNegativeInt('--seed'), 1)
     .option('--ticks <n>', 'stock: ticks per symbol', positiveInt('--ticks'))
+    .option('--input <file.jsonl>', 'words: utterances, one {"text","intent"} JSON object per line (.gz allowed)')
+    .option('--concurrent <n>', 'words: utterances under way at once, their words interleaved (many users typing)', positiveInt('--concurrent'), 1)
     .option('--out <file.jsonl>', 'output file, gzip-compressed when it ends in .gz (default: stdout)')
-    .action((kind: 'ball' | 'stock', opts) => {
+    .action((kind: 'ball' | 'stock' | 'words', opts) => {
       const events =
-        kind === 'ball'
-          ? generateBallEvents({ keys: opts.keys ?? 2000, seed: opts.seed })
-          : generateStockEvents({ keys: opts.keys ?? 40, seed: opts.seed, ...(opts.ticks ? { ticks: opts.ticks } : {}) });
+        kind === 'words'
+          ? interleavedWordEvents(utterancesFromFile(opts.input), opts.concurrent)
+          : kind === 'ball'
+            ? generateBallEvents({ keys: opts.keys ?? 2000, seed: opts.seed })
+            : generateStockEvents({ keys: opts.keys ?? 40, seed: opts.seed, ...(opts.ticks ? { ticks: opts.ticks } : {}) });
       const text = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
       if (opts.out) {
         writeFileSync(opts.out, String(opts.out).endsWith('.gz') ? gzipSync(text, { level: 9 }) : text);
-        process.stderr.write(`wrote ${events.length} ${kind} events to ${opts.out}\n`);
+        process.stderr.write(`wrote ${events.length} ${kind === 'words' ? 'word' : kind} events to ${opts.out}\n`);
       } else {
         process.stdout.write(text);
       }
     });
+}
+
+/** The utterances in `file`; a bad line is a usage error naming it. */
+function utterancesFromFile(file: string | undefined): Utterance[] {
+  if (!file) throw new UsageError('fixtures words: --input <file.jsonl> is required (utterances, one {"text","intent"} per line)');
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`fixtures words: cannot read --input ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const text = (file.endsWith('.gz') ? gunzipSync(bytes) : bytes).toString('utf8');
+  const utterances: Utterance[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim().length === 0) return;
+    try {
+      utterances.push(parseUtteranceLine(line, `${file}:${i + 1}`));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  return utterances;
 }

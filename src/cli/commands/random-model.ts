@@ -1,6 +1,7 @@
 /** `rnnstream random-model`: an untrained model file of a given shape. */
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
+import { UsageError } from '../../core/errors.js';
 import { randomModelFile } from '../../core/random-model.js';
 import { loadPipeline, pipelineNames } from '../../pipeline/registry.js';
 import { nonNegativeInt } from '../options.js';
@@ -14,6 +15,7 @@ export function registerRandomModel(program: Command): void {
     .option('--out <model.json>', "output file (default: the pipeline's model file)")
     .action(async (opts) => {
       const pipeline = await loadPipeline(opts.pipeline);
+      if (pipeline.word) throw new UsageError(`pipeline "${pipeline.name}" reads words: its model's vocabulary comes from training data, so there is no random model of it; train one with rnnstream train --pipeline ${pipeline.name}`);
       const spec = { ...pipeline.randomModel, features: pipeline.featureNames, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) };
       const out = opts.out ?? pipeline.modelFile;
       writeFileSync(out, JSON.stringify(randomModelFile(spec)) + '\n');

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { pipelineNames } from '../../pipeline/registry.js';
 import { trainPipeline } from '../../train/train-pipeline.js';
-import { positiveInt, positiveNumber, nonNegativeInt } from '../options.js';
+import { fraction, positiveInt, positiveNumber, nonNegativeInt } from '../options.js';
 
 export function registerTrain(program: Command): void {
   program
@@ -19,6 +19,11 @@ export function registerTrain(program: Command): void {
     .option('--window <n>', 'BPTT truncation length in steps', positiveInt('--window'))
     .option('--batch-size <n>', 'sequences per update', positiveInt('--batch-size'))
     .option('--learning-rate <lr>', 'Adam learning rate', positiveNumber('--learning-rate'))
+    .option('--dropout <p>', 'dropout on the first layer\'s input and the top layer\'s output, 0 to 0.9', fraction('--dropout'))
+    .option('--label-smoothing <e>', 'label smoothing of the cross-entropy target, 0 to 0.5', fraction('--label-smoothing'))
+    .option('--embedding-dim <n>', 'words: floats per word vector', positiveInt('--embedding-dim'))
+    .option('--buckets <n>', 'words: rows of hashed character n-grams (0: vocabulary only)', nonNegativeInt('--buckets'))
+    .option('--no-train-embedding', 'words: keep the embedding table at its random initial rows (for comparison)')
     .option('--out <model.json>', "where to write the model (default: the pipeline's model file)")
     .option('--report <out.html>', 'write loss curves and the gradient norm by distance (rnn vs lstm vs gru) as HTML')
     .option('--json', 'print the training history as one JSON object')
@@ -40,6 +45,12 @@ export function registerTrain(program: Command): void {
             window: opts.window,
             batchSize: opts.batchSize,
             learningRate: opts.learningRate,
+            dropout: opts.dropout,
+            labelSmoothing: opts.labelSmoothing,
+            embeddingDim: opts.embeddingDim,
+            buckets: opts.buckets,
+            // commander's --no-train-embedding: true unless given; undefined keeps the pipeline's default.
+            trainEmbedding: opts.trainEmbedding === false ? false : undefined,
           },
         },
         {
