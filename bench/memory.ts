@@ -56,6 +56,7 @@ async function writeFixture(file: string, n: number, frames = 2): Promise<void> 
 
 interface Run {
   readonly maxRssBytes: number;
+  readonly keysHeld: number;
   readonly eventsPerSecond: number;
   readonly evictions: number;
 }
@@ -68,7 +69,7 @@ function replay(file: string, capacity: number, pipeline = 'ball-direction'): Ru
   );
   if (r.status !== 0) throw new Error(`replay failed: ${r.stderr.slice(-2000)}`);
   const s = JSON.parse(r.stdout) as Run;
-  return { maxRssBytes: s.maxRssBytes, eventsPerSecond: s.eventsPerSecond, evictions: s.evictions };
+  return { maxRssBytes: s.maxRssBytes, keysHeld: s.keysHeld, eventsPerSecond: s.eventsPerSecond, evictions: s.evictions };
 }
 
 const WORDS = ['what', 'is', 'my', 'balance', 'book', 'a', 'flight', 'to', 'paris', 'please'];
@@ -110,7 +111,7 @@ async function finishedUtterances(count: number): Promise<void> {
       perUtterance.push((a.maxRssBytes - b.maxRssBytes) / (count - Math.floor(count / 100)));
       rates.push(a.eventsPerSecond);
       peaks = [a.maxRssBytes, b.maxRssBytes];
-      if (!json) process.stderr.write(`  run ${i + 1}: peak RSS ${Math.round(a.maxRssBytes / 2 ** 20)} MiB for ${count} utterances, ${Math.round(b.maxRssBytes / 2 ** 20)} MiB for ${Math.floor(count / 100)}; ${Math.round(a.eventsPerSecond)} events/s\n`);
+      if (!json) process.stderr.write(`  run ${i + 1}: peak RSS ${Math.round(a.maxRssBytes / 2 ** 20)} MiB for ${count} utterances, ${Math.round(b.maxRssBytes / 2 ** 20)} MiB for ${Math.floor(count / 100)}; keys holding state at the end: ${a.keysHeld}; ${Math.round(a.eventsPerSecond)} events/s\n`);
     }
     const result = { utterances: count, events: 2 * count, runs, bytesPerFinishedUtterance: median(perUtterance), peakRssBytes: peaks, eventsPerSecond: median(rates), perUtteranceRuns: perUtterance };
     process.stdout.write(json ? JSON.stringify(result) + '\n' : `intent-from-words, ${count} finished utterances of 2 words against ${Math.floor(count / 100)} of 200 (the same ${2 * count} events): ${Math.round(result.bytesPerFinishedUtterance)} bytes of peak RSS per finished utterance (median of ${runs}); ${Math.round(result.eventsPerSecond)} events/s\n`);

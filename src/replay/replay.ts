@@ -51,6 +51,8 @@ export interface ReplaySummary {
   readonly events: number;
   /** Key states created: the distinct keys, unless a key was evicted (or ended) and came back, which counts again. */
   readonly keys: number;
+  /** Keys holding state at the end (a pipeline whose keys end, as utterances do, frees them). */
+  readonly keysHeld: number;
   readonly predictions: number;
   readonly deadLettered: number;
   /** Blank lines skipped (not events: neither predicted nor dead-lettered). */
@@ -139,6 +141,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     backend: { name: backend.name, detail: backend.detail, requested: resolution.requested, skipped: resolution.skipped },
     events,
     keys: stats.created,
+    keysHeld: store.size,
     predictions,
     deadLettered,
     blankLines,
