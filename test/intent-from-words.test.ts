@@ -16,7 +16,7 @@ import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName } from '../src/backends/types.js';
 import { BackendUnavailableError, ModelFileError } from '../src/core/errors.js';
 import { describeModel, loadModelFile, type WordInput } from '../src/core/model.js';
-import { characterNgrams, embedWord, fnv1a, normaliseWord } from '../src/core/words.js';
+import { characterNgrams, embedWord, fnv1a, normaliseWord, WordVectors } from '../src/core/words.js';
 import { predict, stateStoreFor, type PipelineOutput } from '../src/pipeline/predict.js';
 import { chooseOutOfScopeThreshold, utteranceReport, type FinishedKey } from '../src/eval/utterances.js';
 import { cli } from './support/cli.js';
@@ -62,6 +62,23 @@ describe('words as input', () => {
     near(out, mean([0, ...grams('hi')]));
     embedWord(input, 'hey', out);
     near(out, mean(grams('hey')));
+  });
+});
+
+describe('word vectors, cached', () => {
+  it('are embedWord\'s, bit for bit, and the cache holds at most its capacity', () => {
+    const model = loadModelFile(writeRandomWordModel(tmp()));
+    const input = model.input!;
+    const vectors = new WordVectors(input, 3);
+    const words = ['What', 'is', 'my', 'balance?', 'is', 'What', 'remindr', 'flight', 'is'];
+    for (const w of words) {
+      const want = new Float64Array(input.dim);
+      embedWord(input, w, want);
+      const got = new Float64Array(input.dim);
+      vectors.into(w, got);
+      expect([...got], w).toEqual([...want]);
+    }
+    expect((vectors as unknown as { vectors: Map<string, unknown> }).vectors.size).toBeLessThanOrEqual(3);
   });
 });
 

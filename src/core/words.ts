@@ -88,3 +88,29 @@ export function rowsOfWord(input: Pick<WordInput, 'index' | 'buckets' | 'minN' |
   const { vocabularyRow, bucketRows } = wordRows(normaliseWord(word), input);
   return vocabularyRow >= 0 ? [vocabularyRow, ...bucketRows] : bucketRows.length > 0 ? [...bucketRows] : [input.index.size + input.buckets];
 }
+
+/**
+ * embedWord with the vectors of recent words kept: a stream repeats its words (CLINC150's 25,674
+ * validation words are 3,000-odd distinct ones), and a word's n-grams and hashes cost more than
+ * its vector's copy. Bounded: past `capacity` distinct words the cache starts again, so a stream of
+ * unique tokens holds at most `capacity` vectors. Results are those of embedWord, bit for bit.
+ */
+export class WordVectors {
+  private readonly vectors = new Map<string, Float64Array>();
+
+  constructor(
+    private readonly input: WordInput,
+    private readonly capacity = 8192,
+  ) {}
+
+  into(word: string, out: Float64Array | Float32Array): void {
+    let v = this.vectors.get(word);
+    if (!v) {
+      v = new Float64Array(this.input.dim);
+      embedWord(this.input, word, v);
+      if (this.vectors.size >= this.capacity) this.vectors.clear();
+      this.vectors.set(word, v);
+    }
+    for (let i = 0; i < v.length; i++) out[i] = v[i]!;
+  }
+}

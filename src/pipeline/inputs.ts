@@ -4,7 +4,7 @@
  */
 import { RnnStreamError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
-import { embedWord } from '../core/words.js';
+import { WordVectors } from '../core/words.js';
 import type { Carried, PipelineDefinition } from './define.js';
 
 export type InputOf = (event: unknown, prev: Carried | undefined, out: Float64Array) => void;
@@ -14,7 +14,8 @@ export function inputOf(pipeline: PipelineDefinition, model: RnnModel): InputOf 
     const input = model.input;
     if (!input) throw new RnnStreamError(`pipeline "${pipeline.name}" reads words, but model "${model.name}" has no word input (input.kind "words")`);
     const word = pipeline.word;
-    return (event, _prev, out) => embedWord(input, word(event), out);
+    const vectors = new WordVectors(input);
+    return (event, _prev, out) => vectors.into(word(event), out);
   }
   if (model.input) throw new RnnStreamError(`model "${model.name}" reads words, but pipeline "${pipeline.name}" computes numeric features`);
   return pipeline.features!;
