@@ -28,7 +28,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
   }
   if (s.prequential) {
     const p = s.prequential;
-    lines.push(`prequential  ${pct(p.accuracy)}  (${p.correct}/${p.scored} predictions scored by the key's next event)`);
+    lines.push(`prequential  ${pct(p.accuracy)}  (${p.correct}/${p.scored} predictions scored by ${p.scoredBy === 'last event' ? "the key's last event: its final prediction" : "the key's next event"})`);
   }
   return lines.join('\n');
 }

@@ -158,7 +158,7 @@ export function renderEvalReport(r: EvalReport): string {
   const body = `<h1>${esc(r.pipeline)}: evaluation</h1>
 <p>${esc(r.input)} — ${r.events} events, ${r.keys} keys, ${r.labelled} labelled. Model ${esc(r.model.name)} ${esc(r.model.architecture)}${r.model.trained ? '' : ' (seeded random, untrained)'}, backend ${esc(r.backend.name)}.</p>
 <table><tr><th>predictor</th><th>accuracy</th><th>from step ${r.warmedUpFromStep}</th></tr>${rows.map(([n, a, w]) => `<tr><td>${esc(n)}</td><td>${pct(a)}</td><td>${pct(w)}</td></tr>`).join('')}</table>
-${r.prequential ? `<p>Prequential (live) accuracy: ${pct(r.prequential.accuracy)} of ${r.prequential.scored} predictions scored by the key's next event.</p>` : ''}
+${r.prequential ? `<p>Prequential (live) accuracy: ${pct(r.prequential.accuracy)} of ${r.prequential.scored} predictions scored by ${r.prequential.scoredBy === 'last event' ? "the key's last event (its final prediction)" : "the key's next event"}.</p>` : ''}
 <section>${lineChart({ id: 'accuracy-by-step', title: 'Accuracy by step index (the key’s n-th event)', xLabel: 'step index', yLabel: 'accuracy', series, yMin: 0, yMax: 1 })}</section>
 ${r.utterances ? utteranceSection(r.utterances) : ''}
 <section>${r.confusion.labels.length <= CONFUSION_CHART_MAX_LABELS ? confusionChart(r.confusion.labels, r.confusion.matrix) : confusionTable(r.confusion.labels, r.confusion.matrix)}</section>

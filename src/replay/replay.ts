@@ -67,7 +67,13 @@ export interface ReplaySummary {
   readonly maxRssBytes: number;
   readonly accuracy?: AccuracyReport;
   /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
-  readonly prequential?: { readonly scored: number; readonly correct: number; readonly accuracy: number };
+  readonly prequential?: {
+    readonly scored: number;
+    readonly correct: number;
+    readonly accuracy: number;
+    /** What scored each prediction: its key's next event, or (keys that end) the key's last event, its final prediction. */
+    readonly scoredBy: 'next event' | 'last event';
+  };
 }
 
 export interface ReplayIo {
@@ -152,6 +158,6 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     setupSeconds,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
-    ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy } } : {}),
+    ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy, scoredBy: pipeline.outcome ? ('next event' as const) : ('last event' as const) } } : {}),
   };
 }

@@ -39,7 +39,7 @@ export class ServiceMetrics {
   readonly restoredKeys = new Counter({ name: 'rnnstream_restored_keys_total', help: 'Keys restored from the changelog', registers: [this.registry] });
   readonly prequentialAccuracy = new Gauge({
     name: 'rnnstream_prequential_accuracy',
-    help: "Running accuracy of predictions scored by their key's next event",
+    help: "Running accuracy of predictions scored by their key's next event (or, for keys that end, each key's final prediction by its last event)",
     registers: [this.registry],
   });
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
