@@ -256,6 +256,7 @@ describe(`exactly once against ${inject('kafkaKind')}`, () => {
     h.produceFixture(t, mixed.file);
     const service = spawnService(['--config', exactlyOnce(t)]);
     let victim: number | undefined;
+    let exit: number | null = null;
     try {
       await waitFor('some transactions committed', async () => (await committed(t)) > 200, 60_000);
       victim = (await partitionLeaders(h.brokers, t.outputTopic)).get(0)!;
@@ -268,8 +269,13 @@ describe(`exactly once against ${inject('kafkaKind')}`, () => {
     } finally {
       if (victim !== undefined) brokerControl(clusterDir, 'restart', victim);
       service.kill('SIGTERM');
-      expect(await exited(service)).toBe(0);
+      exit = await exited(service);
+      const log = join(h.dir, `${t.group}.log`);
+      writeFileSync(log, service.output());
+      process.stderr.write(`the instance's log is in ${log}\n`);
     }
+    // After the finally block, so that a failure inside it is the one reported.
+    expect(exit, 'the instance exits cleanly on SIGTERM').toBe(0);
     await expectExactlyOnce(t);
   }, 400_000);
 });
