@@ -54,16 +54,23 @@ describe('rnnstream train', () => {
   });
 });
 
-/** Headless Chromium's DOM of an HTML file, or undefined where there is no Chromium (not in CI). */
-function renderedDom(html: string, name: string): string | undefined {
-  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-  if (!chromium) {
+/** Debian's Chromium with headless flags and a profile of its own, or undefined where there is none (not in CI). */
+function headlessChromium(name: string): { readonly path: string; readonly flags: string[] } | undefined {
+  const path = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+  if (!path) {
     if (process.env.CI === 'true') throw new Error('chromium is required in CI (see .ci/run)');
     console.warn('skipping the Chromium check: chromium is not installed');
     return undefined;
   }
   const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${f(`chrome-${name}`)}`];
-  const dom = spawnSync(chromium, [...flags, '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000 });
+  return { path, flags };
+}
+
+/** Headless Chromium's DOM of an HTML file, or undefined where there is no Chromium (not in CI). */
+function renderedDom(html: string, name: string): string | undefined {
+  const chromium = headlessChromium(name);
+  if (!chromium) return undefined;
+  const dom = spawnSync(chromium.path, [...chromium.flags, '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000 });
   expect(dom.status, dom.stderr).toBe(0);
   return dom.stdout;
 }
@@ -129,18 +136,12 @@ describe('rnnstream eval', () => {
     expect(r.code, r.stderr).toBe(0);
     const html = readFileSync(report, 'utf8');
     expect(html.match(/data-plot="/g)).toHaveLength(3);
-    const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-    if (!chromium) {
-      if (process.env.CI === 'true') throw new Error('chromium is required in CI (see .ci/run)');
-      console.warn('skipping the Chromium check: chromium is not installed');
-      return;
-    }
-    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${f('chrome')}`];
-    const dom = spawnSync(chromium, [...flags, '--dump-dom', `file://${report}`], { encoding: 'utf8', timeout: 60_000 });
-    expect(dom.status, dom.stderr).toBe(0);
-    for (const plot of ['accuracy-by-step', 'confusion', 'trajectories']) expect(dom.stdout).toContain(`data-plot="${plot}"`);
+    const dom = renderedDom(report, 'ball');
+    if (dom === undefined) return;
+    for (const plot of ['accuracy-by-step', 'confusion', 'trajectories']) expect(dom).toContain(`data-plot="${plot}"`);
+    const chromium = headlessChromium('ball')!;
     const png = f('report.png');
-    const shot = spawnSync(chromium, [...flags, `--screenshot=${png}`, '--window-size=1280,2200', `file://${report}`], { encoding: 'utf8', timeout: 60_000 });
+    const shot = spawnSync(chromium.path, [...chromium.flags, `--screenshot=${png}`, '--window-size=1280,2200', `file://${report}`], { encoding: 'utf8', timeout: 60_000 });
     expect(shot.status, shot.stderr).toBe(0);
     expect(statSync(png).size).toBeGreaterThan(20_000);
   });

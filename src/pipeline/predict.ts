@@ -133,7 +133,8 @@ export function toPredictionRecord(
     key: step.key,
     seq: step.seq,
     prediction,
-    ...(pipeline.topK !== undefined && model.head.kind === 'softmax' ? { top: topIndices(out, pipeline.topK) } : {}),
+    // Always present (undefined without topK): one record shape, and no spread per event.
+    top: pipeline.topK !== undefined && model.head.kind === 'softmax' ? topIndices(out, pipeline.topK) : undefined,
     head: model.head.kind,
     names,
     output: out,

@@ -176,7 +176,12 @@ export function evaluate(net: TrainableNetwork, data: readonly Prepared[]): { lo
  */
 function initialWordInput(data: Dataset, opts: z.output<typeof trainOptionsSchema>): { input: WordInputFile; table: Float32Array } {
   const counts = new Map<string, number>();
-  for (const s of data.sequences) for (const w of s.words ?? []) counts.set(normaliseWord(w), (counts.get(normaliseWord(w)) ?? 0) + 1);
+  for (const s of data.sequences) {
+    for (const w of s.words ?? []) {
+      const form = normaliseWord(w);
+      counts.set(form, (counts.get(form) ?? 0) + 1);
+    }
+  }
   const vocabulary = [...counts.entries()]
     .filter(([, n]) => n >= opts.minCount)
     .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
