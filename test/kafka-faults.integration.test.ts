@@ -4,17 +4,42 @@
  * /healthz and /readyz and does not stop SIGTERM from ending the process in time; a start with
  * no reachable broker is one line and exit code 1.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { ConfigResourceTypes } from 'kafkajs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { projectPath } from '../src/paths.js';
 import { cli } from './support/cli.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { brokerControl, comparePredictions, dedupeByKey, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor, type Prediction } from './support/kafka.js';
+import { brokerControl, comparePredictions, kafkaClient, dedupeByKey, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor, type Prediction } from './support/kafka.js';
 
 type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
 
 let h: BallHarness;
+const frame = (ballId: string, i: number) => JSON.stringify({ ballId, frame: i, t: i / 30, x: 0.1 * i, y: 0.5 });
+
+/** Sets a topic's max.message.bytes and waits until the broker reports it. */
+async function lowerMaxMessageBytes(brokers: string, topic: string, bytes: number): Promise<void> {
+  const admin = kafkaClient(brokers).admin();
+  await admin.connect();
+  try {
+    await admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: 'max.message.bytes', value: String(bytes) }] }] });
+    await waitFor(`${topic}'s max.message.bytes to be ${bytes}`, async () => {
+      const d = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }] });
+      return d.resources[0]?.configEntries[0]?.configValue === String(bytes);
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** A counter's value from /metrics. */
+async function metric(http: string, name: string): Promise<number> {
+  const text = await (await fetch(`${http}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? NaN : Number(line.slice(name.length + 1));
+}
 beforeAll(async () => {
   h = await ballHarness();
 }, 60_000);
@@ -22,7 +47,6 @@ beforeAll(async () => {
 describe('faults and bad input on a real broker', () => {
   it('a 900 KB input of \\xff bytes and a 1000-byte key become bounded dead letters; the good events around them are predicted', async () => {
     const t = freshTopics('oversized');
-    const frame = (ballId: string, i: number) => JSON.stringify({ ballId, frame: i, t: i / 30, x: 0.1 * i, y: 0.5 });
     const longKey = 'k'.repeat(1000);
     await produce(h.brokers, t.inputTopic, [
       { key: 'b-good', value: frame('b-good', 0) },
@@ -48,6 +72,63 @@ describe('faults and bad input on a real broker', () => {
       await exited(service);
     }
     expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+  }, 120_000);
+
+  it('a dead letter the broker refuses (its topic\'s max.message.bytes lowered while the service runs) is replaced by a minimal one, and the stream goes on', async () => {
+    const t = freshTopics('refused');
+    const service = spawnService(['--config', h.config(t)]);
+    try {
+      const http = await httpAddressOf(service); // the service has created its topics and read their limits
+      await lowerMaxMessageBytes(h.brokers, t.dlqTopic, 2000);
+      const big = `not json ${'x'.repeat(50_000)}`;
+      await produce(h.brokers, t.inputTopic, [
+        { key: 'k', value: frame('b-good', 0) },
+        { key: 'k', value: big },
+        { key: 'k', value: frame('b-good', 1) },
+      ]);
+      const predictions = await readTopic(h.brokers, t.outputTopic, 2);
+      expect(predictions.map((m) => m.key)).toEqual(['b-good', 'b-good']);
+      const [dead] = await readTopic(h.brokers, t.dlqTopic, 1);
+      const record = JSON.parse(dead!.value) as { reason: string; source: { offset: string }; rawBytes: number; rawSha256: string; raw?: string; refused: { topic: string; bytes: number } };
+      process.stderr.write(`refused: a ${record.refused.bytes}-byte dead letter replaced by a ${dead!.value.length}-byte one: ${record.reason}\n`);
+      expect(record.reason).toMatch(/^not JSON: .* \(its dead letter refused by the broker: MESSAGE_TOO_LARGE: /);
+      expect([record.source.offset, record.rawBytes, record.rawSha256, record.raw]).toEqual(['1', big.length, createHash('sha256').update(big).digest('hex'), undefined]);
+      expect(record.refused.topic).toBe(t.dlqTopic);
+      expect(record.refused.bytes).toBeGreaterThan(50_000);
+      expect(await metric(http, 'rnnstream_records_refused_total')).toBe(1);
+    } finally {
+      service.kill('SIGTERM');
+      await exited(service);
+    }
+    expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+  }, 120_000);
+
+  it('when the minimal dead letter is refused too, the service stops with one line and exit code 1, committing nothing past the record', async () => {
+    const t = freshTopics('refused-twice');
+    const service = spawnService(['--config', h.config(t)]);
+    try {
+      await httpAddressOf(service);
+      await lowerMaxMessageBytes(h.brokers, t.dlqTopic, 150);
+      await produce(h.brokers, t.inputTopic, [
+        { key: 'k', value: frame('b-good', 0) },
+        { key: 'k', value: 'not json' },
+        { key: 'k', value: frame('b-good', 1) },
+      ]);
+      expect(await exited(service)).toBe(1);
+    } finally {
+      service.kill('SIGKILL');
+    }
+    const lines = service.output().trim().split('\n').filter((l) => !l.startsWith('{'));
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^rnnstream: producing to ${t.dlqTopic} failed and cannot succeed by retrying: MESSAGE_TOO_LARGE: The request included a message larger than`))]);
+    const admin = kafkaClient(h.brokers).admin();
+    await admin.connect();
+    try {
+      const [offsets] = await admin.fetchOffsets({ groupId: t.group, topics: [t.inputTopic] });
+      // The refused record is offset 1 (one partition: one message key): nothing at or past it is committed.
+      for (const p of offsets!.partitions) expect(Number(p.offset)).toBeLessThanOrEqual(1);
+    } finally {
+      await admin.disconnect();
+    }
   }, 120_000);
 
   it('one decoder for both modes: the same bytes through replay and through the service give the same predictions and dead letters', async () => {

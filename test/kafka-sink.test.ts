@@ -5,8 +5,10 @@
  * committed before its outputs are acknowledged and its state is in the changelog; changelog
  * writes merged over the interval; flush() cuts the interval short.
  */
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { Consumer } from 'kafkajs';
+import { refusedRecordDeadLetter } from '../src/adapters/kafka/output-records.js';
 import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
 import { unpackMessages } from '../src/adapters/kafka/record-packer.js';
 import { KafkaSink } from '../src/adapters/kafka/sink.js';
@@ -196,5 +198,40 @@ describe('KafkaSink', () => {
     expect(k.log.filter((l) => l.startsWith('send ') || l.startsWith('commit'))).toEqual(['send changelog 1', 'commit in/0@2', 'send changelog 1', 'commit in/0@3']);
     expect(k.changelog.map((m) => `${m.key}@${m.partition}`)).toEqual(['x@0', 'x@0']);
     expect(k.outputs.map((o) => o.key)).toEqual(['x', 'x', 'y', 'y']);
+  });
+});
+
+describe('refusedRecordDeadLetter', () => {
+  const topics = { outputTopic: 'out', dlqTopic: 'dlq', dlqPartitions: 2 };
+  const source = { topic: 'in', partition: 3, offset: '41' };
+
+  it('a refused prediction becomes a dead letter with its source, key and size, in the dead-letter partition of its input partition', () => {
+    const value = JSON.stringify({ key: 'b-1', seq: 4, prediction: 'up', source });
+    const r = refusedRecordDeadLetter(topics, 'out', { key: 'b-1', value }, 'INVALID_TIMESTAMP: out of range')!;
+    expect(r.topic).toBe('dlq');
+    const m = r.messages[0]!;
+    expect([m.key, m.partition]).toEqual(['b-1', 1]);
+    expect(JSON.parse(String(m.value))).toEqual({
+      reason: 'prediction refused by the broker: INVALID_TIMESTAMP: out of range',
+      source,
+      refused: { topic: 'out', bytes: Buffer.byteLength(value), sha256: createHash('sha256').update(value).digest('hex') },
+    });
+  });
+
+  it("a refused dead letter keeps its reason, its input's size and hash, and drops the input's bytes", () => {
+    const value = deadLetterJson({ kind: 'dead-letter', reason: 'not valid UTF-8', raw: new Uint8Array(5000).fill(0xff), source: { kind: 'kafka', ...source } } as DeadLetter);
+    const m = refusedRecordDeadLetter(topics, 'dlq', { key: null, value }, 'MESSAGE_TOO_LARGE: too large')!.messages[0]!;
+    const record = JSON.parse(String(m.value)) as Record<string, unknown>;
+    expect(record).toMatchObject({ reason: 'not valid UTF-8 (its dead letter refused by the broker: MESSAGE_TOO_LARGE: too large)', rawBytes: 5000, rawTruncated: true });
+    expect(record.rawSha256).toBe(createHash('sha256').update(new Uint8Array(5000).fill(0xff)).digest('hex'));
+    expect(record.rawBase64).toBeUndefined();
+    expect(m.headers).toEqual({ 'rnnstream-reason': record.reason });
+  });
+
+  it('a changelog record has no replacement (the service stops), and a value that is not JSON echoes nothing', () => {
+    expect(refusedRecordDeadLetter(topics, 'changelog', { key: 'b-1', value: Buffer.from([1, 2, 3]) }, 'MESSAGE_TOO_LARGE: x')).toBeUndefined();
+    const m = refusedRecordDeadLetter(topics, 'out', { key: 'k', value: 'secret-ish bytes' }, 'INVALID_RECORD: x')!.messages[0]!;
+    expect(String(m.value)).not.toContain('secret');
+    expect(m.partition).toBeUndefined();
   });
 });

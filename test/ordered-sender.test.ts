@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { TopicMessages } from 'kafkajs';
-import { OrderedSender, RECORD_OVERHEAD_BYTES, splitByBytes, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
+import { halves, OrderedSender, RECORD_OVERHEAD_BYTES, splitByBytes, type RefusalNotice, type RefusedRecords, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
 import { packMessages } from '../src/adapters/kafka/record-packer.js';
 
 const req = (topic: string, ...keys: string[]) => [packMessages(topic, keys.map((k) => ({ key: k, value: `v${k}` })))];
@@ -16,6 +16,28 @@ const tick = async (n = 5): Promise<void> => {
 
 /** kafkajs's error for a retriable broker answer. */
 const notLeader = (): Error => Object.assign(new Error('NOT_LEADER'), { name: 'KafkaJSProtocolError', retriable: true });
+
+/** kafkajs's error for a broker answer of this type, wrapped as kafkajs wraps what it gives up on. */
+const brokerError = (type: string, retriable = false): Error =>
+  Object.assign(new Error(`gave up: ${type}`), { name: 'KafkaJSNonRetriableError', retriable: false, cause: Object.assign(new Error(`broker said ${type}`), { name: 'KafkaJSProtocolError', type, retriable }) });
+
+/** A broker that refuses any request holding one of `refused` (as Kafka refuses a partition's whole batch for one record). */
+function refusingBroker(refused: readonly string[], type = 'MESSAGE_TOO_LARGE') {
+  const sends: string[] = [];
+  const send = (t: TopicMessages[]): Promise<void> => {
+    sends.push(describeSend(t));
+    return t.some((x) => x.messages.some((m) => refused.includes(String(m.key)))) ? Promise.reject(brokerError(type)) : Promise.resolve();
+  };
+  return { sends, send };
+}
+
+/** Refused records become one 'dlq' record keyed `dl-<key>`, except in 'changelog' (none: the sender stops). */
+function deadLettering(notices: RefusalNotice[]): RefusedRecords {
+  return {
+    replacement: (topic, message) => (topic === 'changelog' ? undefined : { topic: 'dlq', messages: [{ key: `dl-${String(message.key)}`, value: 'minimal' }] }),
+    onRefused: (n) => notices.push(n),
+  };
+}
 
 /** A broker that answers when told: `next(ok)` settles the oldest send. */
 function fakeBroker() {
@@ -160,5 +182,51 @@ describe('OrderedSender', () => {
     await queued;
     await expect(sender.enqueue(req('out', 'c'))).rejects.toThrow('produce abandoned');
     expect(b.sends).toEqual(['out:', 'out:a']);
+  });
+
+  it('halves a request the broker refuses for a record in it, down to that record, and writes its replacement in its place; the stream goes on', async () => {
+    const b = refusingBroker(['c']);
+    const notices: RefusalNotice[] = [];
+    const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, maxBytes: 1 << 20 }, deadLettering(notices));
+    await sender.enqueue([...req('out', 'a', 'b', 'c', 'd'), ...req('other', 'e')]);
+    await sender.enqueue(req('out', 'f'));
+    expect(b.sends).toEqual([
+      'out:a,b,c,d other:e', // refused: c is in it
+      'out:a,b,c', // refused
+      'out:a,b',
+      'out:c', // refused alone: replaced
+      'dlq:dl-c',
+      'out:d other:e',
+      'out:f',
+    ]);
+    expect(notices.map((n) => [n.topic, n.replacedIn, n.reason])).toEqual([['out', 'dlq', 'MESSAGE_TOO_LARGE: broker said MESSAGE_TOO_LARGE']]);
+    expect(notices[0]!.bytes).toBe(RECORD_OVERHEAD_BYTES + 'c'.length + 'vc'.length);
+  });
+
+  it('stops when a replacement is refused too, when a refused record has none (changelog), or on an error that is not about the records', async () => {
+    const cases: [RefusedRecords | undefined, readonly string[], string, string][] = [
+      [deadLettering([]), ['c', 'dl-c'], 'MESSAGE_TOO_LARGE', 'producing to dlq failed'],
+      [deadLettering([]), ['c'], 'MESSAGE_TOO_LARGE', 'producing to changelog failed'],
+      [undefined, ['c'], 'INVALID_RECORD', 'producing to out failed'],
+      [deadLettering([]), ['c'], 'TOPIC_AUTHORIZATION_FAILED', 'producing to out failed'],
+    ];
+    for (const [refused, keys, type, message] of cases) {
+      const b = refusingBroker(keys, type);
+      const sender = new OrderedSender(b.send, () => {}, { maxRecords: 100, maxBytes: 1 << 20 }, refused);
+      const topic = message.includes('changelog') ? 'changelog' : 'out';
+      await expect(sender.enqueue(req(topic, 'a', 'c'))).rejects.toThrow(message);
+      await expect(sender.enqueue(req('out', 'z'))).rejects.toThrow('cannot succeed by retrying');
+      // Not about the records: no halving at all.
+      if (type === 'TOPIC_AUTHORIZATION_FAILED') expect(b.sends).toEqual(['out:a,c']);
+      expect(b.sends.join(' ')).not.toContain('out:z');
+    }
+  });
+
+  it('halves keep each topic\'s order and lose nothing', () => {
+    const request: TopicMessages[] = [
+      { topic: 'x', messages: [{ key: '1', value: '' }, { key: '2', value: '' }] },
+      { topic: 'y', messages: [{ key: '3', value: '' }, { key: '4', value: '' }, { key: '5', value: '' }] },
+    ];
+    expect(halves(request).map(describeSend)).toEqual(['x:1,2 y:3', 'y:4,5']);
   });
 });

@@ -45,6 +45,11 @@ export class ServiceMetrics {
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
   readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
+  readonly recordsRefused = new Counter({
+    name: 'rnnstream_records_refused_total',
+    help: 'Output records the broker refused by themselves (too large, invalid), each replaced by a minimal dead letter',
+    registers: [this.registry],
+  });
   readonly transactions = new Counter({ name: 'rnnstream_transactions_total', help: 'Exactly-once: transactions committed (one per input partition and commit interval)', registers: [this.registry] });
   readonly transactionSeconds = new Histogram({
     name: 'rnnstream_transaction_seconds',

@@ -16,7 +16,7 @@ import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import { KafkaSource } from '../adapters/kafka/kafka-source.js';
-import { InProcessProducer, ProducerThread, type RecordProducer } from '../adapters/kafka/producer-thread.js';
+import { InProcessProducer, ProducerThread, type ProducerHooks, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { packMessages } from '../adapters/kafka/record-packer.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import { createSerial, type Serial } from '../adapters/kafka/serial.js';
@@ -100,7 +100,7 @@ interface Clients {
  * Connects, makes and checks the topics, and (at least once) starts the producer. A failed start
  * (a wrong password, no broker, a refused changelog) leaves nothing running.
  */
-async function connect(config: Config, connection: KafkaConnection, logger: Logger, onProduceRetry: () => void): Promise<Clients> {
+async function connect(config: Config, connection: KafkaConnection, logger: Logger, producerHooks: ProducerHooks): Promise<Clients> {
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
   const healthAdmin = kafka.admin();
@@ -116,7 +116,7 @@ async function connect(config: Config, connection: KafkaConnection, logger: Logg
     // The changelog is compacted and partitioned like the input before anything is consumed.
     const layout = await ensureTopics(admin, config, logger);
     if (config.guarantee === 'at-least-once') {
-      producer = createProducer(config, connection, kafka, layout.maxMessageBytes, logger, onProduceRetry);
+      producer = createProducer(config, connection, kafka, layout, logger, producerHooks);
       await producer.connect();
       // Learn the output topics' leaders now, and fail the start on a topic this service cannot write.
       await producer.sendPacked([config.outputTopic, config.dlqTopic, config.changelogTopic].map((topic) => packMessages(topic, [])), { retry: false });
@@ -133,12 +133,14 @@ async function connect(config: Config, connection: KafkaConnection, logger: Logg
  * request in flight) and sends through an OrderedSender (in order, merged up to
  * produceBatchSize records and produceBatchBytes, below the topics' max.message.bytes).
  */
-function createProducer(config: Config, connection: KafkaConnection, kafka: Kafka, maxMessageBytes: number, logger: Logger, onRetry: () => void): RecordProducer {
-  const hooks = { onRetry };
+function createProducer(config: Config, connection: KafkaConnection, kafka: Kafka, layout: TopicLayout, logger: Logger, hooks: ProducerHooks): RecordProducer {
+  const { maxMessageBytes } = layout;
+  // A record the broker refuses by itself (a topic's limit lowered since it was read) becomes a minimal dead letter.
+  const refusals = { outputTopic: config.outputTopic, dlqTopic: config.dlqTopic, dlqPartitions: layout.dlqPartitions };
   const maxBytes = Math.min(config.produceBatchBytes, maxMessageBytes - RECORD_BATCH_MARGIN_BYTES);
   if (maxBytes < config.produceBatchBytes) logger.info({ produceBatchBytes: maxBytes, maxMessageBytes }, "produce requests capped below the topics' max.message.bytes");
   const limits = { maxRecords: config.produceBatchSize, maxBytes };
-  return config.producerThread ? new ProducerThread({ connection, limits }, logger, hooks) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, hooks);
+  return config.producerThread ? new ProducerThread({ connection, limits, refusals }, logger, hooks) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, hooks, refusals);
 }
 
 /** What a sink's durable outputs do to the metrics and the queue. */
@@ -253,16 +255,23 @@ function stopControl(pipelineDone: Promise<unknown>, markStopping: () => void, s
     stopCalled();
     return (stopped ??= stopWithin(stopping));
   };
+  // The pipeline's failure, if that is what stopped it: `done` rejects with it whichever branch settles first.
+  let fatal: Error | undefined;
   const done = Promise.race([
     pipelineDone.then(
       () => stop(),
       async (err: Error) => {
+        fatal = err;
         stopping.abort();
         await stop();
         throw err;
       },
     ),
-    stopRequested.then(() => stopped!),
+    stopRequested.then(async () => {
+      const result = await stopped!;
+      if (fatal) throw fatal;
+      return result;
+    }),
   ]);
   return { stop, done };
 }
@@ -282,9 +291,12 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
   let clients: Clients;
   try {
-    clients = await connect(config, connection, logger, () => {
-      metrics.produceRetries.inc();
-      stalls.sendFailed();
+    clients = await connect(config, connection, logger, {
+      onRetry: () => {
+        metrics.produceRetries.inc();
+        stalls.sendFailed();
+      },
+      onRefused: () => metrics.recordsRefused.inc(),
     });
   } catch (err) {
     backend.dispose();

@@ -50,3 +50,18 @@ export function explainKafkaError(err: unknown): string | undefined {
   }
   return `Kafka error: ${root.name}: ${root.message}`;
 }
+
+/**
+ * Broker answers that refuse the records themselves, not the producer, the topic or the cluster:
+ * a record (or a partition's batch) over max.message.bytes, a record the topic's rules reject (a
+ * compacted topic's record without a key, a timestamp outside message.timestamp.*.max.ms). No
+ * retry cures them, but the other records of the request may be fine.
+ */
+const RECORD_REFUSALS: ReadonlySet<string> = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'INVALID_TIMESTAMP']);
+
+/** The broker's error type when a send failed because of the records it held (else undefined). */
+export function recordRefusal(err: unknown): string | undefined {
+  if (!isKafkaJsError(err)) return undefined;
+  const type = (chain(err).at(-1) as { type?: unknown }).type;
+  return typeof type === 'string' && RECORD_REFUSALS.has(type) ? type : undefined;
+}

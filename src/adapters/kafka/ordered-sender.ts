@@ -2,9 +2,12 @@
  * Sends packed produce requests in the order they were queued, one at a time, each retried with
  * capped exponential backoff while its error is retriable, until the broker acknowledges it: a
  * later request never overtakes an earlier one, so per-partition (per-key) order holds through
- * any outage. An error no retry cures (isRetriableSendError) ends the sender: that request and
- * every one queued after it reject with a SendFailedError, so nothing after it is committed and
- * the service stops with the reason rather than retry forever. Requests queued while
+ * any outage. A request the broker refuses for the records it holds (recordRefusal: too large,
+ * invalid) is halved, in order, until the refused record is alone; that record is replaced by
+ * what `RefusedRecords` gives (a minimal dead letter) and the stream goes on. Any other error no
+ * retry cures (isRetriableSendError), or a replacement refused in turn, ends the sender: that
+ * request and every one queued after it reject with a SendFailedError, so nothing after it is
+ * committed and the service stops with the reason rather than retry forever. Requests queued while
  * one is in flight are merged into the next send (up to `maxRecords` records), so the caller can
  * queue whatever is ready whenever it is ready: the sending side never waits for the caller to
  * notice an acknowledgement before the next request goes out.
@@ -21,7 +24,7 @@
 import type { Message, TopicMessages } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import { unpackMessages, type WireTopicMessages } from './record-packer.js';
-import { isRetriableSendError } from './errors.js';
+import { isRetriableSendError, recordRefusal } from './errors.js';
 import { wakeableSleep } from './sleep.js';
 
 /** What a failed attempt looks like to the caller's hooks (logs, a retry counter). */
@@ -54,11 +57,29 @@ interface Queued {
   readonly reject: (err: Error) => void;
 }
 
+/** A record the broker refused by itself, and what was written in its place. */
+export interface RefusalNotice {
+  readonly topic: string;
+  /** The refused record's size (key, value and headers). */
+  readonly bytes: number;
+  /** The broker's error type and message. */
+  readonly reason: string;
+  /** The topic its replacement went to. */
+  readonly replacedIn: string;
+}
+
+/** What becomes of a record the broker refuses by itself (too large, invalid). */
+export interface RefusedRecords {
+  /** The record to write in its place (a minimal dead letter), or undefined: the sender stops. */
+  replacement(topic: string, message: Message, reason: string): TopicMessages | undefined;
+  onRefused?(notice: RefusalNotice): void;
+}
+
 /** A send failed with an error no retry cures; nothing queued after it is sent. */
 export class SendFailedError extends RnnStreamError {
   override readonly name = 'SendFailedError';
-  constructor(topics: readonly string[], cause: Error) {
-    super(`producing to ${topics.join(', ')} failed and cannot succeed by retrying: ${cause.message}`, { cause, retriable: false });
+  constructor(topics: readonly string[], cause: Error, detail = cause.message) {
+    super(`producing to ${topics.join(', ')} failed and cannot succeed by retrying: ${detail}`, { cause, retriable: false });
   }
 }
 
@@ -74,6 +95,8 @@ export class OrderedSender {
     private readonly send: (topicMessages: TopicMessages[]) => Promise<unknown>,
     private readonly onRetry: (notice: RetryNotice) => void,
     private readonly options: OrderedSenderOptions,
+    /** Without it, a refused record stops the sender like any error no retry cures. */
+    private readonly refused?: RefusedRecords,
   ) {}
 
   /**
@@ -127,7 +150,7 @@ export class OrderedSender {
         try {
           // Only an entry larger than maxBytes by itself needs splitting (record by record).
           const merged = merge(batch);
-          for (const request of bytes <= this.options.maxBytes ? [merged] : splitByBytes(merged, this.options.maxBytes)) await this.sendUntilAcknowledged(request);
+          for (const request of bytes <= this.options.maxBytes ? [merged] : splitByBytes(merged, this.options.maxBytes)) await this.deliver(request, true);
           for (const q of batch) q.resolve();
         } catch (err) {
           for (const q of [...batch, ...this.queue.splice(0)]) q.reject(err as Error);
@@ -139,23 +162,56 @@ export class OrderedSender {
     }
   }
 
-  private async sendUntilAcknowledged(topicMessages: TopicMessages[]): Promise<void> {
+  /**
+   * Sends until acknowledged. A request refused for its records is halved (in order: the first
+   * half acknowledged before the second goes) down to the record at fault, which is replaced
+   * (`mayReplace`: not a replacement itself). The broker refuses a partition's whole batch for one
+   * record in it, so its other records are written by the halves; records of other partitions
+   * that the refused request did write are written again, duplicates that at least once allows
+   * (each carries its source position).
+   */
+  private async deliver(request: TopicMessages[], mayReplace: boolean): Promise<void> {
+    const err = await this.sendUntilAnswered(request);
+    if (err === undefined) return;
+    const refusal = recordRefusal(err);
+    const records = request.reduce((n, t) => n + t.messages.length, 0);
+    if (refusal !== undefined && records > 1) {
+      for (const half of halves(request)) await this.deliver(half, mayReplace);
+      return;
+    }
+    if (refusal !== undefined && records === 1 && mayReplace && this.refused) {
+      const { topic, messages } = request.find((t) => t.messages.length === 1)!;
+      const reason = `${refusal}: ${innermostMessage(err)}`;
+      const replacement = this.refused.replacement(topic, messages[0]!, reason);
+      if (replacement) {
+        await this.deliver([replacement], false);
+        this.refused.onRefused?.({ topic, bytes: recordBytes(messages[0]!), reason, replacedIn: replacement.topic });
+        return;
+      }
+    }
+    const failed = new SendFailedError(
+      request.map((t) => t.topic),
+      err,
+      refusal === undefined ? err.message : `${refusal}: ${innermostMessage(err)}`,
+    );
+    this.aborted ??= failed;
+    throw failed;
+  }
+
+  /** Retries retriable failures with capped backoff; resolves when acknowledged (undefined) or with the error no retry cures. */
+  private async sendUntilAnswered(topicMessages: TopicMessages[]): Promise<Error | undefined> {
     let delay = this.options.initialRetryMs ?? 100;
     for (let attempt = 1; ; attempt++) {
       if (this.aborted) throw this.aborted;
       try {
         await this.send(topicMessages);
-        return;
+        return undefined;
       } catch (err) {
         // Read again: abort() may have come while this attempt was in flight.
         const aborted = this.aborted as Error | undefined;
         if (aborted) throw new RnnStreamError(`${aborted.message}: ${(err as Error).message}`, { cause: err });
         const e = err as Error;
-        if (!isRetriableSendError(e)) {
-          const failed = new SendFailedError(topicMessages.map((t) => t.topic), e);
-          this.aborted ??= failed;
-          throw failed;
-        }
+        if (!isRetriableSendError(e)) return e;
         this.onRetry({ attempt, error: { name: e.name, message: e.message, retriable: true }, retryInMs: delay });
         const sleep = wakeableSleep(delay);
         this.wakeRetry = sleep.wake;
@@ -165,6 +221,28 @@ export class OrderedSender {
       }
     }
   }
+}
+
+/** The innermost cause's message (kafkajs wraps the broker's answer). */
+function innermostMessage(err: Error): string {
+  let e: unknown = err;
+  for (let i = 0; i < 10 && e instanceof Error && e.cause instanceof Error; i++) e = e.cause;
+  return (e as Error).message;
+}
+
+/** A request's records as two requests, the first half of them and the rest, each topic's order kept. */
+export function halves(request: readonly TopicMessages[]): [TopicMessages[], TopicMessages[]] {
+  const total = request.reduce((n, t) => n + t.messages.length, 0);
+  const first: TopicMessages[] = [];
+  const second: TopicMessages[] = [];
+  let left = Math.ceil(total / 2);
+  for (const t of request) {
+    const taken = Math.min(left, t.messages.length);
+    left -= taken;
+    if (taken > 0) first.push({ topic: t.topic, messages: t.messages.slice(0, taken) });
+    if (taken < t.messages.length) second.push({ topic: t.topic, messages: t.messages.slice(taken) });
+  }
+  return [first, second];
 }
 
 /**

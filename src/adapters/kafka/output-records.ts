@@ -3,7 +3,8 @@
  * arrive): dead letters and changelog records. One definition for the at-least-once and the
  * exactly-once sink.
  */
-import type { Message } from 'kafkajs';
+import { createHash } from 'node:crypto';
+import type { Message, TopicMessages } from 'kafkajs';
 import { utf8LengthOver } from '../../core/validation.js';
 import type { DeadLetter } from '../../operators/records.js';
 import { deadLetterJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
@@ -36,4 +37,46 @@ export function changelogMessage(store: KeyStateStore, key: string, state: KeySn
   const value = ended ? null : Buffer.from(store.encode([state]));
   const partition = state.position?.partition;
   return partition === undefined ? { key, value } : { key, value, partition };
+}
+
+/** The topics a refused record may come from, and where its minimal dead letter goes. */
+export interface RefusalTopics {
+  readonly outputTopic: string;
+  readonly dlqTopic: string;
+  readonly dlqPartitions: number;
+}
+
+/**
+ * The minimal dead letter written in place of a prediction or a dead letter that the broker
+ * refused by itself (too large for a topic whose max.message.bytes was lowered after the service
+ * read it, a timestamp outside the topic's bounds): the refused record's source position, key and
+ * size, and, of a dead letter, its reason, input size and input hash; never the refused bytes.
+ * A changelog record has no replacement (undefined): a key's state cannot be skipped, so the
+ * service stops rather than commit past it.
+ */
+export function refusedRecordDeadLetter(topics: RefusalTopics, topic: string, message: Message, refusal: string): TopicMessages | undefined {
+  if (topic !== topics.outputTopic && topic !== topics.dlqTopic) return undefined;
+  const value = message.value == null ? Buffer.alloc(0) : Buffer.from(message.value);
+  const refused = (topic === topics.outputTopic ? 'prediction' : 'dead letter') + ' refused by the broker';
+  const original = parsedObject(value);
+  const fields: Record<string, unknown> = {
+    reason: typeof original.reason === 'string' ? `${original.reason} (its ${refused}: ${refusal})` : `${refused}: ${refusal}`,
+    source: original.source ?? null,
+  };
+  if (typeof original.rawBytes === 'number') Object.assign(fields, { rawBytes: original.rawBytes, rawSha256: original.rawSha256, rawTruncated: true });
+  fields.refused = { topic, bytes: value.length, sha256: createHash('sha256').update(value).digest('hex') };
+  const source = original.source as { partition?: unknown } | undefined;
+  const replacement: Message = { key: message.key ?? null, value: JSON.stringify(fields), headers: { 'rnnstream-reason': String(fields.reason).slice(0, 200) } };
+  if (typeof source?.partition === 'number') replacement.partition = source.partition % topics.dlqPartitions;
+  return { topic: topics.dlqTopic, messages: [replacement] };
+}
+
+/** The record's JSON object, or {} when it is not one (nothing of it is echoed). */
+function parsedObject(value: Buffer): Record<string, unknown> {
+  try {
+    const parsed: unknown = JSON.parse(value.toString('utf8'));
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }

@@ -21,7 +21,8 @@ import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { projectPath } from '../../paths.js';
 import type { KafkaConnection } from './client.js';
-import { OrderedSender, type RequestLimits, type RetryNotice } from './ordered-sender.js';
+import { OrderedSender, type RefusalNotice, type RefusedRecords, type RequestLimits, type RetryNotice } from './ordered-sender.js';
+import { refusedRecordDeadLetter, type RefusalTopics } from './output-records.js';
 import type { WireTopicMessages } from './record-packer.js';
 import { TransactionError, type PartitionTransactions, type TransactionContent, type TransactionSettings } from './transactions.js';
 
@@ -47,6 +48,8 @@ export interface RecordProducer {
 
 export interface ProducerHooks {
   onRetry?(notice: RetryNotice): void;
+  /** A record the broker refused by itself was replaced by a minimal dead letter. */
+  onRefused?(notice: RefusalNotice): void;
 }
 
 /** Logs a failed attempt (what failed, the attempt, when it is retried) and passes it to the hook. */
@@ -55,6 +58,19 @@ export function retryReporter(logger: Logger, hooks: ProducerHooks): (notice: Re
     logger.warn({ attempt: notice.attempt, err: `${notice.error.name}: ${notice.error.message}`, retriable: notice.error.retriable, retryInMs: notice.retryInMs }, 'produce failed; retrying');
     hooks.onRetry?.(notice);
   };
+}
+
+/** Logs a refused record (its topic, size, the broker's reason, where its replacement went) and passes it to the hook. */
+export function refusalReporter(logger: Logger, hooks: ProducerHooks): (notice: RefusalNotice) => void {
+  return (notice) => {
+    logger.warn({ ...notice }, 'the broker refused a record; a minimal dead letter was written in its place');
+    hooks.onRefused?.(notice);
+  };
+}
+
+/** Refused records become minimal dead letters in `topics.dlqTopic`; without topics, a refusal stops the sender. */
+export function refusedRecords(topics: RefusalTopics | undefined, onRefused: (notice: RefusalNotice) => void): RefusedRecords | undefined {
+  return topics && { replacement: (topic, message, reason) => refusedRecordDeadLetter(topics, topic, message, reason), onRefused };
 }
 
 /** A kafkajs producer on the calling thread behind RecordProducer (`producerThread: false`). */
@@ -67,8 +83,10 @@ export class InProcessProducer implements RecordProducer {
     limits: RequestLimits,
     logger: Logger,
     hooks: ProducerHooks = {},
+    refusals?: RefusalTopics,
   ) {
-    this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), limits);
+    const refused = refusedRecords(refusals, refusalReporter(logger, hooks));
+    this.sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), retryReporter(logger, hooks), limits, refused);
   }
 
   connect(): Promise<void> {
@@ -99,6 +117,7 @@ export type WireReply =
   | { id: number; ok: true }
   | { id: number; ok: false; error: { name: string; message: string; retriable: boolean; transaction?: { partition: number; fenced: boolean; producerGone: boolean } } }
   | { retry: RetryNotice }
+  | { refused: RefusalNotice }
   | { log: 'debug' | 'info' | 'warn' | 'error'; fields: object; message: string | undefined };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -107,6 +126,8 @@ export interface ProducerThreadOptions {
   readonly connection: KafkaConnection;
   /** One merged produce request's size. */
   readonly limits: RequestLimits;
+  /** Where a record the broker refuses by itself is replaced by a minimal dead letter (without: the sender stops). */
+  readonly refusals?: RefusalTopics;
   /** Exactly once: the thread also runs the input partitions' transactional producers. */
   readonly transactions?: TransactionSettings;
 }
@@ -125,7 +146,8 @@ export class ProducerThreadError extends RnnStreamError {
     readonly kafkaErrorName: string,
     retriable: boolean,
   ) {
-    super(`${kafkaErrorName}: ${message}`, { retriable });
+    // kafkajs's names say what failed (KafkaJSConnectionError); rnnstream's messages say it already.
+    super(kafkaErrorName.startsWith('KafkaJS') ? `${kafkaErrorName}: ${message}` : message, { retriable });
   }
 }
 
@@ -138,6 +160,7 @@ export class ProducerThread implements RecordProducer, PartitionTransactions {
   constructor(options: ProducerThreadOptions, logger: Logger, hooks: ProducerHooks = {}) {
     this.worker = new Worker(workerScript(), { workerData: options });
     const onRetry = retryReporter(logger, hooks);
+    const onRefused = refusalReporter(logger, hooks);
     this.worker.on('message', (reply: WireReply) => {
       if ('log' in reply) {
         logger[reply.log]({ ...reply.fields, thread: 'producer' }, reply.message);
@@ -145,6 +168,10 @@ export class ProducerThread implements RecordProducer, PartitionTransactions {
       }
       if ('retry' in reply) {
         onRetry(reply.retry);
+        return;
+      }
+      if ('refused' in reply) {
+        onRefused(reply.refused);
         return;
       }
       const waiter = this.pending.get(reply.id);

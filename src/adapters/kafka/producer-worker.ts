@@ -8,7 +8,7 @@ import type { Producer } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 import { createKafka, PRODUCER_CONFIG } from './client.js';
 import { OrderedSender } from './ordered-sender.js';
-import type { ProducerThreadOptions, WireReply, WireRequest } from './producer-thread.js';
+import { refusedRecords, type ProducerThreadOptions, type WireReply, type WireRequest } from './producer-thread.js';
 import { KafkajsTransactions, TransactionError } from './transactions.js';
 
 if (!parentPort) throw new Error('producer-worker.js runs only as a worker thread');
@@ -23,7 +23,12 @@ const logger: Logger = { debug: forward('debug'), info: forward('info'), warn: f
 
 const kafka = createKafka(options.connection, logger);
 const producer: Producer = kafka.producer(PRODUCER_CONFIG);
-const sender = new OrderedSender((topicMessages) => producer.sendBatch({ acks: -1, topicMessages }), (retry) => port.postMessage({ retry } satisfies WireReply), options.limits);
+const sender = new OrderedSender(
+  (topicMessages) => producer.sendBatch({ acks: -1, topicMessages }),
+  (retry) => port.postMessage({ retry } satisfies WireReply),
+  options.limits,
+  refusedRecords(options.refusals, (refused) => port.postMessage({ refused } satisfies WireReply)),
+);
 
 // Exactly once: the partitions' transactional producers live here too, so that kafkajs encodes
 // their records on this thread, as it does the at-least-once producer's.
