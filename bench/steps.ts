@@ -4,11 +4,15 @@
  * beside a plain Float32Array loop and onnxruntime-node's own LSTM/GRU operator, all in one run.
  * Each figure is the median of repeats; ratios are to onnxruntime-node's bare operator.
  *
- *   node dist/bench/steps.js [--json] [--quick] [--backends onnx,webasm,...]
+ * Device backends with a micro-batch path are also timed through it: `--waves W` waves of B keys
+ * per call (W x B key-steps, one upload and one read-back), the way rnnByKey steps a micro-batch.
+ *
+ *   node dist/bench/steps.js [--json] [--quick] [--backends onnx,webasm,...] [--cells lstm,gru]
+ *     [--hidden 32,128] [--batches 1,64,1024,8192] [--rounds N] [--chunk SECONDS] [--waves W] [--no-loop]
  */
 import { availableParallelism, cpus } from 'node:os';
 import { createRequire } from 'node:module';
-import { resolveBackend } from '../src/backends/registry.js';
+import { repeatedMicroBatch, resolveBackend } from '../src/backends/registry.js';
 import { loadOnnxRuntime, openSession } from '../src/backends/onnx.js';
 import { buildStepGraph } from '../src/backends/onnx-graph.js';
 import { BACKEND_NAMES, type BackendName, type StepBackend } from '../src/backends/types.js';
@@ -20,19 +24,25 @@ import { Float32LoopCell } from './float32-loop.js';
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const json = args.includes('--json');
-const only = args.includes('--backends') ? args[args.indexOf('--backends') + 1]!.split(',') : undefined;
+const valueOf = (flag: string): string | undefined => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
+const listOf = (flag: string): string[] | undefined => valueOf(flag)?.split(',');
+const only = listOf('--backends');
 
-const CELLS: CellKind[] = ['lstm', 'gru'];
-const HIDDEN = [32, 128];
-const BATCHES = quick ? [1, 1024] : [1, 64, 1024, 8192];
+const CELLS = (listOf('--cells') ?? ['lstm', 'gru']) as CellKind[];
+const HIDDEN = (listOf('--hidden') ?? ['32', '128']).map(Number);
+const BATCHES = listOf('--batches')?.map(Number) ?? (quick ? [1, 1024] : [1, 64, 1024, 8192]);
+/** Waves per micro-batch call for backends with stepMicroBatch (0: not timed). */
+const WAVES = Number(valueOf('--waves') ?? 8);
+/** The plain Float32Array loop is single-threaded JavaScript: minutes per call at H=512, B=32768. */
+const LOOP = !args.includes('--no-loop');
 const INPUT = 8;
 /**
  * Side by side: contenders are timed in alternating rounds, so a noisy neighbour on this
  * shared machine slows them alike; a round gives each at least CHUNK_SECONDS of calls.
  * Rates are medians over rounds; a ratio is the median of per-round ratios.
  */
-const ROUNDS = quick ? 3 : 11;
-const CHUNK_SECONDS = quick ? 0.03 : 0.08;
+const ROUNDS = Number(valueOf('--rounds') ?? (quick ? 3 : 11));
+const CHUNK_SECONDS = Number(valueOf('--chunk') ?? (quick ? 0.03 : 0.08));
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -110,22 +120,30 @@ async function main(): Promise<void> {
         bare.stateInputs.forEach((n) => (feeds[n] = new ort.Tensor('float32', new Float32Array(batch * hidden), [1, batch, hidden])));
         const h = new Float32Array(batch * hidden);
         const c = new Float32Array(batch * hidden);
-        const names = [`onnxruntime ${cell.toUpperCase()} op`, 'Float32Array loop', ...backends.map((b) => b.name)];
+        const names = [`onnxruntime ${cell.toUpperCase()} op`];
+        /** Key-steps per call of each contender. */
+        const keySteps = [batch];
         const contenders: Contender[] = [
           async () => {
             await session.run(feeds, fetches);
           },
-          () => loop.step(batch, input, h, c),
-          ...backends.map((backend): Contender => {
-            let state = new Float32Array(batch * model.stateSize);
-            let next = new Float32Array(batch * model.stateSize);
-            const output = new Float32Array(batch * model.outputSize);
-            return async () => {
-              await backend.step(batch, input, state, next, output);
-              [state, next] = [next, state];
-            };
-          }),
         ];
+        const add = (name: string, steps: number, fn: Contender): void => {
+          names.push(name);
+          keySteps.push(steps);
+          contenders.push(fn);
+        };
+        if (LOOP) add('Float32Array loop', batch, () => loop.step(batch, input, h, c));
+        for (const backend of backends) {
+          let state = new Float32Array(batch * model.stateSize);
+          let next = new Float32Array(batch * model.stateSize);
+          const output = new Float32Array(batch * model.outputSize);
+          add(backend.name, batch, async () => {
+            await backend.step(batch, input, state, next, output);
+            [state, next] = [next, state];
+          });
+          if (backend.stepMicroBatch && backend.device && WAVES > 0) add(`${backend.name} micro-batch`, WAVES * batch, repeatedMicroBatch(backend, model, batch, WAVES).call);
+        }
         // Each contender is paired with onnxruntime's operator and the two alternate, so the
         // ratio compares neighbours in time; the operator's own rate is the median of all pairs.
         const ortAll: number[] = [];
@@ -137,8 +155,9 @@ async function main(): Promise<void> {
             hidden,
             batch,
             name: names[i]!,
-            keyStepsPerSecond: batch / median(rounds!),
-            ratioToOrt: median(rounds!.map((sec, r) => ortRounds![r]! / sec)),
+            keyStepsPerSecond: keySteps[i]! / median(rounds!),
+            // Per key-step: a micro-batch call does WAVES times the operator's work.
+            ratioToOrt: median(rounds!.map((sec, r) => (ortRounds![r]! / sec) * (keySteps[i]! / batch))),
           });
         }
         rows.push({ cell, hidden, batch, name: names[0]!, keyStepsPerSecond: batch / median(ortAll), ratioToOrt: 1 });

@@ -8,7 +8,7 @@ import type { CellKind, RnnModel } from '../core/model.js';
 import { createRng } from '../core/prng.js';
 import { randomModel } from '../core/random-model.js';
 import { ReferenceBackend } from './reference.js';
-import type { StepBackend } from './types.js';
+import { waveStarts, type StepBackend } from './types.js';
 
 export interface ConformanceCase {
   readonly label: string;
@@ -94,8 +94,60 @@ export async function compareWithReference(
   return { worstAbsError: worst, referenceMagnitude: maxAbsDiff(stateR, new Float32Array(stateR.length)) };
 }
 
+/**
+ * The first `keys` keys of a segment-major state block of `blockKeys` keys, as a block of their
+ * own (the keys a wave carries on to the next).
+ */
+function firstKeys(model: RnnModel, block: Float32Array, blockKeys: number, keys: number): Float32Array {
+  const out = new Float32Array(keys * model.stateSize);
+  for (const seg of model.stateSegments) out.set(block.subarray(blockKeys * seg.offset, blockKeys * seg.offset + keys * seg.size), keys * seg.offset);
+  return out;
+}
+
+/**
+ * `stepMicroBatch` beside the reference stepped wave by wave: `keys` keys with 1..maxEvents
+ * events each (most first, as rnnByKey numbers them) and a random starting state, in one call.
+ */
+export async function compareMicroBatchWithReference(
+  backend: StepBackend,
+  model: RnnModel,
+  keys: number,
+  options: { readonly maxEvents?: number; readonly seed?: number } = {},
+): Promise<ConformanceResult> {
+  if (!backend.stepMicroBatch) throw new Error(`the ${backend.name} backend has no micro-batch path`);
+  const rng = createRng(options.seed ?? keys * 17);
+  const counts = Array.from({ length: keys }, () => 1 + Math.floor(rng.next() * (options.maxEvents ?? 12))).sort((a, b) => b - a);
+  const waveSizes = Int32Array.from({ length: counts[0]! }, (_, w) => counts.filter((c) => c > w).length);
+  const { starts, rows } = waveStarts(waveSizes);
+  const S = model.stateSize;
+  const O = model.outputSize;
+  const I = model.inputSize;
+  const input = Float32Array.from({ length: rows * I }, () => rng.normal() * 1.5);
+  const state = Float32Array.from({ length: keys * S }, () => rng.normal() * 0.5);
+  const mb = { keys, waveSizes, input, state, finalState: new Float32Array(keys * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+  await backend.stepMicroBatch(mb);
+  const reference = new ReferenceBackend(model);
+  const expectedStates = new Float32Array(rows * S);
+  const expectedOutput = new Float32Array(rows * O);
+  const expectedFinal = new Float32Array(keys * S);
+  let before: Float32Array = state;
+  for (let w = 0; w < waveSizes.length; w++) {
+    const n = waveSizes[w]!;
+    const into = expectedStates.subarray(starts[w]! * S, (starts[w]! + n) * S);
+    reference.step(n, input.subarray(starts[w]! * I), before, into, expectedOutput.subarray(starts[w]! * O));
+    // Keys n_{w+1}..n_w-1 had their last event in this wave.
+    const ending = w + 1 < waveSizes.length ? waveSizes[w + 1]! : 0;
+    for (const seg of model.stateSegments) expectedFinal.set(into.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), keys * seg.offset + ending * seg.size);
+    if (w + 1 < waveSizes.length) before = firstKeys(model, into, n, waveSizes[w + 1]!);
+  }
+  const diff = Math.max(maxAbsDiff(mb.states, expectedStates), maxAbsDiff(mb.finalState, expectedFinal), maxAbsDiff(mb.output, expectedOutput));
+  return { worstAbsError: Number.isNaN(diff) ? Infinity : diff, referenceMagnitude: maxAbsDiff(expectedStates, new Float32Array(expectedStates.length)) };
+}
+
 export interface ConformanceCheck extends ConformanceResult {
   readonly passed: boolean;
+  /** Backends with a micro-batch path: that path's check (counted in `passed`). */
+  readonly microBatch?: ConformanceResult;
 }
 
 /**
@@ -103,8 +155,11 @@ export interface ConformanceCheck extends ConformanceResult {
  * reference at `batch` keys, on the same inputs in CI and on the user's host, with the verdict.
  */
 export async function checkConformance(backend: StepBackend, modelCase: ConformanceCase, batch: number): Promise<ConformanceCheck> {
-  const r = await compareWithReference(backend, conformanceModel(modelCase), batch, { seed: batch * 31 + modelCase.label.length });
+  const model = conformanceModel(modelCase);
+  const seed = batch * 31 + modelCase.label.length;
+  const r = await compareWithReference(backend, model, batch, { seed });
+  const microBatch = backend.stepMicroBatch ? await compareMicroBatchWithReference(backend, model, batch, { seed }) : undefined;
   // Written so that NaN fails both comparisons.
-  const passed = r.worstAbsError < CONFORMANCE_SUITE.tolerance && r.referenceMagnitude > CONFORMANCE_SUITE.minReferenceMagnitude;
-  return { ...r, passed };
+  const ok = (c: ConformanceResult): boolean => c.worstAbsError < CONFORMANCE_SUITE.tolerance && c.referenceMagnitude > CONFORMANCE_SUITE.minReferenceMagnitude;
+  return { ...r, passed: ok(r) && (microBatch === undefined || ok(microBatch)), ...(microBatch ? { microBatch } : {}) };
 }

@@ -18,7 +18,10 @@ interface KernelThis {
   constants: { inputSize: number; hiddenSize: number; gateRows: number };
 }
 
-/** rnn and lstm: output [gateRows, B], one pre-activation per gate row and key. */
+/**
+ * rnn and lstm: output [gateRows, B], one pre-activation per gate row and key. `h` is the
+ * layer's state as `update` writes it (an LSTM's row is [h, c]; only h is read here).
+ */
 export function gatesSummed(this: KernelThis, x: any, h: any, wih: any, whh: any, bih: any, bhh: any): number {
   const r = this.thread.x;
   const b = this.thread.y;
@@ -59,8 +62,11 @@ export function updateRnn(this: KernelThis, g: any): number {
   return 2 / (1 + Math.exp(-2 * g[this.thread.y][this.thread.x])) - 1;
 }
 
-/** lstm: output [2H, B]; columns [0, H) are h', [H, 2H) are c' (so a row starts with h'). */
-export function updateLstm(this: KernelThis, g: any, c: any): number {
+/**
+ * lstm: output [2H, B]; columns [0, H) are h', [H, 2H) are c' (so a row starts with h', and the
+ * next layer reads it as its input). `state` is the layer's state in the same layout.
+ */
+export function updateLstm(this: KernelThis, g: any, state: any): number {
   const H = this.constants.hiddenSize;
   const b = this.thread.y;
   let j = this.thread.x;
@@ -70,7 +76,7 @@ export function updateLstm(this: KernelThis, g: any, c: any): number {
   const ig = 1 / (1 + Math.exp(-g[b][j]));
   const fg = 1 / (1 + Math.exp(-g[b][H + j]));
   const gg = 2 / (1 + Math.exp(-2 * g[b][2 * H + j])) - 1;
-  const cNext = fg * c[b][j] + ig * gg;
+  const cNext = fg * state[b][H + j] + ig * gg;
   if (this.thread.x < H) {
     const og = 1 / (1 + Math.exp(-g[b][3 * H + j]));
     return og * (2 / (1 + Math.exp(-2 * cNext)) - 1);
@@ -98,4 +104,36 @@ export function headLogits(this: KernelThis, x: any, w: any, bias: any): number 
     s += w[k][j] * x[b][j];
   }
   return s;
+}
+
+/** Row b of `rows` as a kernel output [columns, B]: uploads an array into a device texture once. */
+export function copyRows(this: KernelThis, rows: any): number {
+  return rows[this.thread.y][this.thread.x];
+}
+
+/** A vector as a kernel output [n]: a bias, uploaded once. */
+export function copyVector(this: KernelThis, v: any): number {
+  return v[this.thread.x];
+}
+
+/** Rows start..start+B-1 of `rows` as a kernel output [columns, B]: a wave's input rows, or a narrower bucket of a state. */
+export function sliceRows(this: KernelThis, rows: any, start: number): number {
+  return rows[start + this.thread.y][this.thread.x];
+}
+
+/** Zeros [columns, B]: where accumulateRows starts. */
+export function zeros(this: KernelThis): number {
+  return 0;
+}
+
+/**
+ * `acc` with rows [start, start + n) replaced by `wave`'s rows 0..n-1: a micro-batch's outputs
+ * and states gather here wave by wave on the device, and are read back once at its end.
+ */
+export function accumulateRows(this: KernelThis, acc: any, wave: any, start: number, n: number): number {
+  const r = this.thread.y;
+  if (r >= start && r < start + n) {
+    return wave[r - start][this.thread.x];
+  }
+  return acc[r][this.thread.x];
 }

@@ -18,7 +18,7 @@ import { softmaxInPlace } from '../core/cells.js';
 import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
 import * as K from './gpujs-kernels.js';
-import type { BackendName, BackendProvider, StepBackend } from './types.js';
+import { waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -36,9 +36,9 @@ interface LayerKernels {
 interface BucketKernels {
   readonly layers: LayerKernels[];
   readonly head: AnyKernel;
-  /** Padded host buffers: input [bucket, I], and per segment [bucket, size]. */
+  /** Padded host buffers: input [bucket, I], and per layer its state rows [bucket, cols] (see packLayer). */
   readonly input: Float32Array;
-  readonly segments: Float32Array[];
+  readonly layerRows: Float32Array[];
   verified: boolean;
 }
 
@@ -170,13 +170,35 @@ async function ensureWebGpuAdapter(GPU: any): Promise<string> {
 
 const nextBucket = (n: number): number => (n <= 1 ? 1 : 2 ** Math.ceil(Math.log2(n)));
 
+/** A device texture (GL or WebGPU, from a pipeline kernel) that must be freed, or a host array that need not. */
+const free = (v: unknown): void => {
+  if (v && typeof (v as { delete?: unknown }).delete === 'function') (v as { delete: () => void }).delete();
+};
+
+/** Counted host↔device traffic (see TransferCounts); only device modes count. */
+class Transfers implements TransferCounts {
+  bytesUp = 0;
+  bytesDown = 0;
+  kernelCalls = 0;
+  readBacks = 0;
+  calls = 0;
+}
+
 export class GpuJsBackend implements StepBackend {
   private readonly buckets = new Map<number, BucketKernels>();
+  /** Kernels by shape that are not per wave bucket: uploads, zeros, accumulators. */
+  private readonly shaped = new Map<string, AnyKernel>();
   private disposed = false;
-  /** GL and WebGPU keep intermediates on the device between kernels of one step. */
+  /**
+   * GL and WebGPU: kernel results stay on the device as textures (pipeline kernels), weights are
+   * uploaded once, and only what the caller needs is read back.
+   */
   private readonly deviceResident: boolean;
-  private readonly weights: { wih: unknown; whh: unknown; bih: Float32Array; bhh: Float32Array }[];
-  private readonly headWeights: { w: unknown; b: Float32Array };
+  private weights!: { wih: unknown; whh: unknown; bih: unknown; bhh: unknown }[];
+  private headWeights!: { w: unknown; b: unknown };
+  private readonly counts = new Transfers();
+  /** Index of each layer's first state segment (h; an LSTM's c follows). */
+  private readonly firstSegment: number[] = [];
 
   private constructor(
     readonly name: BackendName,
@@ -187,22 +209,19 @@ export class GpuJsBackend implements StepBackend {
     private readonly gpuJs: any,
   ) {
     this.deviceResident = mode === 'headlessgl' || mode === 'webgpu';
-    const { input } = this.gpuJs;
-    // Weights go in once as GPU.js inputs with their 2D shape, indexed w[row][col] in kernels.
-    this.weights = model.layers.map((l) => {
-      const rows = l.gates * l.hiddenSize;
-      return {
-        wih: input(Float32Array.from(l.weightIh), [l.inputSize, rows]),
-        whh: input(Float32Array.from(l.weightHh), [l.hiddenSize, rows]),
-        bih: Float32Array.from(l.biasIh),
-        bhh: Float32Array.from(l.biasHh),
-      };
-    });
-    const lastH = model.layers[model.layers.length - 1]!.hiddenSize;
-    this.headWeights = {
-      w: input(Float32Array.from(model.head.weight), [lastH, model.outputSize]),
-      b: Float32Array.from(model.head.bias),
-    };
+    let s = 0;
+    for (const layer of model.layers) {
+      this.firstSegment.push(s);
+      s += layer.cell === 'lstm' ? 2 : 1;
+    }
+  }
+
+  get device(): boolean {
+    return this.deviceResident;
+  }
+
+  get transfers(): TransferCounts | undefined {
+    return this.deviceResident ? { ...this.counts } : undefined;
   }
 
   static async create(name: BackendName, mode: GpuJsMode, model: RnnModel): Promise<GpuJsBackend> {
@@ -227,8 +246,10 @@ export class GpuJsBackend implements StepBackend {
     }
     const backend = new GpuJsBackend(name, detail, model, mode, gpu, gpuJs);
     if (mode === 'webgpu') retainWebGpu();
-    // Compile and run the smallest bucket now, so a backend that cannot run fails at selection.
+    // Upload the weights, then compile and run the smallest bucket now, so a backend that cannot
+    // run fails at selection.
     try {
+      await backend.uploadWeights();
       const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
       if (probe) await probe;
     } catch (err) {
@@ -238,42 +259,117 @@ export class GpuJsBackend implements StepBackend {
     return backend;
   }
 
-  private kernel(source: (...a: any[]) => number, output: [number, number], constants: Record<string, number>, pipeline: boolean): AnyKernel {
+  /**
+   * Weights as the kernels index them, w[row][col]: on a device, textures made once (a GPU.js
+   * Input or array argument is uploaded again on every kernel call: 0.26 MB per layer and call
+   * for an H=128 LSTM); on the host, Inputs.
+   */
+  private async uploadWeights(): Promise<void> {
+    // Awaited: a WebGPU kernel's result is a promise.
+    const matrix = async (values: ArrayLike<number>, cols: number, rows: number): Promise<unknown> => await this.resident(Float32Array.from(values), cols, rows);
+    const vector = async (values: ArrayLike<number>): Promise<unknown> => {
+      const v = Float32Array.from(values);
+      if (!this.deviceResident) return v;
+      this.counts.bytesUp += v.byteLength;
+      return await this.run(this.shapedKernel(`vector ${v.length}`, K.copyVector, [v.length], { immutable: true }), v);
+    };
+    this.weights = [];
+    for (const l of this.model.layers) {
+      const rows = l.gates * l.hiddenSize;
+      this.weights.push({ wih: await matrix(l.weightIh, l.inputSize, rows), whh: await matrix(l.weightHh, l.hiddenSize, rows), bih: await vector(l.biasIh), bhh: await vector(l.biasHh) });
+    }
+    const lastH = this.model.layers[this.model.layers.length - 1]!.hiddenSize;
+    this.headWeights = { w: await matrix(this.model.head.weight, lastH, this.model.outputSize), b: await vector(this.model.head.bias) };
+  }
+
+  /**
+   * `values` (`rows` rows of `cols`, row-major) as a [cols, outRows] kernel argument: on a
+   * device, copied into a texture once (its bytes counted; rows past `rows` are padding that
+   * kernels compute on and nobody reads); on the host, as row views padded with zero rows, the
+   * shape kernel results have there (a cpu kernel reading past an array throws), so an
+   * argument never changes type (GPU.js rebuilds a kernel whose argument type changes, and its
+   * rebuilt kernels read LSTM state wrongly on GL and lost dynamicArguments on wasm).
+   */
+  private resident(values: Float32Array, cols: number, rows: number, outRows = rows): unknown {
+    if (!this.deviceResident) {
+      const zero = new Float32Array(cols);
+      return Array.from({ length: Math.max(rows, outRows) }, (_, r) => (r < rows ? values.subarray(r * cols, (r + 1) * cols) : zero));
+    }
+    this.counts.bytesUp += cols * rows * 4;
+    return this.run(this.shapedKernel(`copy ${cols}x${outRows}`, K.copyRows, [cols, outRows], { immutable: true }), this.gpuJs.input(values, [cols, rows]));
+  }
+
+  /**
+   * A GPU.js kernel. `immutable` (device only): each call's result is a texture of its own,
+   * freed by the caller, for results read after the same kernel runs again (a wave reads the
+   * previous wave's update; an accumulator its last value); other kernels reuse one texture.
+   * `dynamic`: argument sizes are uniforms (GL, WebGPU) or checked per call (wasm) rather than
+   * compiled in. Only the cheap copy, slice and accumulate kernels take arguments of varying
+   * size; the step's kernels always get the same shapes, because sizes read from uniforms made
+   * the gate loops run at 0.4x on Mesa. GPU.js's cpu kernels index JavaScript arrays as they
+   * come, and with the flag set read Inputs wrongly (NaN from the second row on).
+   */
+  private kernel(source: (...a: any[]) => number, output: number[], constants: Record<string, number>, options: { immutable?: boolean; dynamic?: boolean } = {}): AnyKernel {
+    const pipeline = this.deviceResident;
     return this.gpu.createKernel(source, {
       output,
       constants,
       pipeline,
+      immutable: pipeline && options.immutable === true,
+      dynamicArguments: options.dynamic === true && this.mode !== 'cpu',
       precision: 'single',
       tactic: 'precision',
       loopMaxIterations: 1 << 16,
     });
   }
 
+  /** A copy, slice, zeros or accumulate kernel of one output shape (its arguments' sizes vary). */
+  private shapedKernel(name: string, source: (...a: any[]) => number, output: number[], options: { immutable: boolean }): AnyKernel {
+    let k = this.shaped.get(name);
+    if (!k) this.shaped.set(name, (k = this.kernel(source, output, {}, { immutable: options.immutable, dynamic: true })));
+    return k;
+  }
+
+  /** One kernel call, counted. */
+  private run(kernel: AnyKernel, ...args: unknown[]): any {
+    this.counts.kernelCalls++;
+    return kernel(...args);
+  }
+
+  /** A device result read back into host rows (counted); a host result is already rows. */
+  private readBack(value: any, cols: number, rows: number): Float32Array[] | Promise<Float32Array[]> {
+    if (!this.deviceResident) return value as Float32Array[];
+    this.counts.readBacks++;
+    this.counts.bytesDown += cols * rows * 4;
+    return value.toArray();
+  }
+
+  /** Columns of layer k's state rows: [h, c] for an LSTM, [h] otherwise (what its update kernel writes). */
+  private stateCols(k: number): number {
+    const layer = this.model.layers[k]!;
+    return layer.cell === 'lstm' ? 2 * layer.hiddenSize : layer.hiddenSize;
+  }
+
   private bucketKernels(bucket: number): BucketKernels {
     const cached = this.buckets.get(bucket);
     if (cached) return cached;
-    const { model, deviceResident } = this;
+    const { model } = this;
     const layers = model.layers.map((layer: LayerWeights): LayerKernels => {
       const H = layer.hiddenSize;
       const gateRows = layer.gates * H;
       const constants = { inputSize: layer.inputSize, hiddenSize: H, gateRows };
-      const gates =
-        layer.cell === 'gru'
-          ? this.kernel(K.gatesSplit, [2 * gateRows, bucket], constants, deviceResident)
-          : this.kernel(K.gatesSummed, [gateRows, bucket], constants, deviceResident);
-      const update =
-        layer.cell === 'lstm'
-          ? this.kernel(K.updateLstm, [2 * H, bucket], constants, deviceResident)
-          : this.kernel(layer.cell === 'gru' ? K.updateGru : K.updateRnn, [H, bucket], constants, deviceResident);
+      const gates = layer.cell === 'gru' ? this.kernel(K.gatesSplit, [2 * gateRows, bucket], constants) : this.kernel(K.gatesSummed, [gateRows, bucket], constants);
+      const updateSource = layer.cell === 'lstm' ? K.updateLstm : layer.cell === 'gru' ? K.updateGru : K.updateRnn;
+      // Immutable: the next wave reads this wave's update while this kernel writes its own.
+      const update = this.kernel(updateSource, [layer.cell === 'lstm' ? 2 * H : H, bucket], constants, { immutable: true });
       return { gates, update };
     });
     const lastH = model.layers[model.layers.length - 1]!.hiddenSize;
-    const head = this.kernel(K.headLogits, [model.outputSize, bucket], { hiddenSize: lastH }, false);
     const kernels: BucketKernels = {
       layers,
-      head,
+      head: this.kernel(K.headLogits, [model.outputSize, bucket], { hiddenSize: lastH }),
       input: new Float32Array(bucket * model.inputSize),
-      segments: model.stateSegments.map((s) => new Float32Array(bucket * s.size)),
+      layerRows: model.layers.map((_, k) => new Float32Array(bucket * this.stateCols(k))),
       verified: false,
     };
     this.buckets.set(bucket, kernels);
@@ -281,72 +377,174 @@ export class GpuJsBackend implements StepBackend {
   }
 
   /**
-   * The step as a plan of kernel calls. It yields each kernel result (a value, a texture, or a
-   * promise on webgpu) and receives it back settled, so one plan serves the synchronous GL,
-   * wasm and cpu kernels and the asynchronous WebGPU ones.
+   * Layer k's state of `keys` keys from a segment-major `state` block into `rows` as its kernels
+   * read it, [keys, cols] (an LSTM's row is h then c); the rest of `rows` is zeroed.
+   */
+  private packLayer(state: Float32Array, keys: number, k: number, rows: Float32Array): Float32Array {
+    const { model } = this;
+    const H = model.layers[k]!.hiddenSize;
+    const cols = this.stateCols(k);
+    const s = this.firstSegment[k]!;
+    const hBase = keys * model.stateSegments[s]!.offset;
+    for (let b = 0; b < keys; b++) rows.set(state.subarray(hBase + b * H, hBase + (b + 1) * H), b * cols);
+    if (cols > H) {
+      const cBase = keys * model.stateSegments[s + 1]!.offset;
+      for (let b = 0; b < keys; b++) rows.set(state.subarray(cBase + b * H, cBase + (b + 1) * H), b * cols + H);
+    }
+    rows.fill(0, keys * cols);
+    return rows;
+  }
+
+  /** One layer's step for a wave: gates, then the update, which is the layer's new state and the next layer's input. */
+  private *layerStep(kb: BucketKernels, k: number, x: unknown, state: unknown): Generator<unknown, unknown, any> {
+    const w = this.weights[k]!;
+    const kernels = kb.layers[k]!;
+    // The gates kernel's one texture is reused by its next call: not freed.
+    const gates = yield this.run(kernels.gates, x, state, w.wih, w.whh, w.bih, w.bhh);
+    return this.model.layers[k]!.cell === 'rnn' ? yield this.run(kernels.update, gates) : yield this.run(kernels.update, gates, state);
+  }
+
+  /**
+   * The per-wave step as a plan of kernel calls. It yields each kernel result (a value, a
+   * texture, or a promise on webgpu) and receives it back settled, so one plan serves the
+   * synchronous GL, wasm and cpu kernels and the asynchronous WebGPU ones.
    */
   private *plan(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): Generator<unknown, void, any> {
     const { model } = this;
-    const { input: inputArg } = this.gpuJs;
     const bucket = nextBucket(batch);
     const kb = this.bucketKernels(bucket);
     const I = model.inputSize;
     kb.input.set(input.subarray(0, batch * I));
     kb.input.fill(0, batch * I);
-    model.stateSegments.forEach((seg, s) => {
-      const buf = kb.segments[s]!;
-      buf.set(state.subarray(batch * seg.offset, batch * (seg.offset + seg.size)));
-      buf.fill(0, batch * seg.size);
-    });
-
-    let x: unknown = inputArg(kb.input, [I, bucket]);
+    const X = yield this.resident(kb.input, I, bucket);
+    let x: unknown = X;
     const updates: unknown[] = [];
-    let s = 0;
     for (let k = 0; k < model.layers.length; k++) {
-      const layer = model.layers[k]!;
-      const w = this.weights[k]!;
-      const H = layer.hiddenSize;
-      const h = inputArg(kb.segments[s]!, [H, bucket]);
-      const gates = yield kb.layers[k]!.gates(x, h, w.wih, w.whh, w.bih, w.bhh);
-      const update =
-        layer.cell === 'lstm'
-          ? yield kb.layers[k]!.update(gates, inputArg(kb.segments[s + 1]!, [H, bucket]))
-          : layer.cell === 'gru'
-            ? yield kb.layers[k]!.update(gates, h)
-            : yield kb.layers[k]!.update(gates);
+      const st = yield this.resident(this.packLayer(state, batch, k, kb.layerRows[k]!), this.stateCols(k), bucket);
+      const update = yield* this.layerStep(kb, k, x, st);
+      free(st);
       updates.push(update);
       x = update;
-      s += layer.cell === 'lstm' ? 2 : 1;
     }
-    const logits: Float32Array[] = yield kb.head(x, this.headWeights.w, this.headWeights.b);
-
+    free(X);
+    const head = yield this.run(kb.head, x, this.headWeights.w, this.headWeights.b);
+    const logits: Float32Array[] = yield this.readBack(head, model.outputSize, bucket);
     // Read back every layer's new state into the caller's segment-major `next` buffer.
-    s = 0;
     for (let k = 0; k < model.layers.length; k++) {
-      const layer = model.layers[k]!;
-      const H = layer.hiddenSize;
-      const rows: Float32Array[] = this.deviceResident ? yield (updates[k] as any).toArray() : (updates[k] as Float32Array[]);
-      const hSeg = model.stateSegments[s]!;
-      const hBase = batch * hSeg.offset;
-      for (let b = 0; b < batch; b++) next.set(rows[b]!.subarray(0, H), hBase + b * H);
-      if (layer.cell === 'lstm') {
-        const cBase = batch * model.stateSegments[s + 1]!.offset;
-        for (let b = 0; b < batch; b++) next.set(rows[b]!.subarray(H, 2 * H), cBase + b * H);
-        s += 2;
-      } else {
-        s += 1;
-      }
+      const rows: Float32Array[] = yield this.readBack(updates[k], this.stateCols(k), bucket);
+      free(updates[k]);
+      this.unpackLayerRows(rows, k, 0, batch, batch, next, 0);
     }
-    const O = model.outputSize;
-    for (let b = 0; b < batch; b++) {
-      const row = output.subarray(b * O, (b + 1) * O);
-      row.set(logits[b]!.subarray(0, O));
-      if (model.head.kind === 'softmax') softmaxInPlace(row);
-    }
+    this.unpackOutputs(logits, 0, batch, output, 0);
     if (!kb.verified) {
       this.verifyKernels(kb);
       kb.verified = true;
     }
+  }
+
+  /**
+   * Layer k's rows [from, from + n) (its h', and c' for an LSTM) into segment-major `into`, a
+   * block of `blockKeys` keys starting at `base`.
+   */
+  private unpackLayerRows(rows: Float32Array[], k: number, from: number, n: number, blockKeys: number, into: Float32Array, base: number): void {
+    const { model } = this;
+    const H = model.layers[k]!.hiddenSize;
+    const s = this.firstSegment[k]!;
+    const hBase = base + blockKeys * model.stateSegments[s]!.offset;
+    for (let b = 0; b < n; b++) into.set(rows[from + b]!.subarray(0, H), hBase + b * H);
+    if (model.layers[k]!.cell === 'lstm') {
+      const cBase = base + blockKeys * model.stateSegments[s + 1]!.offset;
+      for (let b = 0; b < n; b++) into.set(rows[from + b]!.subarray(H, 2 * H), cBase + b * H);
+    }
+  }
+
+  /** Logit rows [from, from + n) into `output` at row `at`, softmaxed if the head is softmax. */
+  private unpackOutputs(logits: Float32Array[], from: number, n: number, output: Float32Array, at: number): void {
+    const O = this.model.outputSize;
+    for (let b = 0; b < n; b++) {
+      const row = output.subarray((at + b) * O, (at + b + 1) * O);
+      row.set(logits[from + b]!.subarray(0, O));
+      if (this.model.head.kind === 'softmax') softmaxInPlace(row);
+    }
+  }
+
+  /**
+   * A whole micro-batch (see MicroBatch): its input rows and its keys' state go up once; wave
+   * by wave, its input rows are sliced out on the device and each layer reads the previous
+   * wave's update where the key sits (row b; narrowed to the wave's bucket when that shrinks),
+   * and each wave's outputs and new states are placed into accumulators that stay on the
+   * device: the keys' latest states ([cols, keys]) and, if asked, every row's. After the last
+   * wave, one read-back of the outputs and one per layer of each state accumulator.
+   */
+  private *microBatchPlan(mb: MicroBatch): Generator<unknown, void, any> {
+    const { model } = this;
+    const I = model.inputSize;
+    const { starts, rows: R } = waveStarts(mb.waveSizes);
+    const U = mb.keys;
+    const bucketR = nextBucket(R);
+    const bucketU = nextBucket(U);
+    // Room for the last wave's slice past row R (its bucket's padding rows).
+    const X = yield this.resident(mb.input, I, R, bucketR + bucketU);
+    const prev: { state: unknown; rows: number }[] = [];
+    const latest: unknown[] = [];
+    const every: unknown[] = [];
+    const zeros = (cols: number, rows: number): unknown => this.run(this.shapedKernel(`zeros ${cols}x${rows}`, K.zeros, [cols, rows], { immutable: true }));
+    for (let k = 0; k < model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      prev.push({ state: yield this.resident(this.packLayer(mb.state, U, k, new Float32Array(U * cols)), cols, U, bucketU), rows: bucketU });
+      latest.push(yield zeros(cols, bucketU));
+      if (mb.states) every.push(yield zeros(cols, bucketR));
+    }
+    let outputs: unknown = yield zeros(model.outputSize, bucketR);
+    for (let w = 0; w < mb.waveSizes.length; w++) {
+      const n = mb.waveSizes[w]!;
+      const bucket = nextBucket(n);
+      const kb = this.bucketKernels(bucket);
+      let x: unknown = yield this.run(this.shapedKernel(`slice ${I}x${bucket}`, K.sliceRows, [I, bucket], { immutable: false }), X, starts[w]!);
+      for (let k = 0; k < model.layers.length; k++) {
+        const cols = this.stateCols(k);
+        const p = prev[k]!;
+        const state = p.rows === bucket ? p.state : yield this.run(this.shapedKernel(`narrow ${cols}x${bucket}`, K.sliceRows, [cols, bucket], { immutable: false }), p.state, 0);
+        const update = yield* this.layerStep(kb, k, x, state);
+        latest[k] = yield* this.accumulate(latest[k], update, cols, bucketU, 0, n);
+        if (mb.states) every[k] = yield* this.accumulate(every[k], update, cols, bucketR, starts[w]!, n);
+        free(p.state);
+        prev[k] = { state: update, rows: bucket };
+        x = update;
+      }
+      const head = yield this.run(kb.head, x, this.headWeights.w, this.headWeights.b);
+      outputs = yield* this.accumulate(outputs, head, model.outputSize, bucketR, starts[w]!, n);
+    }
+    for (const p of prev) free(p.state);
+    free(X);
+    yield* this.readMicroBatch(mb, outputs, latest, every, bucketR, bucketU);
+  }
+
+  /** The micro-batch's accumulators read back (once each) into its output, finalState and states. */
+  private *readMicroBatch(mb: MicroBatch, outputs: unknown, latest: unknown[], every: unknown[], bucketR: number, bucketU: number): Generator<unknown, void, any> {
+    const { model } = this;
+    const { starts, rows: R } = waveStarts(mb.waveSizes);
+    const logits: Float32Array[] = yield this.readBack(outputs, model.outputSize, bucketR);
+    free(outputs);
+    this.unpackOutputs(logits, 0, R, mb.output, 0);
+    for (let k = 0; k < model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      const keys: Float32Array[] = yield this.readBack(latest[k], cols, bucketU);
+      free(latest[k]);
+      this.unpackLayerRows(keys, k, 0, mb.keys, mb.keys, mb.finalState, 0);
+      if (mb.states) {
+        const rows: Float32Array[] = yield this.readBack(every[k], cols, bucketR);
+        free(every[k]);
+        for (let w = 0; w < mb.waveSizes.length; w++) this.unpackLayerRows(rows, k, starts[w]!, mb.waveSizes[w]!, mb.waveSizes[w]!, mb.states, starts[w]! * model.stateSize);
+      }
+    }
+  }
+
+  /** `acc` with rows [start, start + n) from `wave` (a new accumulator; the old one is freed). */
+  private *accumulate(acc: unknown, wave: unknown, cols: number, rows: number, start: number, n: number): Generator<unknown, unknown, any> {
+    const next = yield this.run(this.shapedKernel(`accumulate ${cols}x${rows}`, K.accumulateRows, [cols, rows], { immutable: true }), acc, wave, start, n);
+    free(acc);
+    return next;
   }
 
   private verifyKernels(kb: BucketKernels): void {
@@ -361,7 +559,17 @@ export class GpuJsBackend implements StepBackend {
   }
 
   step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void> {
-    const it = this.plan(batch, input, state, next, output);
+    this.counts.calls++;
+    return this.drive(this.plan(batch, input, state, next, output));
+  }
+
+  stepMicroBatch(mb: MicroBatch): void | Promise<void> {
+    this.counts.calls++;
+    return this.drive(this.microBatchPlan(mb));
+  }
+
+  /** Runs a plan: synchronously while kernels return values, asynchronously from the first promise (webgpu). */
+  private drive(it: Generator<unknown, void, any>): void | Promise<void> {
     let r = it.next();
     while (!r.done) {
       if (r.value instanceof Promise) return this.finishAsync(it, r.value);
@@ -378,7 +586,9 @@ export class GpuJsBackend implements StepBackend {
     for (const kb of this.buckets.values()) {
       for (const k of [...kb.layers.flatMap((l) => [l.gates, l.update]), kb.head]) k.destroy?.();
     }
+    for (const k of this.shaped.values()) k.destroy?.();
     this.buckets.clear();
+    this.shaped.clear();
     this.gpu.destroy?.();
     if (this.mode === 'webgpu' && !this.disposed) {
       releaseWebGpu(this.gpuJs).catch(() => {

@@ -69,8 +69,27 @@ const PROBE_SECONDS = 0.05;
 const PROBE_WARMUP_CALLS = 2;
 const PROBE_MIN_CALLS = 3;
 
-/** Key-steps per second of `backend` at `batch` keys, after warm-up (first calls compile kernels). */
+/** Waves per micro-batch when `auto` times a device backend (a replay micro-batch of the ball fixture holds about 24). */
+const PROBE_WAVES = 8;
+
+/**
+ * Key-steps per second of `backend` at `batch` keys, after warm-up (first calls compile
+ * kernels), driven as rnnByKey will drive it: a device backend with a micro-batch path by
+ * micro-batches of PROBE_WAVES waves (one call each), any other by one step per call.
+ */
 async function measureRate(backend: StepBackend, model: RnnModel, batch: number): Promise<number> {
+  const { call, keySteps } = backend.device && backend.stepMicroBatch ? repeatedMicroBatch(backend, model, batch, PROBE_WAVES) : stepProbe(backend, model, batch);
+  for (let i = 0; i < PROBE_WARMUP_CALLS; i++) await call();
+  let calls = 0;
+  const t0 = performance.now();
+  do {
+    await call();
+    calls++;
+  } while (calls < PROBE_MIN_CALLS || performance.now() - t0 < PROBE_SECONDS * 1000);
+  return (keySteps * calls) / ((performance.now() - t0) / 1000);
+}
+
+function stepProbe(backend: StepBackend, model: RnnModel, batch: number): { call: () => Promise<void>; keySteps: number } {
   const input = new Float32Array(batch * model.inputSize).map((_, i) => Math.sin(i));
   let state = new Float32Array(batch * model.stateSize);
   let next = new Float32Array(batch * model.stateSize);
@@ -79,14 +98,29 @@ async function measureRate(backend: StepBackend, model: RnnModel, batch: number)
     await backend.step(batch, input, state, next, output);
     [state, next] = [next, state];
   };
-  for (let i = 0; i < PROBE_WARMUP_CALLS; i++) await call();
-  let calls = 0;
-  const t0 = performance.now();
-  do {
-    await call();
-    calls++;
-  } while (calls < PROBE_MIN_CALLS || performance.now() - t0 < PROBE_SECONDS * 1000);
-  return (batch * calls) / ((performance.now() - t0) / 1000);
+  return { call, keySteps: batch };
+}
+
+/**
+ * A micro-batch of `waves` waves of all `keys` keys (each key one event per wave), inputs
+ * sin(i); each call steps it, and the keys' final state becomes the next call's starting state.
+ * How `auto` and the step bench time a device backend's micro-batch path.
+ */
+export function repeatedMicroBatch(backend: StepBackend, model: RnnModel, keys: number, waves: number): { call: () => Promise<void>; keySteps: number } {
+  const rows = waves * keys;
+  const mb = {
+    keys,
+    waveSizes: new Int32Array(waves).fill(keys),
+    input: new Float32Array(rows * model.inputSize).map((_, i) => Math.sin(i)),
+    state: new Float32Array(keys * model.stateSize),
+    finalState: new Float32Array(keys * model.stateSize),
+    output: new Float32Array(rows * model.outputSize),
+  };
+  const call = async (): Promise<void> => {
+    await backend.stepMicroBatch!(mb);
+    mb.state.set(mb.finalState);
+  };
+  return { call, keySteps: rows };
 }
 
 const formatRate = (v: number): string => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : `${(v / 1e3).toFixed(1)}k`);

@@ -18,6 +18,46 @@ export const BACKEND_NAMES = ['webgpu', 'gpu', 'onnx', 'webasm', 'cpu', 'referen
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export type BackendChoice = BackendName | 'auto';
 
+/**
+ * A whole micro-batch in one go (`StepBackend.stepMicroBatch`): every wave of it, each key's
+ * events applied in order, with one upload before and one read-back after, instead of a round
+ * trip per wave. Keys are numbered 0..keys-1 by the caller in order of how many events they have
+ * (most first), so wave w holds keys 0..waveSizes[w]-1 and a key's state after wave w is row b
+ * of that wave's result, read by wave w+1 where it sits: no gather or scatter on the device.
+ *
+ * - `input`: [R, inputSize] row-major, R = sum of waveSizes, wave by wave (wave w starts at row
+ *   start_w = waveSizes[0] + ... + waveSizes[w-1]; its row b is key b's event).
+ * - `state`: the keys' state before the micro-batch, segment-major for `keys` keys (as `step`).
+ * - `finalState`: written, each key's state after its last event, laid out as `state`.
+ * - `states`: optional, written, the state after every row: wave w's block at start_w *
+ *   stateSize, segment-major for waveSizes[w] keys (what `step` writes into `next` for that wave).
+ *   Only a changelog needs it (each event's state); without it only `keys` states come back.
+ * - `output`: written, [R, outputSize] row-major.
+ */
+export interface MicroBatch {
+  readonly keys: number;
+  readonly waveSizes: Int32Array;
+  readonly input: Float32Array;
+  readonly state: Float32Array;
+  readonly finalState: Float32Array;
+  readonly states?: Float32Array;
+  readonly output: Float32Array;
+}
+
+/** Host↔device traffic a device backend counted since it was created (a host backend counts none). */
+export interface TransferCounts {
+  /** Bytes uploaded: inputs, states, and weights where they are not resident. */
+  readonly bytesUp: number;
+  /** Bytes read back: outputs and states. */
+  readonly bytesDown: number;
+  /** Kernel launches (one draw or dispatch each). */
+  readonly kernelCalls: number;
+  /** Read-backs, each a wait for the device to finish. */
+  readonly readBacks: number;
+  /** Calls of step and stepMicroBatch. */
+  readonly calls: number;
+}
+
 export interface StepBackend {
   readonly name: BackendName;
   /** What actually runs underneath: device or renderer, library version, threads. */
@@ -27,6 +67,15 @@ export interface StepBackend {
    * onnx) return a promise, and the caller must not touch the arrays until it settles.
    */
   step(batch: number, input: Float32Array, state: Float32Array, next: Float32Array, output: Float32Array): void | Promise<void>;
+  /**
+   * Device backends: every wave of a micro-batch in one submission (see MicroBatch). Per-key
+   * results are those of calling `step` wave by wave.
+   */
+  stepMicroBatch?(batch: MicroBatch): void | Promise<void>;
+  /** Runs on an accelerator: each call is a round trip, so rnnByKey sends whole micro-batches. */
+  readonly device?: boolean;
+  /** Device backends: host↔device traffic so far. */
+  readonly transfers?: TransferCounts;
   dispose(): void;
 }
 
@@ -49,6 +98,17 @@ export interface BackendProvider {
   /** One line for `--help` and the docs. */
   readonly summary: string;
   create(model: RnnModel, options: BackendOptions): Promise<StepBackend>;
+}
+
+/** The first row of each wave, and the total rows, of a micro-batch's waveSizes. */
+export function waveStarts(waveSizes: Int32Array): { starts: Int32Array; rows: number } {
+  const starts = new Int32Array(waveSizes.length);
+  let rows = 0;
+  for (let w = 0; w < waveSizes.length; w++) {
+    starts[w] = rows;
+    rows += waveSizes[w]!;
+  }
+  return { starts, rows };
 }
 
 /** Offset of segment `s` (by its per-key offset) in a segment-major batch state of `batch` keys. */

@@ -20,6 +20,14 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `seconds      ${s.seconds.toFixed(3)}  (setup ${s.setupSeconds.toFixed(3)})`,
     `events/s     ${Math.round(s.eventsPerSecond)}`,
   ];
+  if (s.transfers) {
+    const t = s.transfers;
+    const kb = (n: number): string => `${(n / 1024).toFixed(1)} KiB`;
+    lines.push(
+      `device       ${t.microBatches} micro-batch(es), ${t.waves} wave(s), ${t.microBatchPath ? 'one call per micro-batch' : 'one call per wave'}`,
+      `  per batch  up ${kb(t.perMicroBatch.bytesUp)}, down ${kb(t.perMicroBatch.bytesDown)}, ${t.perMicroBatch.kernelCalls} kernel calls, ${t.perMicroBatch.readBacks} read-backs`,
+    );
+  }
   if (s.accuracy) {
     const a = s.accuracy;
     lines.push(`accuracy     ${pct(a.accuracy)}  (${a.correct}/${a.labelled} labelled events)`);

@@ -1,6 +1,6 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import { z } from 'zod';
-import type { StepBackend } from '../backends/types.js';
+import { waveStarts, type MicroBatch, type StepBackend } from '../backends/types.js';
 import type { StateSegment } from '../core/model.js';
 import type { Carried } from '../pipeline/define.js';
 import { formatZodIssues } from '../core/validation.js';
@@ -55,6 +55,14 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
    * gap; with `first`, a key's first event must carry that number.
    */
   readonly sequence?: { readonly field: string; readonly of: (event: E) => number; readonly consecutive?: boolean; readonly first?: number };
+  /**
+   * Step each micro-batch's waves in one backend call (`stepMicroBatch`: one upload, one
+   * read-back) rather than one call per wave. Default: on for device backends that have it,
+   * where each call is a round trip; host backends step wave by wave, which costs them less.
+   */
+  readonly microBatch?: boolean;
+  /** Called once per micro-batch with its events and waves (replay's transfer figures per micro-batch). */
+  readonly onBatch?: (events: number, waves: number) => void;
 }
 
 /**
@@ -126,6 +134,10 @@ export type KeyedStep<In> =
  * waves:     [a1 b1] [a2]  [b2]
  * rnnByKey:  --------(A1 B1 A2)-B2|     (each A/B carries its key's output)
  * ```
+ *
+ * On a device backend (`microBatch`), the same waves go to the backend in one call
+ * (`stepMicroBatch`) after the host has done every wave's part (slots, checks, features, what
+ * keys remember): results are those of the wave-by-wave calls, bit for bit.
  *
  * Items `keyOf` returns undefined for (dead letters) pass through in order without a step.
  * An event whose features are not finite is `rejected` and does not advance its key's state.
@@ -249,6 +261,28 @@ export function rnnByKey<In, E>(config: RnnByKeyConfig<In, E>): OperatorFunction
     });
 }
 
+/** One accepted event of a micro-batch (the micro-batch path), with what its key held right after it. */
+interface ChainRow {
+  /** Its item's index. */
+  readonly i: number;
+  /** Its features' row in the staging buffer. */
+  readonly staged: number;
+  readonly gap: number;
+  readonly prev: Carried | undefined;
+  readonly steps: number;
+  readonly position: StatePosition | undefined;
+  readonly sequence: number;
+  /** What its key remembered right after it (captureState only). */
+  readonly carry: Float64Array | undefined;
+}
+
+/** A key's accepted events in a micro-batch, in order, and its state before the first. */
+interface Chain {
+  readonly slot: number;
+  readonly initial: Float32Array;
+  readonly rows: ChainRow[];
+}
+
 /** Steps one micro-batch in waves. Holds the batch buffers, sized once for maxBatchSize keys. */
 class WaveStepper<In, E> {
   private readonly input: Float32Array;
@@ -258,6 +292,10 @@ class WaveStepper<In, E> {
   private readonly raw: Float64Array;
   private readonly carryNames: readonly string[];
   private readonly carryOf: readonly ((event: E) => number)[];
+  /** Whether micro-batches go to the backend whole (see RnnByKeyConfig.microBatch). */
+  private readonly microBatch: boolean;
+  /** Accepted events' normalised features in a micro-batch, before they are ordered into waves. */
+  private readonly staged: Float32Array;
 
   constructor(
     private readonly config: RnnByKeyConfig<In, E>,
@@ -270,6 +308,9 @@ class WaveStepper<In, E> {
     this.next = new Float32Array(maxBatchSize * model.stateSize);
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
+    const { backend } = config;
+    this.microBatch = backend.stepMicroBatch !== undefined && (config.microBatch ?? backend.device === true);
+    this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
     this.carryNames = Object.keys(config.carry ?? {});
     this.carryOf = Object.values(config.carry ?? {});
     if (this.carryNames.length !== config.store.carrySize) {
@@ -294,8 +335,10 @@ class WaveStepper<In, E> {
       occurrences.set(key, w + 1);
       (waves[w] ??= []).push(i);
     }
+    this.config.onBatch?.(items.length, waves.length);
     const now = this.scheduler.now();
     this.config.store.evictIdle(now);
+    if (this.microBatch && !this.endsEarly(waves, items, keys, occurrences)) return this.runMicroBatch(waves, items, keys, results, now);
     const next = (w: number): KeyedStep<In>[] | Promise<KeyedStep<In>[]> => {
       for (; w < waves.length; w++) {
         const pending = this.stepWave(waves[w]!, items, keys, results, now);
@@ -304,6 +347,153 @@ class WaveStepper<In, E> {
       return results;
     };
     return next(0);
+  }
+
+  /**
+   * Whether a key ends (`ends`) before its last event in this micro-batch: its next event starts
+   * from a fresh state, which a chain of waves on the device cannot express, so such a
+   * micro-batch is stepped wave by wave (rare: a key's events after its end start a new one).
+   */
+  private endsEarly(waves: number[][], items: In[], keys: (string | undefined)[], occurrences: Map<string, number>): boolean {
+    const { ends, eventOf } = this.config;
+    if (!ends) return false;
+    for (let w = 0; w < waves.length - 1; w++) {
+      for (const i of waves[w]!) if (occurrences.get(keys[i]!)! > w + 1 && ends(eventOf(items[i]!))) return true;
+    }
+    return false;
+  }
+
+  /**
+   * A micro-batch in one backend call: the host's part of every wave first (slots, sequence
+   * checks, features, what each key remembers, in event order), then `stepMicroBatch` over
+   * every accepted event, then the results and each key's final state.
+   */
+  private runMicroBatch(waves: number[][], items: In[], keys: (string | undefined)[], results: KeyedStep<In>[], now: number): KeyedStep<In>[] | Promise<KeyedStep<In>[]> {
+    const chains = new Map<string, Chain>();
+    let accepted = 0;
+    for (const wave of waves) {
+      for (const i of wave) {
+        const row = this.admit(i, items, keys, results, now, accepted, chains);
+        if (row) accepted++;
+      }
+    }
+    if (chains.size === 0) return results;
+    // Keys with the most events first: wave w then holds keys 0..waveSizes[w]-1 (see MicroBatch).
+    const ordered = [...chains.values()].sort((a, b) => b.rows.length - a.rows.length);
+    const batch = this.microBatchOf(ordered);
+    const pending = this.config.backend.stepMicroBatch!(batch);
+    if (pending) return pending.then(() => this.finishMicroBatch(ordered, batch, items, results));
+    return this.finishMicroBatch(ordered, batch, items, results);
+  }
+
+  /**
+   * Item i's host part in a micro-batch: its key's slot, the sequence and feature checks (a
+   * refused event is `rejected` in results), and for an accepted one its features (staged at
+   * row `accepted`) and what its key remembers now, as the wave-by-wave path does after a step.
+   */
+  private admit(i: number, items: In[], keys: (string | undefined)[], results: KeyedStep<In>[], now: number, accepted: number, chains: Map<string, Chain>): ChainRow | undefined {
+    const { store, eventOf, positionOf, sequence, captureState } = this.config;
+    const key = keys[i]!;
+    const slot = store.acquire(key, now);
+    const c = store.chunkOf(slot);
+    const x = slot & (CHUNK_SLOTS - 1);
+    const fresh = c.steps[x] === 0;
+    const event = eventOf(items[i]!);
+    const gap = this.checkSequence(event, c.sequence[x]!, fresh);
+    const prev = this.prevOf(slot);
+    const reason = typeof gap === 'string' ? gap : this.stageFeatures(event, prev, accepted);
+    if (reason !== undefined) {
+      results[i] = { kind: 'rejected', item: items[i]!, key, reason };
+      if (fresh) store.deleteSlot(slot);
+      return undefined;
+    }
+    let chain = chains.get(key);
+    if (!chain) {
+      const S = store.model.stateSize;
+      chains.set(key, (chain = { slot, initial: c.state.slice(x * S, (x + 1) * S), rows: [] }));
+    }
+    const position = positionOf?.(items[i]!);
+    const steps = ++c.steps[x]!;
+    c.partition[x] = position ? position.partition : -1;
+    c.offset[x] = position ? position.offset : 0;
+    if (sequence) c.sequence[x] = sequence.of(event);
+    const C = this.carryOf.length;
+    for (let k = 0; k < C; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
+    const row: ChainRow = { i, staged: accepted, gap: gap as number, prev, steps, position, sequence: c.sequence[x]!, carry: captureState ? c.carry.slice(x * C, (x + 1) * C) : undefined };
+    chain.rows.push(row);
+    return row;
+  }
+
+  /** The event's normalised features into staging row `row`; the reason if one is not finite (the last such, as stepWave says). */
+  private stageFeatures(event: E, prev: Carried | undefined, row: number): string | undefined {
+    const { model } = this.config.store;
+    const { mean, std } = model.normalization;
+    const I = model.inputSize;
+    const raw = this.raw;
+    raw.fill(Number.NaN);
+    this.config.features(event, prev, raw);
+    let bad = -1;
+    for (let f = 0; f < I; f++) {
+      const v = (raw[f]! - mean[f]!) / std[f]!;
+      if (!Number.isFinite(v)) bad = f;
+      this.staged[row * I + f] = v;
+    }
+    return bad < 0 ? undefined : `feature "${model.features[bad]}" is not finite (${raw[bad]})`;
+  }
+
+  /** The backend's view of the chains: wave sizes, input rows wave by wave, the keys' starting state. */
+  private microBatchOf(ordered: Chain[]): MicroBatch {
+    const { model } = this.config.store;
+    const I = model.inputSize;
+    const S = model.stateSize;
+    const U = ordered.length;
+    const waveSizes = new Int32Array(ordered[0]!.rows.length);
+    for (const chain of ordered) for (let w = 0; w < chain.rows.length; w++) waveSizes[w]!++;
+    const { starts, rows } = waveStarts(waveSizes);
+    const input = new Float32Array(rows * I);
+    const state = new Float32Array(U * S);
+    ordered.forEach((chain, u) => {
+      chain.rows.forEach((row, w) => input.set(this.staged.subarray(row.staged * I, (row.staged + 1) * I), (starts[w]! + u) * I));
+      for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
+    });
+    const finalState = new Float32Array(U * S);
+    const output = new Float32Array(rows * model.outputSize);
+    return { keys: U, waveSizes, input, state, finalState, output, ...(this.config.captureState ? { states: new Float32Array(rows * S) } : {}) };
+  }
+
+  /** Each accepted event's result, in order per key, and each key's state after its last one. */
+  private finishMicroBatch(ordered: Chain[], batch: MicroBatch, items: In[], results: KeyedStep<In>[]): KeyedStep<In>[] {
+    const { store, eventOf, ends, classify, captureState } = this.config;
+    const { model } = store;
+    const S = model.stateSize;
+    const O = model.outputSize;
+    const { starts } = waveStarts(batch.waveSizes);
+    ordered.forEach((chain, u) => {
+      const c = store.chunkOf(chain.slot);
+      const x = chain.slot & (CHUNK_SLOTS - 1);
+      const key = c.keys[x]!;
+      let ended = false;
+      chain.rows.forEach((row, w) => {
+        const n = batch.waveSizes[w]!;
+        const at = starts[w]! + u;
+        const out = batch.output.slice(at * O, (at + 1) * O);
+        let best = 0;
+        for (let k = 1; k < O; k++) if (out[k]! > out[best]!) best = k;
+        const previousClass = c.lastClass[x]!;
+        if (classify) c.lastClass[x] = best;
+        const item = items[row.i]!;
+        const captured = captureState
+          ? new WaveStateCapture(batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), n, u, model.stateSegments, S, key, row.steps, c.lastSeen[x]!, row.position, row.sequence, row.carry!, c.lastClass[x]!)
+          : undefined;
+        ended = ends?.(eventOf(item)) === true;
+        results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, prev: row.prev, captured, gap: row.gap, ended, previousClass };
+      });
+      // The key's state after its last event.
+      const U = batch.keys;
+      for (const seg of model.stateSegments) c.state.set(batch.finalState.subarray(U * seg.offset + u * seg.size, U * seg.offset + (u + 1) * seg.size), x * S + seg.offset);
+      if (ended) store.deleteSlot(chain.slot);
+    });
+    return results;
   }
 
   /** What the key in `slot` remembers of its last event, by name; undefined when it has none. */

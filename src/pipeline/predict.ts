@@ -75,6 +75,10 @@ export interface PredictOptions extends DecodeOptions {
   readonly prequential?: PrequentialTracker;
   /** Attach each key's state after each step to its prediction (see rnnByKey). */
   readonly captureState?: boolean;
+  /** Whole micro-batches per backend call (see rnnByKey's microBatch; default: device backends). */
+  readonly microBatch?: boolean;
+  /** Called once per micro-batch with its events and waves. */
+  readonly onBatch?: (events: number, waves: number) => void;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
   readonly alreadyApplied?: (key: string, source: SourcePosition) => boolean;
 }
@@ -201,6 +205,8 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       queue: options.queue,
       captureState: options.captureState,
       sequence: pipeline.sequence,
+      microBatch: options.microBatch,
+      onBatch: options.onBatch,
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { resolveBackend, type SkippedBackend } from '../backends/registry.js';
-import { BACKEND_NAMES } from '../backends/types.js';
+import { BACKEND_NAMES, type TransferCounts } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
 import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
@@ -37,6 +37,8 @@ export const replayOptionsSchema = z
     keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
     idleTtlMs: z.number().positive().optional(),
     threads: z.int().positive().optional(),
+    /** Whole micro-batches per backend call (default: on for device backends, see rnnByKey). */
+    microBatch: z.boolean().optional(),
     /** Inputs longer than this are dead-lettered unparsed, as in the service. */
     maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
   })
@@ -66,6 +68,14 @@ export interface ReplaySummary {
   /** The process's peak resident memory so far (bytes). */
   readonly maxRssBytes: number;
   readonly accuracy?: AccuracyReport;
+  /** Device backends: host↔device traffic counted by the backend, in all and per micro-batch. */
+  readonly transfers?: TransferCounts & {
+    readonly microBatches: number;
+    readonly waves: number;
+    /** Whether each micro-batch went to the backend whole (one call) or wave by wave. */
+    readonly microBatchPath: boolean;
+    readonly perMicroBatch: { readonly bytesUp: number; readonly bytesDown: number; readonly kernelCalls: number; readonly readBacks: number };
+  };
   /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
   readonly prequential?: {
     readonly scored: number;
@@ -104,6 +114,9 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
   const prequential = prequentialFor(pipeline, model);
   let blankLines = 0;
+  const batches = { microBatches: 0, waves: 0 };
+  // Counted from here: the backend's own set-up (weights, a probe step) is not the stream's.
+  const transfersAtStart = backend.transfers;
   const setupSeconds = (performance.now() - setupStart) / 1000;
 
   // Only realtime pacing calls this: parsing a line twice costs nothing at event-time speed.
@@ -123,7 +136,19 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
       pipeline,
       model,
       store,
-      predict: { backend, queue, prequential, maxBatchSize: opts.maxBatchSize, maxWaitMs: opts.maxWaitMs, maxBytes: opts.maxMessageBytes },
+      predict: {
+        backend,
+        queue,
+        prequential,
+        maxBatchSize: opts.maxBatchSize,
+        maxWaitMs: opts.maxWaitMs,
+        maxBytes: opts.maxMessageBytes,
+        microBatch: opts.microBatch,
+        onBatch: (_events, waves) => {
+          batches.microBatches++;
+          batches.waves += waves;
+        },
+      },
       logger,
     }).done;
   } finally {
@@ -135,6 +160,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const seconds = (performance.now() - started) / 1000;
   const events = predictions + deadLettered;
   const stats = store.stats;
+  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, opts.microBatch ?? (backend.stepMicroBatch !== undefined && backend.device === true));
   return {
     pipeline: pipeline.name,
     input,
@@ -158,6 +184,15 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     setupSeconds,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
+    ...(transfers ? { transfers } : {}),
     ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy, scoredBy: pipeline.outcome ? ('next event' as const) : ('last event' as const) } } : {}),
   };
+}
+
+/** A device backend's traffic during the stream (end minus start), in all and per micro-batch. */
+function transfersSince(start: TransferCounts | undefined, end: TransferCounts | undefined, batches: { microBatches: number; waves: number }, microBatchPath: boolean): ReplaySummary['transfers'] {
+  if (!start || !end) return undefined;
+  const d = { bytesUp: end.bytesUp - start.bytesUp, bytesDown: end.bytesDown - start.bytesDown, kernelCalls: end.kernelCalls - start.kernelCalls, readBacks: end.readBacks - start.readBacks, calls: end.calls - start.calls };
+  const per = (n: number): number => (batches.microBatches > 0 ? Math.round(n / batches.microBatches) : 0);
+  return { ...d, ...batches, microBatchPath, perMicroBatch: { bytesUp: per(d.bytesUp), bytesDown: per(d.bytesDown), kernelCalls: per(d.kernelCalls), readBacks: per(d.readBacks) } };
 }

@@ -10,7 +10,7 @@
 import type { Server } from 'node:http';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
-import type { StepBackend } from '../backends/types.js';
+import type { MicroBatch, StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
@@ -58,18 +58,25 @@ type Config = ResolvedConfig['config'];
 
 /** Times every backend step into the metrics. */
 function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend {
+  const timed = (keys: number, call: () => void | Promise<void>): void | Promise<void> => {
+    metrics.batchSize.observe(keys);
+    const end = metrics.stepSeconds.startTimer();
+    const r = call();
+    if (r) return r.finally(end);
+    end();
+    return undefined;
+  };
+  const stepMicroBatch = backend.stepMicroBatch?.bind(backend);
   return {
     name: backend.name,
     detail: backend.detail,
-    dispose: () => backend.dispose(),
-    step: (batch, input, state, next, output) => {
-      metrics.batchSize.observe(batch);
-      const end = metrics.stepSeconds.startTimer();
-      const r = backend.step(batch, input, state, next, output);
-      if (r) return r.finally(end);
-      end();
-      return undefined;
+    device: backend.device,
+    get transfers() {
+      return backend.transfers;
     },
+    dispose: () => backend.dispose(),
+    step: (batch, input, state, next, output) => timed(batch, () => backend.step(batch, input, state, next, output)),
+    ...(stepMicroBatch ? { stepMicroBatch: (mb: MicroBatch) => timed(mb.keys, () => stepMicroBatch(mb)) } : {}),
   };
 }
 

@@ -24,6 +24,7 @@ export function registerReplay(program: Command): void {
     .option('--key-capacity <n>', 'most keys held in memory; the least recently used is evicted past it (default 1000000)', positiveInt('--key-capacity'))
     .option('--max-message-bytes <n>', 'dead-letter lines longer than this, unparsed (default 1048576, as the service)', positiveInt('--max-message-bytes'))
     .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
+    .option('--no-micro-batch', 'step device backends wave by wave (one round trip per wave) instead of one call per micro-batch')
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
       const json = Boolean(opts.json);
@@ -42,6 +43,8 @@ export function registerReplay(program: Command): void {
           keyCapacity: opts.keyCapacity,
           idleTtlMs: opts.idleTtl,
           maxMessageBytes: opts.maxMessageBytes,
+          // commander's --no-micro-batch: false when given, else the backend's default.
+          ...(opts.microBatch === false ? { microBatch: false } : {}),
         },
         {
           logger: consoleLogger('warn'),

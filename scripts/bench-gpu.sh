@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The prepared GPU check (`npm run bench:gpu`): conformance of every backend that runs (the
+# micro-batch path included), the step bench for LSTM and GRU at H in {32, 128, 512} and B in
+# {1, 64, 1024, 8192, 32768} on webgpu (one step per call, and 8 waves per micro-batch call)
+# beside onnxruntime's CPU operator on this host's cores, and replay of the ball fixture on
+# webgpu (per micro-batch and wave by wave) and on onnx. Writes one markdown file, bench-gpu.md,
+# in --out (default: the current directory). Sized to finish in under 8 minutes on a GPU host.
+#
+#   npm run bench:gpu                              # a GPU host that can install what is missing
+#   bash scripts/bench-gpu.sh --bundle .gpu-bundle --out "$OUT"
+#                                                  # a host that can fetch nothing: what
+#                                                  # scripts/gpu-bundle.sh packed here
+#   BENCH_GPU_BACKENDS=gpu BENCH_GPU_QUICK=1 xvfb-run -a bash scripts/bench-gpu.sh
+#                                                  # the script itself, checked without a GPU
+#                                                  # (headless-gl on Mesa, a small grid)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle=""
+out="."
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle) bundle="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "usage: bench-gpu.sh [--bundle DIR] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+device_backends="${BENCH_GPU_BACKENDS:-webgpu}"
+mkdir -p "$out"
+report="$out/bench-gpu.md"
+log="$out/bench-gpu.log"
+: >"$log"
+node=node
+
+# What the host needs: the built project and its packages, the webgpu package (Dawn), and the
+# Vulkan loader through which Dawn reaches the GPU's driver.
+if [ -n "$bundle" ]; then
+  tar -C "$bundle" -xJf "$bundle/rnnstream.tar.xz"
+  rm -rf dist node_modules && mv "$bundle/rnnstream/dist" "$bundle/rnnstream/node_modules" .
+  node="$bundle/bin/node"
+  if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+    for f in "$bundle"/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+    ldconfig
+  fi
+else
+  [ -d node_modules ] || npm ci --no-audit --no-fund
+  [ -e node_modules/webgpu/package.json ] || npm install --no-save --no-audit --no-fund webgpu@0.4.0
+  if ! ldconfig -p | grep -q 'libvulkan.so.1' && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq --no-install-recommends libvulkan1 >/dev/null
+  fi
+  [ -d dist/src ] || npm run build --silent
+fi
+# A driver's ICD outside the loader's default folders (seen on lent NVIDIA machines).
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+
+gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+{
+  echo "# GPU bench: ${gpu_name:-no nvidia-smi}"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Node $("$node" --version), device backends: $device_backends."
+  echo
+  echo '## Conformance (`rnnstream backends --check`)'
+  echo
+  echo '```'
+  timeout 150 "$node" dist/src/cli/main.js backends --check 2>>"$log" || echo "(backends --check ended with code $?)"
+  echo '```'
+  echo
+  echo '## Key-steps per second (`dist/bench/steps.js`)'
+  echo
+  if [ -n "${BENCH_GPU_QUICK:-}" ]; then grid=(--hidden 32 --batches 1,1024 --rounds 3 --chunk 0.03); else grid=(--hidden 32,128,512 --batches 1,64,1024,8192,32768 --rounds 3 --chunk 0.05); fi
+  timeout 330 "$node" dist/bench/steps.js --backends "$device_backends,onnx" --cells lstm,gru "${grid[@]}" --waves 8 --no-loop 2>>"$log" || echo "(steps bench ended with code $?)"
+  echo
+  echo '## Replay of the ball fixture (`rnnstream replay --pipeline ball-direction --json`)'
+  echo
+  echo '| backend | path | events/s | per micro-batch: up | down | kernel calls | read-backs |'
+  echo '|---|---|---|---|---|---|---|'
+  for run in "$device_backends" "$device_backends --no-micro-batch" onnx; do
+    # shellcheck disable=SC2086
+    timeout 120 "$node" dist/src/cli/main.js replay --pipeline ball-direction --backend $run --json 2>>"$log" |
+      "$node" -e '
+        let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+          if (!s.trim()) { console.log(`| ${process.argv[1]} | failed (see bench-gpu.log) | | | | | |`); return; }
+          const r = JSON.parse(s), t = r.transfers, kib = (n) => (n / 1024).toFixed(1) + " KiB";
+          const path = t ? (t.microBatchPath ? "one call per micro-batch" : "one call per wave") : "host";
+          const per = t ? t.perMicroBatch : undefined;
+          console.log(`| ${r.backend.name} | ${path} | ${Math.round(r.eventsPerSecond)} | ${per ? kib(per.bytesUp) : "-"} | ${per ? kib(per.bytesDown) : "-"} | ${per ? per.kernelCalls : "-"} | ${per ? per.readBacks : "-"} |`);
+        });' "$run"
+  done
+} >"$report"
+cat "$report"
