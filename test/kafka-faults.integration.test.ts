@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { projectPath } from '../src/paths.js';
 import { cli } from './support/cli.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { brokerControl, comparePredictions, kafkaClient, dedupeByKey, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor, type Prediction } from './support/kafka.js';
+import { brokerControl, comparePredictions, kafkaClient, readToEnd, dedupeByKey, exited, freshTopics, healthOf, httpAddressOf, produce, readTopic, spawnService, topicSize, waitFor, type Prediction } from './support/kafka.js';
 
 type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
 
@@ -101,6 +101,39 @@ describe('faults and bad input on a real broker', () => {
       await exited(service);
     }
     expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+  }, 120_000);
+
+  it('exactly once: the transaction with a refused dead letter is aborted and sent again isolated, with the minimal dead letter in its place; nothing twice', async () => {
+    const t = freshTopics('refused-eos');
+    const service = spawnService(['--config', h.config(t, { guarantee: 'exactly-once' })]);
+    const big = `not json ${'x'.repeat(50_000)}`;
+    let refused = NaN;
+    try {
+      const http = await httpAddressOf(service);
+      await lowerMaxMessageBytes(h.brokers, t.dlqTopic, 2000);
+      await produce(h.brokers, t.inputTopic, [
+        { key: 'k', value: frame('b-good', 0) },
+        { key: 'k', value: big },
+        { key: 'k', value: frame('b-good', 1) },
+      ]);
+      await readTopic(h.brokers, t.outputTopic, 2);
+      await readTopic(h.brokers, t.dlqTopic, 1);
+      refused = await metric(http, 'rnnstream_records_refused_total');
+    } finally {
+      service.kill('SIGTERM');
+      await exited(service);
+    }
+    expect(service.exitCode, service.output().slice(-2000)).toBe(0);
+    expect(service.output()).toMatch(/the transaction was aborted and is sent again isolated/);
+    const predictions = (await readToEnd(h.brokers, t.outputTopic)).messages;
+    const dead = (await readToEnd(h.brokers, t.dlqTopic)).messages;
+    expect(predictions.map((m) => m.key)).toEqual(['b-good', 'b-good']);
+    expect(dead).toHaveLength(1);
+    const record = JSON.parse(dead[0]!.value) as { reason: string; rawBytes: number; raw?: string; refused: { bytes: number } };
+    process.stderr.write(`refused (exactly once): a ${record.refused.bytes}-byte dead letter replaced by a ${dead[0]!.value.length}-byte one\n`);
+    expect(record.reason).toMatch(/\(its dead letter refused by the broker: MESSAGE_TOO_LARGE: /);
+    expect([record.rawBytes, record.raw]).toEqual([big.length, undefined]);
+    expect(refused).toBe(1);
   }, 120_000);
 
   it('when the minimal dead letter is refused too, the service stops with one line and exit code 1, committing nothing past the record', async () => {

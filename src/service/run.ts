@@ -16,7 +16,7 @@ import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import { KafkaSource } from '../adapters/kafka/kafka-source.js';
-import { InProcessProducer, ProducerThread, type ProducerHooks, type RecordProducer } from '../adapters/kafka/producer-thread.js';
+import { InProcessProducer, ProducerThread, refusalReporter, type ProducerHooks, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { packMessages } from '../adapters/kafka/record-packer.js';
 import { KafkaSink } from '../adapters/kafka/sink.js';
 import { createSerial, type Serial } from '../adapters/kafka/serial.js';
@@ -185,13 +185,16 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
     group: config.group,
     transactionTimeoutMs: config.transactionTimeoutMs,
     maxRequestBytes: Math.min(config.produceBatchBytes, clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES),
+    // A record the broker refuses by itself becomes a minimal dead letter, in the same transaction.
+    refusals: { outputTopic: config.outputTopic, dlqTopic: config.dlqTopic, dlqPartitions: clients.layout.dlqPartitions },
   };
+  const onRefused = (): void => metrics.recordsRefused.inc();
   const committedOffset = (partition: number): Promise<number | undefined> =>
     fetchCommittedOffset(clients.admin, clients.adminCalls, { group: config.group, topic: config.inputTopic, partition }, { onRetry: (err) => logger.warn({ partition, err: err.message }, 'reading the committed offset: retrying') });
   // On the producer thread, as the at-least-once producer: kafkajs encodes records in JavaScript.
   const transactions = config.producerThread
-    ? new ProducerThread({ connection, limits: { maxRecords: config.produceBatchSize, maxBytes: settings.maxRequestBytes }, transactions: settings }, logger)
-    : new KafkajsTransactions(createKafka(connection, logger), settings, logger);
+    ? new ProducerThread({ connection, limits: { maxRecords: config.produceBatchSize, maxBytes: settings.maxRequestBytes }, transactions: settings }, logger, { onRefused })
+    : new KafkajsTransactions(createKafka(connection, logger), settings, logger, refusalReporter(logger, { onRefused }));
   const sink = new TransactionalSink(
     transactions,
     config,

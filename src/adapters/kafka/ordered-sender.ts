@@ -224,7 +224,7 @@ export class OrderedSender {
 }
 
 /** The innermost cause's message (kafkajs wraps the broker's answer). */
-function innermostMessage(err: Error): string {
+export function innermostMessage(err: Error): string {
   let e: unknown = err;
   for (let i = 0; i < 10 && e instanceof Error && e.cause instanceof Error; i++) e = e.cause;
   return (e as Error).message;
@@ -262,7 +262,7 @@ function headersBytes(headers: Message['headers'] | Record<string, string> | nul
 /** A packed topic's headers (dead letters carry them), summed. */
 const packedHeaderBytes = (headers: WireTopicMessages['headers']): number => (headers ? headers.reduce((n, h) => n + headersBytes(h), 0) : 0);
 
-const recordBytes = (m: Message): number => RECORD_OVERHEAD_BYTES + (m.key ? Buffer.byteLength(m.key) : 0) + (m.value ? Buffer.byteLength(m.value) : 0) + headersBytes(m.headers);
+export const recordBytes = (m: Message): number => RECORD_OVERHEAD_BYTES + (m.key ? Buffer.byteLength(m.key) : 0) + (m.value ? Buffer.byteLength(m.value) : 0) + headersBytes(m.headers);
 
 /**
  * One request as consecutive requests of at most `maxBytes` each (a record larger than that goes

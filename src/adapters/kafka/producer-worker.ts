@@ -32,7 +32,7 @@ const sender = new OrderedSender(
 
 // Exactly once: the partitions' transactional producers live here too, so that kafkajs encodes
 // their records on this thread, as it does the at-least-once producer's.
-const transactions = options.transactions ? new KafkajsTransactions(kafka, options.transactions, logger) : undefined;
+const transactions = options.transactions ? new KafkajsTransactions(kafka, options.transactions, logger, (refused) => port.postMessage({ refused } satisfies WireReply)) : undefined;
 const noTransactions = (): Promise<never> => Promise.reject(new Error('this producer thread was started without transactions'));
 
 const reply = (id: number, work: Promise<unknown>): void => {

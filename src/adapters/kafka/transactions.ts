@@ -20,12 +20,13 @@
  * - neither: the producer is unusable (its abort failed) or the content can never be written
  *   (MESSAGE_TOO_LARGE): the partition is lost, or the service must stop.
  */
-import type { Kafka, Producer, ProducerConfig } from 'kafkajs';
 import { Partitioners } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
-import { isRetriableSendError } from './errors.js';
-import { splitByBytes, unpackTopics } from './ordered-sender.js';
+import type { Kafka, Message, Producer, ProducerConfig, TopicMessages } from 'kafkajs';
+import { isRetriableSendError, recordRefusal } from './errors.js';
+import { innermostMessage, recordBytes, splitByBytes, unpackTopics, type RefusalNotice } from './ordered-sender.js';
+import { refusedRecordDeadLetter, type RefusalTopics } from './output-records.js';
 import type { WireTopicMessages } from './record-packer.js';
 
 /** How an input partition's open transaction ends: its last records (packed) and the offset to commit with them. */
@@ -79,6 +80,8 @@ export interface TransactionSettings {
   readonly transactionTimeoutMs: number;
   /** Most bytes of records in one produce request (below the topics' max.message.bytes). */
   readonly maxRequestBytes: number;
+  /** Where a record the broker refuses by itself is replaced by a minimal dead letter (without: the service stops). */
+  readonly refusals?: RefusalTopics;
 }
 
 export const transactionalId = (s: Pick<TransactionSettings, 'applicationId' | 'inputTopic'>, partition: number): string => `${s.applicationId}-${s.inputTopic}-${partition}`;
@@ -118,11 +121,15 @@ export class KafkajsTransactions implements PartitionTransactions {
   private readonly producers = new Map<number, Producer>();
   /** Each partition's open transaction, if one is. */
   private readonly open = new Map<number, Transaction>();
+  /** Partitions whose transactions are sent isolated (see the module's comment) until one commits. */
+  private readonly isolated = new Set<number>();
 
   constructor(
     private readonly kafka: Kafka,
     private readonly settings: TransactionSettings,
     private readonly logger: Logger,
+    /** A refused record was replaced by a minimal dead letter. */
+    private readonly onRefused?: (notice: RefusalNotice) => void,
   ) {}
 
   async init(partition: number): Promise<void> {
@@ -148,10 +155,39 @@ export class KafkajsTransactions implements PartitionTransactions {
     return producer;
   }
 
-  private async sendIn(transaction: Transaction, records: readonly WireTopicMessages[]): Promise<void> {
+  private async sendIn(partition: number, transaction: Transaction, records: readonly WireTopicMessages[]): Promise<void> {
     const topicMessages = unpackTopics(records);
     if (topicMessages.length === 0) return;
+    if (this.isolated.has(partition)) return this.sendIsolated(transaction, topicMessages);
     for (const request of splitByBytes(topicMessages, this.settings.maxRequestBytes)) await transaction.sendBatch({ topicMessages: request, acks: -1 });
+  }
+
+  /** One destination's records per request; a refused request's records one by one (see the module's comment). */
+  private async sendIsolated(transaction: Transaction, topicMessages: TopicMessages[]): Promise<void> {
+    for (const group of byDestination(topicMessages)) {
+      for (const request of splitByBytes([group], this.settings.maxRequestBytes)) {
+        try {
+          await transaction.sendBatch({ topicMessages: request, acks: -1 });
+        } catch (err) {
+          if (recordRefusal(err) === undefined) throw err;
+          for (const message of request[0]!.messages) await this.sendOrReplace(transaction, group.topic, message);
+        }
+      }
+    }
+  }
+
+  /** One record alone; if the broker refuses it, its minimal dead letter (a refused replacement, or none, fails the transaction). */
+  private async sendOrReplace(transaction: Transaction, topic: string, message: Message): Promise<void> {
+    try {
+      await transaction.sendBatch({ topicMessages: [{ topic, messages: [message] }], acks: -1 });
+    } catch (err) {
+      const refusal = recordRefusal(err);
+      const reason = `${refusal}: ${innermostMessage(err as Error)}`;
+      const replacement = refusal !== undefined && this.settings.refusals ? refusedRecordDeadLetter(this.settings.refusals, topic, message, reason) : undefined;
+      if (!replacement) throw err;
+      await transaction.sendBatch({ topicMessages: [replacement], acks: -1 });
+      this.onRefused?.({ topic, bytes: recordBytes(message), reason, replacedIn: replacement.topic });
+    }
   }
 
   async send(partition: number, records: readonly WireTopicMessages[]): Promise<void> {
@@ -159,7 +195,7 @@ export class KafkajsTransactions implements PartitionTransactions {
     let transaction = this.open.get(partition);
     try {
       if (!transaction) this.open.set(partition, (transaction = await producer.transaction()));
-      await this.sendIn(transaction, records);
+      await this.sendIn(partition, transaction, records);
     } catch (err) {
       this.open.delete(partition);
       throw await this.failed(partition, producer, transaction, err);
@@ -172,9 +208,10 @@ export class KafkajsTransactions implements PartitionTransactions {
     this.open.delete(partition);
     try {
       transaction ??= await producer.transaction();
-      await this.sendIn(transaction, content.records);
+      await this.sendIn(partition, transaction, content.records);
       await transaction.sendOffsets({ consumerGroupId: this.settings.group, topics: [{ topic: this.settings.inputTopic, partitions: [{ partition, offset: content.nextOffset }] }] });
       await transaction.commit();
+      this.isolated.delete(partition);
     } catch (err) {
       throw await this.failed(partition, producer, transaction, err);
     }
@@ -196,6 +233,12 @@ export class KafkajsTransactions implements PartitionTransactions {
       await this.drop(partition, producer);
       return new TransactionError(`${message}; aborting it failed too: ${(abortErr as Error).message}`, partition, isFenced(abortErr), false, { cause: err, producerGone: true });
     }
+    if (recordRefusal(err) !== undefined && this.settings.refusals && !this.isolated.has(partition)) {
+      // Aborted: sent again isolated, which finds the refused record and replaces it.
+      this.isolated.add(partition);
+      this.logger.warn({ partition, err: (err as Error).message }, 'the broker refused a record; the transaction was aborted and is sent again isolated');
+      return new TransactionError(`${message}; sending it again isolated`, partition, false, true, { cause: err });
+    }
     return new TransactionError(message, partition, false, isRetriableSendError(err), { cause: err });
   }
 
@@ -203,6 +246,7 @@ export class KafkajsTransactions implements PartitionTransactions {
     if (this.producers.get(partition) === producer) {
       this.producers.delete(partition);
       this.open.delete(partition);
+      this.isolated.delete(partition);
     }
     await producer.disconnect().catch(() => undefined);
   }
@@ -215,4 +259,24 @@ export class KafkajsTransactions implements PartitionTransactions {
   async disconnect(): Promise<void> {
     await Promise.allSettled([...this.producers.keys()].map((p) => this.close(p)));
   }
+}
+
+/**
+ * A request's records grouped by where they land: a topic and an explicit partition, or a topic
+ * and a key (the partitioner sends one key to one partition); an unkeyed record without a
+ * partition alone. Each group's records keep their order.
+ */
+function byDestination(topicMessages: readonly TopicMessages[]): TopicMessages[] {
+  const groups = new Map<string, TopicMessages>();
+  let alone = 0;
+  for (const t of topicMessages) {
+    for (const m of t.messages) {
+      const where = m.partition !== undefined ? `p${m.partition}` : m.key != null ? `k${Buffer.from(m.key).toString('base64')}` : `n${alone++}`;
+      const id = `${t.topic}\u0000${where}`;
+      let group = groups.get(id);
+      if (!group) groups.set(id, (group = { topic: t.topic, messages: [] }));
+      group.messages.push(m);
+    }
+  }
+  return [...groups.values()];
 }
