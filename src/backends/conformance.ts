@@ -8,7 +8,7 @@ import type { CellKind, RnnModel } from '../core/model.js';
 import { createRng } from '../core/prng.js';
 import { randomModel } from '../core/random-model.js';
 import { ReferenceBackend } from './reference.js';
-import { waveStarts, type StepBackend } from './types.js';
+import { firstKeysOf, waveStarts, type StepBackend } from './types.js';
 
 export interface ConformanceCase {
   readonly label: string;
@@ -95,16 +95,6 @@ export async function compareWithReference(
 }
 
 /**
- * The first `keys` keys of a segment-major state block of `blockKeys` keys, as a block of their
- * own (the keys a wave carries on to the next).
- */
-function firstKeys(model: RnnModel, block: Float32Array, blockKeys: number, keys: number): Float32Array {
-  const out = new Float32Array(keys * model.stateSize);
-  for (const seg of model.stateSegments) out.set(block.subarray(blockKeys * seg.offset, blockKeys * seg.offset + keys * seg.size), keys * seg.offset);
-  return out;
-}
-
-/**
  * `stepMicroBatch` beside the reference stepped wave by wave: `keys` keys with 1..maxEvents
  * events each (most first, as rnnByKey numbers them) and a random starting state, in one call.
  */
@@ -138,7 +128,7 @@ export async function compareMicroBatchWithReference(
     // Keys n_{w+1}..n_w-1 had their last event in this wave.
     const ending = w + 1 < waveSizes.length ? waveSizes[w + 1]! : 0;
     for (const seg of model.stateSegments) expectedFinal.set(into.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), keys * seg.offset + ending * seg.size);
-    if (w + 1 < waveSizes.length) before = firstKeys(model, into, n, waveSizes[w + 1]!);
+    if (w + 1 < waveSizes.length) before = firstKeysOf(model, into, n, waveSizes[w + 1]!);
   }
   const diff = Math.max(maxAbsDiff(mb.states, expectedStates), maxAbsDiff(mb.finalState, expectedFinal), maxAbsDiff(mb.output, expectedOutput));
   return { worstAbsError: Number.isNaN(diff) ? Infinity : diff, referenceMagnitude: maxAbsDiff(expectedStates, new Float32Array(expectedStates.length)) };

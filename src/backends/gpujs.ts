@@ -18,7 +18,7 @@ import { softmaxInPlace } from '../core/cells.js';
 import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
 import * as K from './gpujs-kernels.js';
-import { waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
+import { firstKeysOf, waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -202,7 +202,7 @@ export class GpuJsBackend implements StepBackend {
 
   private constructor(
     readonly name: BackendName,
-    readonly detail: string,
+    private baseDetail: string,
     private readonly model: RnnModel,
     private readonly mode: GpuJsMode,
     private readonly gpu: any,
@@ -214,6 +214,11 @@ export class GpuJsBackend implements StepBackend {
       this.firstSegment.push(s);
       s += layer.cell === 'lstm' ? 2 : 1;
     }
+  }
+
+  /** What runs, and whether the micro-batch path is off (and why). */
+  get detail(): string {
+    return this.baseDetail;
   }
 
   get device(): boolean {
@@ -252,6 +257,7 @@ export class GpuJsBackend implements StepBackend {
       await backend.uploadWeights();
       const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
       if (probe) await probe;
+      await backend.probeMicroBatch();
     } catch (err) {
       backend.dispose();
       throw err;
@@ -563,9 +569,47 @@ export class GpuJsBackend implements StepBackend {
     return this.drive(this.plan(batch, input, state, next, output));
   }
 
-  stepMicroBatch(mb: MicroBatch): void | Promise<void> {
+  /** Every wave of a micro-batch in one call (see MicroBatch); undefined where its probe failed (see probeMicroBatch). */
+  stepMicroBatch: ((mb: MicroBatch) => void | Promise<void>) | undefined = (mb) => {
     this.counts.calls++;
     return this.drive(this.microBatchPlan(mb));
+  };
+
+  /**
+   * Runs a small micro-batch (3 keys, 1 to 3 events each) beside the same waves stepped one by
+   * one. Where it fails or differs (a GPU.js target whose kernels lack something it needs:
+   * immutable results, dynamic argument sizes), the path is turned off and `detail` says why,
+   * so the backend still steps wave by wave rather than failing mid-stream.
+   */
+  private async probeMicroBatch(): Promise<void> {
+    const { model } = this;
+    const S = model.stateSize;
+    const waveSizes = Int32Array.of(3, 2, 1);
+    const { rows } = waveStarts(waveSizes);
+    const input = Float32Array.from({ length: rows * model.inputSize }, (_, i) => Math.sin(i + 1));
+    const state = Float32Array.from({ length: 3 * S }, (_, i) => 0.1 * Math.cos(i));
+    const mb = { keys: 3, waveSizes, input, state, finalState: new Float32Array(3 * S), states: new Float32Array(rows * S), output: new Float32Array(rows * model.outputSize) };
+    try {
+      await this.stepMicroBatch!(mb);
+      // The same waves, one call each: wave w's keys are the first waveSizes[w] of the previous wave's.
+      let before: Float32Array = state;
+      let start = 0;
+      let worst = 0;
+      for (let w = 0; w < waveSizes.length; w++) {
+        const n = waveSizes[w]!;
+        const next = new Float32Array(n * S);
+        const output = new Float32Array(n * model.outputSize);
+        await this.step(n, input.subarray(start * model.inputSize), before, next, output);
+        for (let i = 0; i < next.length; i++) worst = Math.max(worst, Math.abs(next[i]! - mb.states[start * S + i]!));
+        for (let i = 0; i < output.length; i++) worst = Math.max(worst, Math.abs(output[i]! - mb.output[start * model.outputSize + i]!));
+        before = w + 1 < waveSizes.length ? firstKeysOf(model, next, n, waveSizes[w + 1]!) : next;
+        start += n;
+      }
+      if (!(worst <= 1e-5)) throw new Error(`it differs from stepping the waves one by one by ${worst}`);
+    } catch (err) {
+      this.stepMicroBatch = undefined;
+      this.baseDetail += `; micro-batch path off: ${(err as Error).message}`;
+    }
   }
 
   /** Runs a plan: synchronously while kernels return values, asynchronously from the first promise (webgpu). */

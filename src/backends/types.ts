@@ -111,5 +111,15 @@ export function waveStarts(waveSizes: Int32Array): { starts: Int32Array; rows: n
   return { starts, rows };
 }
 
+/**
+ * The first `keys` keys of a segment-major state block of `blockKeys` keys, as a block of their
+ * own: the keys a micro-batch's wave carries on to the next.
+ */
+export function firstKeysOf(model: RnnModel, block: Float32Array, blockKeys: number, keys: number): Float32Array {
+  const out = new Float32Array(keys * model.stateSize);
+  for (const seg of model.stateSegments) out.set(block.subarray(blockKeys * seg.offset, blockKeys * seg.offset + keys * seg.size), keys * seg.offset);
+  return out;
+}
+
 /** Offset of segment `s` (by its per-key offset) in a segment-major batch state of `batch` keys. */
 export const segmentBlockOffset = (batch: number, segmentOffset: number): number => batch * segmentOffset;

@@ -22,13 +22,13 @@ export class ServiceMetrics {
   });
   readonly batchSize = new Histogram({
     name: 'rnnstream_step_batch_keys',
-    help: 'Keys per backend step (one wave of a micro-batch)',
+    help: 'Keys per backend call: one wave of a micro-batch, or on a device backend every key of the micro-batch (all its waves in one call)',
     buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384],
     registers: [this.registry],
   });
   readonly stepSeconds = new Histogram({
     name: 'rnnstream_step_seconds',
-    help: 'Latency of one backend step',
+    help: 'Latency of one backend call (a wave, or on a device backend a whole micro-batch)',
     buckets: [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1],
     registers: [this.registry],
   });
