@@ -11,7 +11,7 @@ import { silentLogger } from '../src/observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
 import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/record-packer.js';
 import { TransactionalSink } from '../src/adapters/kafka/transactional-sink.js';
-import { TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/transactions.js';
+import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/transactions.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
 
 const model = randomModel({ features: 1, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 5 });
@@ -175,5 +175,56 @@ describe('TransactionalSink', () => {
     expect(dropped).toEqual([1]);
     await sink.flush();
     expect(tx.log.filter((l) => l.startsWith('commit'))).toEqual(['commit p0 changelog:k1(tombstone) @11']);
+  });
+});
+
+describe('KafkajsTransactions', () => {
+  /** A kafkajs stand-in: each transaction records its calls; `commitFails` makes the next commit fail as a lost connection does. */
+  function fakeKafka() {
+    const calls: string[] = [];
+    let commitFails = false;
+    const producer = {
+      connect: async () => void calls.push('connect'),
+      disconnect: async () => void calls.push('disconnect'),
+      transaction: async () => {
+        let active = true;
+        return {
+          isActive: () => active,
+          sendBatch: async () => void calls.push('sendBatch'),
+          sendOffsets: async () => void calls.push('sendOffsets'),
+          abort: async () => {
+            active = false;
+            calls.push('abort');
+          },
+          commit: async () => {
+            calls.push('commit');
+            if (commitFails) {
+              // kafkajs's state stays COMMITTING: the transaction is no longer active, and neither commit nor abort can follow.
+              active = false;
+              throw Object.assign(new Error('Connection error: read ECONNRESET'), { name: 'KafkaJSConnectionError', retriable: true });
+            }
+            active = false;
+          },
+        };
+      },
+    };
+    const kafka = { producer: () => producer } as unknown as import('kafkajs').Kafka;
+    return { kafka, calls, failCommits: () => (commitFails = true) };
+  }
+
+  const settings = { applicationId: 'app', inputTopic: 'in', group: 'g', transactionTimeoutMs: 10_000, maxRequestBytes: 1 << 20 };
+
+  it('a commit that fails midway is in doubt: the producer is dropped (the partition is prepared anew), not the transaction sent again', async () => {
+    const { kafka, calls, failCommits } = fakeKafka();
+    const transactions = new KafkajsTransactions(kafka, settings, silentLogger);
+    await transactions.init(0);
+    failCommits();
+    const err = await transactions.commit(0, { records: [], nextOffset: '5' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransactionError);
+    expect([(err as TransactionError).producerGone, (err as TransactionError).retriable, (err as TransactionError).fenced]).toEqual([true, false, false]);
+    expect((err as Error).message).toMatch(/commit of partition 0's transaction is in doubt: Connection error: read ECONNRESET/);
+    // No abort after the failed commit; the producer was let go.
+    expect(calls.slice(-3)).toEqual(['sendOffsets', 'commit', 'disconnect']);
+    await expect(transactions.send(0, [])).rejects.toThrow(/has no transactional producer/);
   });
 });

@@ -210,11 +210,32 @@ export class KafkajsTransactions implements PartitionTransactions {
       transaction ??= await producer.transaction();
       await this.sendIn(partition, transaction, content.records);
       await transaction.sendOffsets({ consumerGroupId: this.settings.group, topics: [{ topic: this.settings.inputTopic, partitions: [{ partition, offset: content.nextOffset }] }] });
-      await transaction.commit();
-      this.isolated.delete(partition);
     } catch (err) {
       throw await this.failed(partition, producer, transaction, err);
     }
+    try {
+      await transaction.commit();
+    } catch (err) {
+      throw await this.commitInDoubt(partition, producer, err);
+    }
+    this.isolated.delete(partition);
+  }
+
+  /**
+   * A commit that failed after kafkajs began it (EndTxn sent, or its connection lost: the
+   * broker-kill test killed the coordinator's broker there) is in doubt: the coordinator may have
+   * committed the transaction or not, and kafkajs's producer stays COMMITTING, unable to begin,
+   * commit or abort another. Sending the transaction again (as after an abort) could write it
+   * twice, and the producer's next `transaction()` fails anyway ("Cannot call beginTransaction
+   * in state COMMITTING", which stopped the service in one CI run of five). So the producer is
+   * dropped: the partition is prepared anew, its new producer's initialisation makes the
+   * coordinator finish the transaction one way or the other, and the committed offset and
+   * changelog then say what happened.
+   */
+  private async commitInDoubt(partition: number, producer: Producer, err: unknown): Promise<TransactionError> {
+    this.logger.warn({ partition, err: (err as Error).message }, 'the commit of a transaction failed midway and is in doubt; the partition is prepared anew');
+    await this.drop(partition, producer);
+    return new TransactionError(`the commit of partition ${partition}'s transaction is in doubt: ${(err as Error).message}`, partition, isFenced(err), false, { cause: err, producerGone: true });
   }
 
   /** The error a failed transaction becomes, after aborting it where that is still possible. */
