@@ -572,8 +572,41 @@ export class GpuJsBackend implements StepBackend {
   /** Every wave of a micro-batch in one call (see MicroBatch); undefined where its probe failed (see probeMicroBatch). */
   stepMicroBatch: ((mb: MicroBatch) => void | Promise<void>) | undefined = (mb) => {
     this.counts.calls++;
+    // A micro-batch whose accumulators would be taller than a GL texture may be (16,384 rows on
+    // Mesa: the step bench's 8 waves of 8,192 keys) goes wave by wave, one call each.
+    const rows = waveStarts(mb.waveSizes).rows;
+    if (nextBucket(rows) + nextBucket(mb.keys) > this.maxTextureRows()) return this.drive(this.wavesOneByOne(mb));
     return this.drive(this.microBatchPlan(mb));
   };
+
+  /** The tallest texture a kernel may write: GL's limit, unbounded elsewhere. */
+  private maxTextureRows(): number {
+    if (this.mode !== 'headlessgl') return Infinity;
+    try {
+      const max = (this.gpu.Kernel?.features as { maxTextureSize?: unknown } | undefined)?.maxTextureSize;
+      return typeof max === 'number' && max > 0 ? max : 4096;
+    } catch {
+      return 4096;
+    }
+  }
+
+  /** A micro-batch stepped wave by wave (the per-wave plan each time), written as stepMicroBatch writes it. */
+  private *wavesOneByOne(mb: MicroBatch): Generator<unknown, void, any> {
+    const { model } = this;
+    const S = model.stateSize;
+    const { starts } = waveStarts(mb.waveSizes);
+    let before: Float32Array = mb.state;
+    for (let w = 0; w < mb.waveSizes.length; w++) {
+      const n = mb.waveSizes[w]!;
+      const next = new Float32Array(n * S);
+      yield* this.plan(n, mb.input.subarray(starts[w]! * model.inputSize), before, next, mb.output.subarray(starts[w]! * model.outputSize));
+      mb.states?.set(next, starts[w]! * S);
+      // Keys n_{w+1}..n_w-1 had their last event in this wave.
+      const ending = w + 1 < mb.waveSizes.length ? mb.waveSizes[w + 1]! : 0;
+      for (const seg of model.stateSegments) mb.finalState.set(next.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), mb.keys * seg.offset + ending * seg.size);
+      if (w + 1 < mb.waveSizes.length) before = firstKeysOf(model, next, n, ending);
+    }
+  }
 
   /**
    * Runs a small micro-batch (3 keys, 1 to 3 events each) beside the same waves stepped one by
