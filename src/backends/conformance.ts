@@ -8,7 +8,7 @@ import type { CellKind, RnnModel } from '../core/model.js';
 import { createRng } from '../core/prng.js';
 import { randomModel } from '../core/random-model.js';
 import { ReferenceBackend } from './reference.js';
-import { firstKeysOf, waveStarts, type StepBackend } from './types.js';
+import { stepWavesOneByOne, waveStarts, type StepBackend } from './types.js';
 
 export interface ConformanceCase {
   readonly label: string;
@@ -108,7 +108,7 @@ export async function compareMicroBatchWithReference(
   const rng = createRng(options.seed ?? keys * 17);
   const counts = Array.from({ length: keys }, () => 1 + Math.floor(rng.next() * (options.maxEvents ?? 12))).sort((a, b) => b - a);
   const waveSizes = Int32Array.from({ length: counts[0]! }, (_, w) => counts.filter((c) => c > w).length);
-  const { starts, rows } = waveStarts(waveSizes);
+  const { rows } = waveStarts(waveSizes);
   const S = model.stateSize;
   const O = model.outputSize;
   const I = model.inputSize;
@@ -117,19 +117,9 @@ export async function compareMicroBatchWithReference(
   const mb = { keys, waveSizes, input, state, finalState: new Float32Array(keys * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
   await backend.stepMicroBatch(mb);
   const reference = new ReferenceBackend(model);
-  const expectedStates = new Float32Array(rows * S);
-  const expectedOutput = new Float32Array(rows * O);
-  const expectedFinal = new Float32Array(keys * S);
-  let before: Float32Array = state;
-  for (let w = 0; w < waveSizes.length; w++) {
-    const n = waveSizes[w]!;
-    const into = expectedStates.subarray(starts[w]! * S, (starts[w]! + n) * S);
-    reference.step(n, input.subarray(starts[w]! * I), before, into, expectedOutput.subarray(starts[w]! * O));
-    // Keys n_{w+1}..n_w-1 had their last event in this wave.
-    const ending = w + 1 < waveSizes.length ? waveSizes[w + 1]! : 0;
-    for (const seg of model.stateSegments) expectedFinal.set(into.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), keys * seg.offset + ending * seg.size);
-    if (w + 1 < waveSizes.length) before = firstKeysOf(model, into, n, waveSizes[w + 1]!);
-  }
+  const expected = { ...mb, finalState: new Float32Array(keys * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+  await stepWavesOneByOne(model, (n, x, st, next, out) => reference.step(n, x, st, next, out), expected);
+  const { states: expectedStates, finalState: expectedFinal, output: expectedOutput } = expected;
   const diff = Math.max(maxAbsDiff(mb.states, expectedStates), maxAbsDiff(mb.finalState, expectedFinal), maxAbsDiff(mb.output, expectedOutput));
   return { worstAbsError: Number.isNaN(diff) ? Infinity : diff, referenceMagnitude: maxAbsDiff(expectedStates, new Float32Array(expectedStates.length)) };
 }

@@ -18,7 +18,7 @@ import { softmaxInPlace } from '../core/cells.js';
 import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
 import * as K from './gpujs-kernels.js';
-import { firstKeysOf, waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
+import { stepWavesOneByOne, waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -575,7 +575,7 @@ export class GpuJsBackend implements StepBackend {
     // A micro-batch whose accumulators would be taller than a GL texture may be (16,384 rows on
     // Mesa: the step bench's 8 waves of 8,192 keys) goes wave by wave, one call each.
     const rows = waveStarts(mb.waveSizes).rows;
-    if (nextBucket(rows) + nextBucket(mb.keys) > this.maxTextureRows()) return this.drive(this.wavesOneByOne(mb));
+    if (nextBucket(rows) + nextBucket(mb.keys) > this.maxTextureRows()) return stepWavesOneByOne(this.model, (n, x, st, next, out) => this.step(n, x, st, next, out), mb);
     return this.drive(this.microBatchPlan(mb));
   };
 
@@ -587,24 +587,6 @@ export class GpuJsBackend implements StepBackend {
       return typeof max === 'number' && max > 0 ? max : 4096;
     } catch {
       return 4096;
-    }
-  }
-
-  /** A micro-batch stepped wave by wave (the per-wave plan each time), written as stepMicroBatch writes it. */
-  private *wavesOneByOne(mb: MicroBatch): Generator<unknown, void, any> {
-    const { model } = this;
-    const S = model.stateSize;
-    const { starts } = waveStarts(mb.waveSizes);
-    let before: Float32Array = mb.state;
-    for (let w = 0; w < mb.waveSizes.length; w++) {
-      const n = mb.waveSizes[w]!;
-      const next = new Float32Array(n * S);
-      yield* this.plan(n, mb.input.subarray(starts[w]! * model.inputSize), before, next, mb.output.subarray(starts[w]! * model.outputSize));
-      mb.states?.set(next, starts[w]! * S);
-      // Keys n_{w+1}..n_w-1 had their last event in this wave.
-      const ending = w + 1 < mb.waveSizes.length ? mb.waveSizes[w + 1]! : 0;
-      for (const seg of model.stateSegments) mb.finalState.set(next.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), mb.keys * seg.offset + ending * seg.size);
-      if (w + 1 < mb.waveSizes.length) before = firstKeysOf(model, next, n, ending);
     }
   }
 
@@ -622,22 +604,12 @@ export class GpuJsBackend implements StepBackend {
     const input = Float32Array.from({ length: rows * model.inputSize }, (_, i) => Math.sin(i + 1));
     const state = Float32Array.from({ length: 3 * S }, (_, i) => 0.1 * Math.cos(i));
     const mb = { keys: 3, waveSizes, input, state, finalState: new Float32Array(3 * S), states: new Float32Array(rows * S), output: new Float32Array(rows * model.outputSize) };
+    const waves = { ...mb, finalState: new Float32Array(3 * S), states: new Float32Array(rows * S), output: new Float32Array(rows * model.outputSize) };
     try {
       await this.stepMicroBatch!(mb);
-      // The same waves, one call each: wave w's keys are the first waveSizes[w] of the previous wave's.
-      let before: Float32Array = state;
-      let start = 0;
+      await stepWavesOneByOne(model, (n, x, st, next, out) => this.step(n, x, st, next, out), waves);
       let worst = 0;
-      for (let w = 0; w < waveSizes.length; w++) {
-        const n = waveSizes[w]!;
-        const next = new Float32Array(n * S);
-        const output = new Float32Array(n * model.outputSize);
-        await this.step(n, input.subarray(start * model.inputSize), before, next, output);
-        for (let i = 0; i < next.length; i++) worst = Math.max(worst, Math.abs(next[i]! - mb.states[start * S + i]!));
-        for (let i = 0; i < output.length; i++) worst = Math.max(worst, Math.abs(output[i]! - mb.output[start * model.outputSize + i]!));
-        before = w + 1 < waveSizes.length ? firstKeysOf(model, next, n, waveSizes[w + 1]!) : next;
-        start += n;
-      }
+      for (const [a, b] of [[mb.states, waves.states], [mb.finalState, waves.finalState], [mb.output, waves.output]] as const) for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
       if (!(worst <= 1e-5)) throw new Error(`it differs from stepping the waves one by one by ${worst}`);
     } catch (err) {
       this.stepMicroBatch = undefined;

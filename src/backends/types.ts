@@ -121,5 +121,25 @@ export function firstKeysOf(model: RnnModel, block: Float32Array, blockKeys: num
   return out;
 }
 
+/**
+ * What `stepMicroBatch` must equal: the waves stepped one by one with `step` (each wave's keys
+ * the first of the previous wave's), written as stepMicroBatch writes them. The conformance
+ * reference, a device backend's fallback for micro-batches too tall for it, and its probe.
+ */
+export async function stepWavesOneByOne(model: RnnModel, step: StepBackend['step'], mb: MicroBatch): Promise<void> {
+  const S = model.stateSize;
+  const { starts } = waveStarts(mb.waveSizes);
+  let before: Float32Array = mb.state;
+  for (let w = 0; w < mb.waveSizes.length; w++) {
+    const n = mb.waveSizes[w]!;
+    const next = mb.states ? mb.states.subarray(starts[w]! * S, (starts[w]! + n) * S) : new Float32Array(n * S);
+    await step(n, mb.input.subarray(starts[w]! * model.inputSize), before, next, mb.output.subarray(starts[w]! * model.outputSize));
+    // Keys n_{w+1}..n_w-1 had their last event in this wave.
+    const ending = w + 1 < mb.waveSizes.length ? mb.waveSizes[w + 1]! : 0;
+    for (const seg of model.stateSegments) mb.finalState.set(next.subarray(n * seg.offset + ending * seg.size, n * seg.offset + n * seg.size), mb.keys * seg.offset + ending * seg.size);
+    if (ending > 0) before = firstKeysOf(model, next, n, ending);
+  }
+}
+
 /** Offset of segment `s` (by its per-key offset) in a segment-major batch state of `batch` keys. */
 export const segmentBlockOffset = (batch: number, segmentOffset: number): number => batch * segmentOffset;

@@ -401,7 +401,7 @@ class WaveStepper<In, E> {
     const event = eventOf(items[i]!);
     const gap = this.checkSequence(event, c.sequence[x]!, fresh);
     const prev = this.prevOf(slot);
-    const reason = typeof gap === 'string' ? gap : this.stageFeatures(event, prev, accepted);
+    const reason = typeof gap === 'string' ? gap : this.normaliseInto(event, prev, this.staged, accepted * store.model.inputSize);
     if (reason !== undefined) {
       results[i] = { kind: 'rejected', item: items[i]!, key, reason };
       if (fresh) store.deleteSlot(slot);
@@ -424,8 +424,11 @@ class WaveStepper<In, E> {
     return row;
   }
 
-  /** The event's normalised features into staging row `row`; the reason if one is not finite (the last such, as stepWave says). */
-  private stageFeatures(event: E, prev: Carried | undefined, row: number): string | undefined {
+  /**
+   * The event's normalised features into `out` at `at`; the reason if one is not finite (the
+   * last such). One definition for both paths: a rejection reads the same either way.
+   */
+  private normaliseInto(event: E, prev: Carried | undefined, out: Float32Array, at: number): string | undefined {
     const { model } = this.config.store;
     const { mean, std } = model.normalization;
     const I = model.inputSize;
@@ -436,7 +439,7 @@ class WaveStepper<In, E> {
     for (let f = 0; f < I; f++) {
       const v = (raw[f]! - mean[f]!) / std[f]!;
       if (!Number.isFinite(v)) bad = f;
-      this.staged[row * I + f] = v;
+      out[at + f] = v;
     }
     return bad < 0 ? undefined : `feature "${model.features[bad]}" is not finite (${raw[bad]})`;
   }
@@ -536,10 +539,9 @@ class WaveStepper<In, E> {
     results: KeyedStep<In>[],
     now: number,
   ): Promise<void> | undefined {
-    const { store, features, backend, eventOf, captureState } = this.config;
+    const { store, backend, eventOf, captureState } = this.config;
     const { model } = store;
-    const { input, state, raw } = this;
-    const { mean, std } = model.normalization;
+    const { input, state } = this;
     const I = model.inputSize;
     const S = model.stateSize;
     const MASK = CHUNK_SLOTS - 1;
@@ -562,17 +564,9 @@ class WaveStepper<In, E> {
         continue;
       }
       const prev = this.prevOf(slot);
-      raw.fill(Number.NaN);
-      features(event, prev, raw);
-      const b = stepping.length;
-      let bad = -1;
-      for (let f = 0; f < I; f++) {
-        const v = (raw[f]! - mean[f]!) / std[f]!;
-        if (!Number.isFinite(v)) bad = f;
-        input[b * I + f] = v;
-      }
-      if (bad >= 0) {
-        results[i] = { kind: 'rejected', item: items[i]!, key, reason: `feature "${model.features[bad]}" is not finite (${raw[bad]})` };
+      const notFinite = this.normaliseInto(event, prev, input, stepping.length * I);
+      if (notFinite !== undefined) {
+        results[i] = { kind: 'rejected', item: items[i]!, key, reason: notFinite };
         if (fresh) store.deleteSlot(slot);
         continue;
       }
