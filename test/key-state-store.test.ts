@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SnapshotError } from '../src/core/errors.js';
 import { randomModel } from '../src/core/random-model.js';
-import { CHUNK_SLOTS, KeyStateStore, type KeySnapshot } from '../src/state/key-state-store.js';
+import { CHUNK_SLOTS, KeyStateStore, Residence, type KeySnapshot } from '../src/state/key-state-store.js';
 import { notBehind } from '../src/adapters/kafka/changelog.js';
 
 const spec = { features: 2, layers: [{ cell: 'lstm' as const, hiddenSize: 3 }, { cell: 'gru' as const, hiddenSize: 2 }], head: { kind: 'linear' as const, outputs: ['y'] } };
@@ -161,5 +161,45 @@ describe('KeyStateStore', () => {
     // Without `accept`, the last written wins (a plain restore).
     store.restore(at(1));
     expect(store.get('k')!.state[0]).toBe(1);
+  });
+
+  it('reads state current only on the device back when it is read, in one batch for a snapshot', async () => {
+    const store = new KeyStateStore(model);
+    // A device whose slot s holds floats s + 0.5 (segment-major, as a backend's table reads).
+    const reads: number[][] = [];
+    const device = {
+      read(slots: Int32Array, into: Float32Array): void {
+        reads.push([...slots]);
+        into.set(Array.from({ length: into.length }, (_, i) => slots[i % slots.length]! + 0.5));
+      },
+    };
+    store.attachDevice(device);
+    const slots = ['a', 'b', 'c'].map((k) => store.acquire(k, 0));
+    for (const slot of slots.slice(0, 2)) store.chunkOf(slot).residence[slot & (CHUNK_SLOTS - 1)] = Residence.DEVICE;
+    expect(store.get('a')!.state.every((v) => v === slots[0]! + 0.5)).toBe(true);
+    expect(reads).toEqual([[slots[0]]]);
+    // Read once, it is current on both sides: no second read-back.
+    store.get('a');
+    store.snapshot();
+    // The snapshot read b (still device-only) alone, and c (on the host) not at all.
+    expect(reads).toEqual([[slots[0]], [slots[1]]]);
+    expect(() => store.attachDevice(undefined)).not.toThrow();
+    // A restore puts the host copy ahead of the device's.
+    store.attachDevice(device);
+    store.chunkOf(slots[2]!).residence[slots[2]! & (CHUNK_SLOTS - 1)] = Residence.DEVICE;
+    expect(() => store.attachDevice(undefined)).toThrow(/pull\(\) it before detaching/);
+    store.set(snapshot('c', 7));
+    expect(store.get('c')!.state[0]).toBe(7);
+    expect(reads).toHaveLength(2);
+  });
+
+  it('refuses a synchronous read of device-only state from a device that reads asynchronously, and pull() serves it', async () => {
+    const store = new KeyStateStore(model);
+    store.attachDevice({ read: async (_slots: Int32Array, into: Float32Array) => void into.fill(3) });
+    const slot = store.acquire('k', 0);
+    store.chunkOf(slot).residence[slot & (CHUNK_SLOTS - 1)] = Residence.DEVICE;
+    expect(() => store.get('k')).toThrow(/await store.pull\(\)/);
+    await store.pull(['k']);
+    expect([...store.get('k')!.state]).toEqual(new Array(model.stateSize).fill(3));
   });
 });

@@ -14,7 +14,7 @@ import type { StepBackend } from '../src/backends/types.js';
 import { createRng } from '../src/core/prng.js';
 import { randomModel } from '../src/core/random-model.js';
 import { rnnByKey, type KeyedStep } from '../src/operators/rnn-by-key.js';
-import { KeyStateStore } from '../src/state/key-state-store.js';
+import { KeyStateStore, Residence } from '../src/state/key-state-store.js';
 
 interface Ev {
   readonly k: string;
@@ -63,8 +63,18 @@ function events(seed: number, count: number, endAndReturn: boolean): Ev[] {
 /** Real timers, a clock that stands still: both runs store the same lastSeen. */
 const stillClock: SchedulerLike = { now: () => 0, schedule: asyncScheduler.schedule.bind(asyncScheduler) as SchedulerLike['schedule'] };
 
-async function run(backend: StepBackend, input: readonly Ev[], microBatch: boolean): Promise<{ results: KeyedStep<Ev>[]; store: KeyStateStore }> {
-  const store = new KeyStateStore(model, { carrySize: 1 });
+/** How a run steps: wave by wave, or whole micro-batches with the keys' state on the host or in the device's slot table. */
+type Path = 'waves' | 'micro-batch' | 'slot table';
+
+/** Slots whose current state is on the device only. */
+function onDevice(store: KeyStateStore): number {
+  let n = 0;
+  for (const c of store.chunks) for (let i = 0; i < c.residence.length; i++) if (c.keys[i] !== undefined && c.residence[i] === Residence.DEVICE) n++;
+  return n;
+}
+
+async function run(backend: StepBackend, input: readonly Ev[], path: Path | boolean, store = new KeyStateStore(model, { carrySize: 1 })): Promise<{ results: KeyedStep<Ev>[]; store: KeyStateStore; deviceOnly: number }> {
+  const p: Path = path === true ? 'slot table' : path === false ? 'waves' : path;
   const results = await lastValueFrom(
     from(input).pipe(
       rnnByKey<Ev, Ev>({
@@ -85,12 +95,13 @@ async function run(backend: StepBackend, input: readonly Ev[], microBatch: boole
         maxBatchSize: 256,
         maxWaitMs: 5,
         scheduler: stillClock,
-        microBatch,
+        microBatch: p !== 'waves',
+        stateOnDevice: p === 'slot table',
       }),
       toArray(),
     ),
   );
-  return { results, store };
+  return { results, store, deviceOnly: onDevice(store) };
 }
 
 /** A result as plain data: the changelog's bytes for its captured state, the rest as is. */
@@ -101,12 +112,40 @@ function comparable(store: KeyStateStore, r: KeyedStep<Ev>): unknown {
 }
 
 async function expectSamePaths(backend: StepBackend, input: readonly Ev[]): Promise<void> {
-  const waves = await run(backend, input, false);
-  const whole = await run(backend, input, true);
-  expect(whole.results.map((r) => comparable(whole.store, r))).toEqual(waves.results.map((r) => comparable(waves.store, r)));
-  expect(Buffer.from(whole.store.snapshot()).equals(Buffer.from(waves.store.snapshot()))).toBe(true);
-  const kinds = new Set(whole.results.map((r) => r.kind));
-  expect([...kinds].sort()).toEqual(['rejected', 'step']);
+  const waves = await run(backend, input, 'waves');
+  for (const path of ['micro-batch', 'slot table'] as const) {
+    const whole = await run(backend, input, path);
+    expect(whole.results.map((r) => comparable(whole.store, r)), path).toEqual(waves.results.map((r) => comparable(waves.store, r)));
+    // The slot table's run leaves keys' state on the device; the snapshot reads it back.
+    if (path === 'slot table') expect(whole.deviceOnly).toBeGreaterThan(0);
+    else expect(whole.deviceOnly).toBe(0);
+    expect(Buffer.from(whole.store.snapshot()).equals(Buffer.from(waves.store.snapshot())), path).toBe(true);
+    expect(onDevice(whole.store)).toBe(0);
+    const kinds = new Set(whole.results.map((r) => r.kind));
+    expect([...kinds].sort()).toEqual(['rejected', 'step']);
+  }
+}
+
+/**
+ * Half the input, a snapshot restored into a new store, the other half: restored keys' state
+ * goes up to the device's table once, and everything matches running the whole input on the host.
+ */
+async function expectSameAfterRestore(backend: StepBackend, input: readonly Ev[]): Promise<void> {
+  const half = Math.floor(input.length / 2);
+  const straight = await run(backend, input, 'waves');
+  const first = await run(backend, input.slice(0, half), 'slot table');
+  const restored = new KeyStateStore(model, { carrySize: 1 });
+  restored.restore(first.store.snapshot());
+  const second = await run(backend, input.slice(half), 'slot table', restored);
+  const tail = straight.results.slice(half);
+  // The two runs index positions per half; compare everything else.
+  const strip = (store: KeyStateStore, r: KeyedStep<Ev>): unknown => {
+    const c = comparable(store, r) as Record<string, unknown>;
+    return { ...c, changelog: undefined, captured: undefined, state: r.kind === 'step' && r.captured ? [...r.captured.state] : undefined };
+  };
+  expect(second.results.map((r) => strip(second.store, r))).toEqual(tail.map((r) => strip(straight.store, r)));
+  const states = (store: KeyStateStore): Record<string, number[]> => Object.fromEntries([...store.keys()].sort().map((k) => [k, [...store.get(k)!.state]]));
+  expect(states(second.store)).toEqual(states(straight.store));
 }
 
 describe('the micro-batch path (one backend call per micro-batch)', () => {
@@ -116,6 +155,7 @@ describe('the micro-batch path (one backend call per micro-batch)', () => {
       await expectSamePaths(backend, events(3, 3000, false));
       // A key that ends and returns within a micro-batch: that micro-batch goes wave by wave.
       await expectSamePaths(backend, events(4, 1500, true));
+      await expectSameAfterRestore(backend, events(6, 2000, false));
     } finally {
       backend.dispose();
     }
@@ -139,17 +179,23 @@ describe('the micro-batch path (one backend call per micro-batch)', () => {
     const backend = await gpuProvider.create(model, {});
     try {
       const input = events(3, 3000, false);
-      const before = backend.transfers!;
-      await run(backend, input, false);
-      const mid = backend.transfers!;
-      await run(backend, input, true);
-      const after = backend.transfers!;
-      const waves = { up: mid.bytesUp - before.bytesUp, down: mid.bytesDown - before.bytesDown, readBacks: mid.readBacks - before.readBacks };
-      const whole = { up: after.bytesUp - mid.bytesUp, down: after.bytesDown - mid.bytesDown, readBacks: after.readBacks - mid.readBacks };
-      process.stderr.write(`headless-gl, 3000 events: wave by wave ${JSON.stringify(waves)}, per micro-batch ${JSON.stringify(whole)}\n`);
+      const traffic = async (path: Path): Promise<{ up: number; down: number; readBacks: number }> => {
+        const before = backend.transfers!;
+        await run(backend, input, path);
+        const after = backend.transfers!;
+        return { up: after.bytesUp - before.bytesUp, down: after.bytesDown - before.bytesDown, readBacks: after.readBacks - before.readBacks };
+      };
+      const waves = await traffic('waves');
+      const whole = await traffic('micro-batch');
+      const table = await traffic('slot table');
+      process.stderr.write(`headless-gl, 3000 events: wave by wave ${JSON.stringify(waves)}, per micro-batch ${JSON.stringify(whole)}, state in the slot table ${JSON.stringify(table)}\n`);
       expect(whole.up).toBeLessThan(waves.up);
       expect(whole.readBacks).toBeLessThan(waves.readBacks);
+      // The keys' state stays on the device: less goes up, and no final states come down.
+      expect(table.up).toBeLessThan(whole.up);
+      expect(table.down).toBeLessThan(whole.down);
       await expectSamePaths(backend, input);
+      await expectSameAfterRestore(backend, events(6, 2000, false));
     } finally {
       backend.dispose();
     }

@@ -8,7 +8,7 @@ import type { CellKind, RnnModel } from '../core/model.js';
 import { createRng } from '../core/prng.js';
 import { randomModel } from '../core/random-model.js';
 import { ReferenceBackend } from './reference.js';
-import { stepWavesOneByOne, waveStarts, type StepBackend } from './types.js';
+import { FROM_TABLE, FROM_ZEROS, stepWavesOneByOne, waveStarts, type DeviceStateTable, type StepBackend } from './types.js';
 
 export interface ConformanceCase {
   readonly label: string;
@@ -120,8 +120,50 @@ export async function compareMicroBatchWithReference(
   const expected = { ...mb, finalState: new Float32Array(keys * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
   await stepWavesOneByOne(model, (n, x, st, next, out) => reference.step(n, x, st, next, out), expected);
   const { states: expectedStates, finalState: expectedFinal, output: expectedOutput } = expected;
-  const diff = Math.max(maxAbsDiff(mb.states, expectedStates), maxAbsDiff(mb.finalState, expectedFinal), maxAbsDiff(mb.output, expectedOutput));
+  let diff = Math.max(maxAbsDiff(mb.states, expectedStates), maxAbsDiff(mb.finalState, expectedFinal), maxAbsDiff(mb.output, expectedOutput));
+  if (backend.stateTable) diff = Math.max(diff, await slotTableDiff(backend.stateTable, model, { keys, waveSizes, input, state }, rng));
   return { worstAbsError: Number.isNaN(diff) ? Infinity : diff, referenceMagnitude: maxAbsDiff(expectedStates, new Float32Array(expectedStates.length)) };
+}
+
+/**
+ * The same micro-batch through the backend's state table, beside the reference's `expected`:
+ * keys in scattered slots, every third starting from zeros (its reference state zeroed) and the
+ * rest from uploaded rows; then a second micro-batch of the same keys from the table; then the
+ * slots read back. The worst difference of outputs, every row's states and the final states.
+ */
+async function slotTableDiff(
+  table: DeviceStateTable,
+  model: RnnModel,
+  mb: { keys: number; waveSizes: Int32Array; input: Float32Array; state: Float32Array },
+  rng: { next(): number },
+): Promise<number> {
+  const { keys, waveSizes, input } = mb;
+  const S = model.stateSize;
+  const O = model.outputSize;
+  const { rows } = waveStarts(waveSizes);
+  const reference = new ReferenceBackend(model);
+  const step = (n: number, x: Float32Array, st: Float32Array, next: Float32Array, out: Float32Array): void | Promise<void> => reference.step(n, x, st, next, out);
+  // Distinct slots spread over a table several times the keys.
+  const slots = Int32Array.from(new Set(Array.from({ length: keys * 4 }, () => Math.floor(rng.next() * keys * 3)))).slice(0, keys);
+  for (let s = slots.length, next = keys * 3; s < keys; s++) slots[s] = next++;
+  const zeroed = (u: number): boolean => u % 3 === 0;
+  const state = mb.state.slice();
+  for (let u = 0; u < keys; u++) if (zeroed(u)) for (const seg of model.stateSegments) state.fill(0, keys * seg.offset + u * seg.size, keys * seg.offset + (u + 1) * seg.size);
+  const from = Int32Array.from({ length: keys }, (_, u) => (zeroed(u) ? FROM_ZEROS : u));
+  let diff = 0;
+  let before = state;
+  for (const round of [0, 1]) {
+    const x = round === 0 ? input : input.map((v) => -v);
+    const expected = { keys, waveSizes, input: x, state: before, finalState: new Float32Array(keys * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+    await stepWavesOneByOne(model, step, expected);
+    const got = { keys, waveSizes, input: x, slots, from: round === 0 ? from : new Int32Array(keys).fill(FROM_TABLE), uploadCount: keys, uploads: state, states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+    await table.step(got);
+    const back = new Float32Array(keys * S);
+    await table.read(slots, back);
+    diff = Math.max(diff, maxAbsDiff(got.states, expected.states), maxAbsDiff(got.output, expected.output), maxAbsDiff(back, expected.finalState));
+    before = expected.finalState;
+  }
+  return diff;
 }
 
 export interface ConformanceCheck extends ConformanceResult {

@@ -137,3 +137,83 @@ export function accumulateRows(this: KernelThis, acc: any, wave: any, start: num
   }
   return acc[r][this.thread.x];
 }
+
+/*
+ * The slot table (gpujs-slot-table.ts): every key's state of one layer in one device texture,
+ * [cols * blocks, tableRows]. Slot s sits at row s mod tableRows, in column block
+ * floor(s / tableRows) (cols columns a block): tall enough for the texture limit of WebGL,
+ * wide enough for a million keys. tableRows is a power of two, so the division is exact.
+ */
+
+/**
+ * A micro-batch's keys' state before it, [cols, B]: for key u, source[u] >= 0 is its slot in
+ * the table, -1 means zeros (a new key), and -2 - r means row r of `uploads` (a key whose newer
+ * state is on the host).
+ */
+export function gatherSlots(this: SlotKernelThis, table: any, uploads: any, source: any): number {
+  const f = source[this.thread.y];
+  if (f >= 0) {
+    const block = Math.floor(f / this.constants.tableRows);
+    return table[f - block * this.constants.tableRows][block * this.constants.cols + this.thread.x];
+  }
+  if (f < -1.5) {
+    return uploads[-2 - f][this.thread.x];
+  }
+  return 0;
+}
+
+/**
+ * Which key of a micro-batch each slot of the table takes, [blocks, tableRows] (the slot
+ * geometry): i where sortedSlots[i] = s, as keyOf[i], by a binary search over the micro-batch's
+ * n slots in searchSteps halvings; -1 for a slot no key of it holds. Once per micro-batch, for
+ * every layer's scatter: WebGL cannot write where it likes, so a scatter is a gather from every
+ * slot's point of view, and this is the index it gathers by.
+ */
+export function slotKeys(this: SlotKernelThis, sortedSlots: any, keyOf: any, n: number): number {
+  const s = this.thread.x * this.constants.tableRows + this.thread.y;
+  let lo = 0;
+  let hi = n;
+  for (let i = 0; i < this.constants.searchSteps; i++) {
+    if (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (sortedSlots[mid] < s) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+  }
+  if (lo < n) {
+    if (sortedSlots[lo] === s) {
+      return keyOf[lo];
+    }
+  }
+  return -1;
+}
+
+/** The table after a micro-batch, [cols * blocks, tableRows]: each slot's row of `latest` where `keys` (slotKeys) names one, else unchanged. */
+export function scatterSlots(this: SlotKernelThis, table: any, latest: any, keys: any): number {
+  const block = Math.floor(this.thread.x / this.constants.cols);
+  const u = keys[this.thread.y][block];
+  if (u >= 0) {
+    return latest[u][this.thread.x - block * this.constants.cols];
+  }
+  return table[this.thread.y][this.thread.x];
+}
+
+/** The table in a larger geometry: every old slot where the new geometry puts it, zeros past oldSlots. */
+export function growSlots(this: SlotKernelThis, table: any): number {
+  const block = Math.floor(this.thread.x / this.constants.cols);
+  const j = this.thread.x - block * this.constants.cols;
+  const s = block * this.constants.tableRows + this.thread.y;
+  if (s < this.constants.oldSlots) {
+    const old = Math.floor(s / this.constants.oldRows);
+    return table[s - old * this.constants.oldRows][old * this.constants.cols + j];
+  }
+  return 0;
+}
+
+interface SlotKernelThis {
+  thread: { x: number; y: number };
+  constants: { cols: number; tableRows: number; searchSteps: number; oldRows: number; oldSlots: number };
+}

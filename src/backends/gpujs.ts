@@ -18,7 +18,8 @@ import { softmaxInPlace } from '../core/cells.js';
 import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
 import * as K from './gpujs-kernels.js';
-import { stepWavesOneByOne, waveStarts, type BackendName, type BackendProvider, type MicroBatch, type StepBackend, type TransferCounts } from './types.js';
+import { GpuJsSlotTable, type KernelHost } from './gpujs-slot-table.js';
+import { FROM_TABLE, FROM_ZEROS, stepWavesOneByOne, waveStarts, type BackendName, type BackendProvider, type DeviceStateTable, type MicroBatch, type SlotMicroBatch, type StepBackend, type TransferCounts } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -175,6 +176,16 @@ const free = (v: unknown): void => {
   if (v && typeof (v as { delete?: unknown }).delete === 'function') (v as { delete: () => void }).delete();
 };
 
+/** The slot gather's source vector, bucketU long: a slot, -1 (zeros), or -2 - r (upload row r); see gatherSlots. */
+function gatherSource(mb: SlotMicroBatch, bucketU: number): Float32Array {
+  const source = new Float32Array(bucketU).fill(-1);
+  for (let u = 0; u < mb.keys; u++) {
+    const f = mb.from[u]!;
+    source[u] = f === FROM_TABLE ? mb.slots[u]! : f === FROM_ZEROS ? -1 : -2 - f;
+  }
+  return source;
+}
+
 /** Counted host↔device traffic (see TransferCounts); only device modes count. */
 class Transfers implements TransferCounts {
   bytesUp = 0;
@@ -199,6 +210,10 @@ export class GpuJsBackend implements StepBackend {
   private readonly counts = new Transfers();
   /** Index of each layer's first state segment (h; an LSTM's c follows). */
   private readonly firstSegment: number[] = [];
+  /** Every key's state by slot, on the device (or in arrays, on the host kernels). */
+  private readonly slotTable: GpuJsSlotTable;
+  /** Keys' state kept by slot in the backend (see DeviceStateTable); undefined where its probe failed. */
+  stateTable: DeviceStateTable | undefined;
 
   private constructor(
     readonly name: BackendName,
@@ -214,6 +229,15 @@ export class GpuJsBackend implements StepBackend {
       this.firstSegment.push(s);
       s += layer.cell === 'lstm' ? 2 : 1;
     }
+    const table = new GpuJsSlotTable(this.kernelHost(), model.layers.map((_, k) => this.stateCols(k)));
+    this.slotTable = table;
+    this.stateTable = {
+      get maxSlots() {
+        return table.maxSlots;
+      },
+      step: (mb) => this.stepSlots(mb),
+      read: (slots, into) => this.drive(this.readSlotsPlan(slots, into)),
+    };
   }
 
   /** What runs, and whether the micro-batch path is off (and why). */
@@ -258,6 +282,7 @@ export class GpuJsBackend implements StepBackend {
       const probe = backend.step(1, new Float32Array(model.inputSize), new Float32Array(model.stateSize), new Float32Array(model.stateSize), new Float32Array(model.outputSize));
       if (probe) await probe;
       await backend.probeMicroBatch();
+      await backend.probeSlotTable();
     } catch (err) {
       backend.dispose();
       throw err;
@@ -329,11 +354,27 @@ export class GpuJsBackend implements StepBackend {
     });
   }
 
-  /** A copy, slice, zeros or accumulate kernel of one output shape (its arguments' sizes vary). */
-  private shapedKernel(name: string, source: (...a: any[]) => number, output: number[], options: { immutable: boolean }): AnyKernel {
+  /** A copy, slice, zeros, accumulate or slot kernel of one output shape (its arguments' sizes vary). */
+  private shapedKernel(name: string, source: (...a: any[]) => number, output: number[], options: { immutable: boolean; constants?: Record<string, number>; dynamic?: boolean }): AnyKernel {
     let k = this.shaped.get(name);
-    if (!k) this.shaped.set(name, (k = this.kernel(source, output, {}, { immutable: options.immutable, dynamic: true })));
+    if (!k) this.shaped.set(name, (k = this.kernel(source, output, options.constants ?? {}, { immutable: options.immutable, dynamic: options.dynamic ?? true })));
     return k;
+  }
+
+  /** The slot table's view of this backend (see KernelHost). */
+  private kernelHost(): KernelHost {
+    return {
+      shaped: (name, source, output, constants, immutable, dynamic) => this.shapedKernel(name, source, output, { immutable, constants, dynamic }),
+      run: (kernel, ...args) => this.run(kernel, ...args),
+      upload: (values, cols, rows, outRows) => this.resident(values, cols, rows, outRows),
+      vector: (values) => {
+        if (this.deviceResident) this.counts.bytesUp += values.byteLength;
+        return values;
+      },
+      readBack: (value, cols, rows) => this.readBack(value, cols, rows),
+      free,
+      maxTextureSize: this.maxTextureRows(),
+    };
   }
 
   /** One kernel call, counted. */
@@ -475,29 +516,139 @@ export class GpuJsBackend implements StepBackend {
   }
 
   /**
-   * A whole micro-batch (see MicroBatch): its input rows and its keys' state go up once; wave
-   * by wave, its input rows are sliced out on the device and each layer reads the previous
-   * wave's update where the key sits (row b; narrowed to the wave's bucket when that shrinks),
-   * and each wave's outputs and new states are placed into accumulators that stay on the
-   * device: the keys' latest states ([cols, keys]) and, if asked, every row's. After the last
-   * wave, one read-back of the outputs and one per layer of each state accumulator.
+   * A whole micro-batch (see MicroBatch): its keys' state goes up once (wavesPlan does the
+   * rest), and each key's state after it comes back in one read-back per layer.
    */
   private *microBatchPlan(mb: MicroBatch): Generator<unknown, void, any> {
+    const U = mb.keys;
+    const bucketU = nextBucket(U);
+    const initial: unknown[] = [];
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      initial.push(yield this.resident(this.packLayer(mb.state, U, k, new Float32Array(U * cols)), cols, U, bucketU));
+    }
+    const latest = yield* this.wavesPlan(mb, initial);
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const keys: Float32Array[] = yield this.readBack(latest[k], this.stateCols(k), bucketU);
+      free(latest[k]);
+      this.unpackLayerRows(keys, k, 0, U, U, mb.finalState, 0);
+    }
+  }
+
+  /**
+   * A micro-batch whose keys' state is in the slot table (see SlotMicroBatch): each layer's
+   * starting rows are gathered from the table on the device (or are zeros, or the few uploaded
+   * rows), the waves run (wavesPlan), and each key's final rows are scattered back into its slot
+   * on the device. Up go the slot numbers and the input rows; down come the outputs (and every
+   * row's state if asked).
+   */
+  private *slotMicroBatchPlan(mb: SlotMicroBatch): Generator<unknown, void, any> {
+    const table = this.slotTable!;
+    const U = mb.keys;
+    const bucketU = nextBucket(U);
+    let top = 0;
+    for (let u = 0; u < U; u++) top = Math.max(top, mb.slots[u]! + 1);
+    yield* table.ensure(top);
+    const initial: unknown[] = [];
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      const n = Math.max(mb.uploadCount, 1);
+      const uploads = yield this.resident(this.packLayer(mb.uploads, mb.uploadCount, k, new Float32Array(n * cols)), cols, n);
+      initial.push(yield* table.gather(k, this.kernelHost().vector(gatherSource(mb, bucketU)), uploads, bucketU));
+      free(uploads);
+    }
+    const latest = yield* this.wavesPlan(mb, initial);
+    yield* this.scatterPlan(mb.slots, U, latest);
+  }
+
+  /** Each layer's rows of `latest` (key u's in row u) into the slot table at `slots[u]`; frees `latest`. */
+  private *scatterPlan(slots: Int32Array, U: number, latest: unknown[]): Generator<unknown, void, any> {
+    const order = Array.from({ length: U }, (_, u) => u).sort((a, b) => slots[a]! - slots[b]!);
+    const host = this.kernelHost();
+    const keys = yield* this.slotTable!.keysOfSlots(host.vector(Float32Array.from(order, (u) => slots[u]!)), host.vector(Float32Array.from(order)), U);
+    for (let k = 0; k < this.model.layers.length; k++) {
+      yield* this.slotTable!.scatter(k, latest[k], nextBucket(U), keys);
+      free(latest[k]);
+    }
+    free(keys);
+  }
+
+  /** The state in `slots` (segment-major for slots.length keys) into `into`: one read-back per layer. */
+  private *readSlotsPlan(slots: Int32Array, into: Float32Array): Generator<unknown, void, any> {
+    const table = this.slotTable!;
+    for (const s of slots) if (!(s >= 0 && s < table.capacity)) throw new RangeError(`slot ${s} is not in the device's state table (${table.capacity} slots)`);
+    if (slots.length === 0) return;
+    const rows: Float32Array[][] = yield* table.read(slots);
+    for (let k = 0; k < this.model.layers.length; k++) this.unpackLayerRows(rows[k]!, k, 0, slots.length, slots.length, into, 0);
+  }
+
+  /** Writes `state` (segment-major, one key per slot) into the slot table. */
+  private *writeSlotsPlan(slots: Int32Array, state: Float32Array): Generator<unknown, void, any> {
+    const U = slots.length;
+    const bucketU = nextBucket(U);
+    let top = 0;
+    for (const s of slots) top = Math.max(top, s + 1);
+    yield* this.slotTable!.ensure(top);
+    const rows: unknown[] = [];
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      rows.push(yield this.resident(this.packLayer(state, U, k, new Float32Array(U * cols)), cols, U, bucketU));
+    }
+    yield* this.scatterPlan(slots, U, rows);
+  }
+
+  /**
+   * A slot micro-batch too tall for one GL texture: its keys' state is read out of the table,
+   * the waves go one by one (stepWavesOneByOne), and the final states are written back.
+   */
+  private async tallSlotMicroBatch(mb: SlotMicroBatch): Promise<void> {
+    const { model } = this;
+    const S = model.stateSize;
+    const U = mb.keys;
+    const inTable = Int32Array.from({ length: U }, (_, u) => u).filter((u) => mb.from[u] === FROM_TABLE);
+    const read = new Float32Array(inTable.length * S);
+    await this.drive(this.readSlotsPlan(Int32Array.from(inTable, (u) => mb.slots[u]!), read));
+    const state = new Float32Array(U * S);
+    const uploaded = (u: number): [Float32Array, number, number] | undefined => {
+      const f = mb.from[u]!;
+      if (f === FROM_TABLE) return [read, inTable.length, inTable.indexOf(u)];
+      return f === FROM_ZEROS ? undefined : [mb.uploads, mb.uploadCount, f];
+    };
+    for (let u = 0; u < U; u++) {
+      const src = uploaded(u);
+      if (!src) continue;
+      const [block, keys, row] = src;
+      for (const seg of model.stateSegments) state.set(block.subarray(keys * seg.offset + row * seg.size, keys * seg.offset + (row + 1) * seg.size), U * seg.offset + u * seg.size);
+    }
+    const finalState = new Float32Array(U * S);
+    await stepWavesOneByOne(model, (n, x, st, next, out) => this.step(n, x, st, next, out), { ...mb, state, finalState });
+    await this.drive(this.writeSlotsPlan(mb.slots, finalState));
+  }
+
+  /**
+   * The waves of a micro-batch, starting from each layer's state rows `initial` ([cols, bucketU]
+   * device values, consumed): its input rows go up once; wave by wave, its input rows are
+   * sliced out on the device and each layer reads the previous wave's update where the key sits
+   * (row b; narrowed to the wave's bucket when that shrinks), and each wave's outputs and new
+   * states are placed into accumulators that stay on the device: the keys' latest states
+   * ([cols, bucketU], returned for the caller to read back or scatter) and, if asked, every
+   * row's. After the last wave, one read-back of the outputs and one per layer of every row's
+   * states.
+   */
+  private *wavesPlan(mb: Pick<MicroBatch, 'keys' | 'waveSizes' | 'input' | 'states' | 'output'>, initial: unknown[]): Generator<unknown, unknown[], any> {
     const { model } = this;
     const I = model.inputSize;
     const { starts, rows: R } = waveStarts(mb.waveSizes);
-    const U = mb.keys;
     const bucketR = nextBucket(R);
-    const bucketU = nextBucket(U);
+    const bucketU = nextBucket(mb.keys);
     // Room for the last wave's slice past row R (its bucket's padding rows).
     const X = yield this.resident(mb.input, I, R, bucketR + bucketU);
-    const prev: { state: unknown; rows: number }[] = [];
+    const prev = initial.map((state) => ({ state, rows: bucketU }));
     const latest: unknown[] = [];
     const every: unknown[] = [];
     const zeros = (cols: number, rows: number): unknown => this.run(this.shapedKernel(`zeros ${cols}x${rows}`, K.zeros, [cols, rows], { immutable: true }));
     for (let k = 0; k < model.layers.length; k++) {
       const cols = this.stateCols(k);
-      prev.push({ state: yield this.resident(this.packLayer(mb.state, U, k, new Float32Array(U * cols)), cols, U, bucketU), rows: bucketU });
       latest.push(yield zeros(cols, bucketU));
       if (mb.states) every.push(yield zeros(cols, bucketR));
     }
@@ -523,27 +674,17 @@ export class GpuJsBackend implements StepBackend {
     }
     for (const p of prev) free(p.state);
     free(X);
-    yield* this.readMicroBatch(mb, outputs, latest, every, bucketR, bucketU);
-  }
-
-  /** The micro-batch's accumulators read back (once each) into its output, finalState and states. */
-  private *readMicroBatch(mb: MicroBatch, outputs: unknown, latest: unknown[], every: unknown[], bucketR: number, bucketU: number): Generator<unknown, void, any> {
-    const { model } = this;
-    const { starts, rows: R } = waveStarts(mb.waveSizes);
     const logits: Float32Array[] = yield this.readBack(outputs, model.outputSize, bucketR);
     free(outputs);
     this.unpackOutputs(logits, 0, R, mb.output, 0);
-    for (let k = 0; k < model.layers.length; k++) {
-      const cols = this.stateCols(k);
-      const keys: Float32Array[] = yield this.readBack(latest[k], cols, bucketU);
-      free(latest[k]);
-      this.unpackLayerRows(keys, k, 0, mb.keys, mb.keys, mb.finalState, 0);
-      if (mb.states) {
-        const rows: Float32Array[] = yield this.readBack(every[k], cols, bucketR);
+    if (mb.states) {
+      for (let k = 0; k < model.layers.length; k++) {
+        const rows: Float32Array[] = yield this.readBack(every[k], this.stateCols(k), bucketR);
         free(every[k]);
         for (let w = 0; w < mb.waveSizes.length; w++) this.unpackLayerRows(rows, k, starts[w]!, mb.waveSizes[w]!, mb.waveSizes[w]!, mb.states, starts[w]! * model.stateSize);
       }
     }
+    return latest;
   }
 
   /** `acc` with rows [start, start + n) from `wave` (a new accumulator; the old one is freed). */
@@ -578,6 +719,66 @@ export class GpuJsBackend implements StepBackend {
     if (nextBucket(rows) + nextBucket(mb.keys) > this.maxTextureRows()) return stepWavesOneByOne(this.model, (n, x, st, next, out) => this.step(n, x, st, next, out), mb);
     return this.drive(this.microBatchPlan(mb));
   };
+
+  /** A micro-batch whose keys' state is in the slot table (see SlotMicroBatch). */
+  private stepSlots(mb: SlotMicroBatch): void | Promise<void> {
+    this.counts.calls++;
+    const rows = waveStarts(mb.waveSizes).rows;
+    if (nextBucket(rows) + nextBucket(mb.keys) > this.maxTextureRows()) return this.tallSlotMicroBatch(mb);
+    return this.drive(this.slotMicroBatchPlan(mb));
+  }
+
+  /**
+   * Runs two micro-batches through the slot table beside the same waves stepped one by one from
+   * the same states: the first from zeros and an uploaded row, into slots that make the table
+   * grow; the second from the table, plus a slot that makes it grow again; then reads the slots
+   * back. Where anything differs, the table is turned off (the backend still steps micro-batches
+   * with the state going up and down) and `detail` says why.
+   */
+  private async probeSlotTable(): Promise<void> {
+    const table = this.stateTable;
+    if (!table || !this.stepMicroBatch) return;
+    const { model } = this;
+    const S = model.stateSize;
+    const O = model.outputSize;
+    const waveSizes = Int32Array.of(3, 2, 1);
+    const rows = 6;
+    const inputOf = (phase: number): Float32Array => Float32Array.from({ length: rows * model.inputSize }, (_, i) => Math.sin(i + phase));
+    const uploads = Float32Array.from({ length: S }, (_, i) => 0.1 * Math.cos(i));
+    const start = new Float32Array(3 * S);
+    for (const seg of model.stateSegments) start.set(uploads.subarray(seg.offset, seg.offset + seg.size), 3 * seg.offset + seg.size);
+    let worst = 0;
+    const compare = (a: Float32Array, b: Float32Array): void => {
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    };
+    try {
+      const slots = Int32Array.of(5, 0, 70);
+      const phases = [
+        { from: Int32Array.of(FROM_ZEROS, 0, FROM_ZEROS), slots, state: start },
+        { from: Int32Array.of(FROM_TABLE, FROM_TABLE, FROM_TABLE), slots, state: undefined as Float32Array | undefined },
+      ];
+      let before = start;
+      for (const [p, phase] of phases.entries()) {
+        const input = inputOf(p);
+        const expected = { keys: 3, waveSizes, input, state: before, finalState: new Float32Array(3 * S), states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+        await stepWavesOneByOne(model, (n, x, st, next, out) => this.step(n, x, st, next, out), expected);
+        const got = { keys: 3, waveSizes, input, slots: phase.slots, from: phase.from, uploadCount: 1, uploads, states: new Float32Array(rows * S), output: new Float32Array(rows * O) };
+        await table.step(got);
+        compare(got.output, expected.output);
+        compare(got.states, expected.states);
+        // A slot past the table's rows makes it grow, keeping what it holds.
+        if (p === 0) await this.drive(this.writeSlotsPlan(Int32Array.of(200), new Float32Array(S)));
+        const back = new Float32Array(3 * S);
+        await table.read(slots, back);
+        compare(back, expected.finalState);
+        before = expected.finalState;
+      }
+      if (!(worst <= 1e-5)) throw new Error(`it differs from stepping the waves one by one by ${worst}`);
+    } catch (err) {
+      this.stateTable = undefined;
+      this.baseDetail += `; device state table off: ${(err as Error).message}`;
+    }
+  }
 
   /** The tallest texture a kernel may write: GL's limit, unbounded elsewhere. */
   private maxTextureRows(): number {
@@ -635,6 +836,7 @@ export class GpuJsBackend implements StepBackend {
     for (const kb of this.buckets.values()) {
       for (const k of [...kb.layers.flatMap((l) => [l.gates, l.update]), kb.head]) k.destroy?.();
     }
+    this.slotTable.dispose();
     for (const k of this.shaped.values()) k.destroy?.();
     this.buckets.clear();
     this.shaped.clear();

@@ -44,6 +44,50 @@ export interface MicroBatch {
   readonly output: Float32Array;
 }
 
+/**
+ * A micro-batch whose keys' state lives on the device, in a backend's slot table
+ * (`StepBackend.stateTable`): like MicroBatch, but each key names its slot instead of bringing
+ * its state, and its state after the micro-batch stays in that slot. Only slot numbers, the
+ * input rows and the outputs cross the bus; a key's state crosses only when the host holds a
+ * newer copy than the device (`uploads`: a restored key).
+ *
+ * - `slots`: each key's slot (key u of the micro-batch, numbered as in MicroBatch).
+ * - `from`: where key u's state before the micro-batch is: FROM_TABLE (its slot), FROM_ZEROS (a
+ *   new key), or r >= 0: row r of `uploads`.
+ * - `uploads`: segment-major state rows for `uploadCount` keys, indexed by `from`.
+ */
+export interface SlotMicroBatch {
+  readonly keys: number;
+  readonly waveSizes: Int32Array;
+  readonly input: Float32Array;
+  readonly slots: Int32Array;
+  readonly from: Int32Array;
+  readonly uploadCount: number;
+  readonly uploads: Float32Array;
+  readonly states?: Float32Array;
+  readonly output: Float32Array;
+}
+
+/** SlotMicroBatch.from: the key's state is in its slot of the table. */
+export const FROM_TABLE = -1;
+/** SlotMicroBatch.from: the key starts from zero state (new, or its slot was reused). */
+export const FROM_ZEROS = -2;
+
+/**
+ * Every key's recurrent state in device memory, by slot number (the key store's), so that
+ * stepping a key moves nothing of its state across the bus: a micro-batch gathers its keys'
+ * slots on the device, steps, and scatters the results back on the device. State leaves the
+ * device only when someone asks (`read`: a snapshot, `store.get`), in one batched read-back.
+ */
+export interface DeviceStateTable {
+  /** Most slots the device can hold (GL: its texture size); a store with more cannot live here. */
+  readonly maxSlots: number;
+  /** Steps a micro-batch whose keys' state is in the table (see SlotMicroBatch). */
+  step(batch: SlotMicroBatch): void | Promise<void>;
+  /** The state in `slots`, segment-major for slots.length keys, into `into`, in one read-back. */
+  read(slots: Int32Array, into: Float32Array): void | Promise<void>;
+}
+
 /** Host↔device traffic a device backend counted since it was created (a host backend counts none). */
 export interface TransferCounts {
   /** Bytes uploaded: inputs, states, and weights where they are not resident. */
@@ -76,6 +120,8 @@ export interface StepBackend {
   readonly device?: boolean;
   /** Device backends: host↔device traffic so far. */
   readonly transfers?: TransferCounts;
+  /** Device backends that keep every key's state on the device (see DeviceStateTable). */
+  readonly stateTable?: DeviceStateTable;
   dispose(): void;
 }
 

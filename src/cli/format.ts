@@ -25,6 +25,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     const kb = (n: number): string => `${(n / 1024).toFixed(1)} KiB`;
     lines.push(
       `device       ${t.microBatches} micro-batch(es), ${t.waves} wave(s), ${t.microBatchPath ? 'one call per micro-batch' : 'one call per wave'}`,
+      `  state      ${t.stateOnDevice.on ? 'on the device' : 'on the host'}: ${t.stateOnDevice.why}`,
       `  per batch  up ${kb(t.perMicroBatch.bytesUp)}, down ${kb(t.perMicroBatch.bytesDown)}, ${t.perMicroBatch.kernelCalls} kernel calls, ${t.perMicroBatch.readBacks} read-backs`,
     );
   }

@@ -1,11 +1,11 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import { z } from 'zod';
-import { waveStarts, type MicroBatch, type StepBackend } from '../backends/types.js';
+import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type MicroBatch, type SlotMicroBatch, type StepBackend } from '../backends/types.js';
 import type { StateSegment } from '../core/model.js';
 import type { Carried } from '../pipeline/define.js';
 import { formatZodIssues } from '../core/validation.js';
 import { RnnStreamError } from '../core/errors.js';
-import { CHUNK_SLOTS, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
+import { CHUNK_SLOTS, Residence, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
 import type { BoundedQueue } from './bounded-queue.js';
 
 export const rnnByKeyOptionsSchema = z
@@ -61,6 +61,12 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
    * where each call is a round trip; host backends step wave by wave, which costs them less.
    */
   readonly microBatch?: boolean;
+  /**
+   * With the micro-batch path: keep every key's state on the device, in the backend's slot
+   * table (`stateTable`), so that only slot numbers and inputs go up and outputs come down.
+   * Default: on where the backend has a table and the store fits it (see stateResidence).
+   */
+  readonly stateOnDevice?: boolean;
   /** Called once per micro-batch with its events and waves (replay's transfer figures per micro-batch). */
   readonly onBatch?: (events: number, waves: number) => void;
 }
@@ -279,8 +285,25 @@ interface ChainRow {
 /** A key's accepted events in a micro-batch, in order, and its state before the first. */
 interface Chain {
   readonly slot: number;
-  readonly initial: Float32Array;
+  /** Its state before the micro-batch, when the device's table does not hold it (undefined: zeros). */
+  readonly initial: Float32Array | undefined;
+  /** Its state before the micro-batch is in its slot of the device's table. */
+  readonly inTable: boolean;
   readonly rows: ChainRow[];
+}
+
+/**
+ * Whether rnnByKey keeps keys' state on `backend`'s device (its slot table) for `store`, and why
+ * (or why not): what replay reports beside its transfer figures.
+ */
+export function stateResidence(backend: StepBackend, store: KeyStateStore, options: { microBatch?: boolean; stateOnDevice?: boolean }): { table: DeviceStateTable | undefined; why: string } {
+  const table = backend.stateTable;
+  const microBatch = backend.stepMicroBatch !== undefined && (options.microBatch ?? backend.device === true);
+  if (!table) return { table: undefined, why: `the ${backend.name} backend keeps no state table` };
+  if (!microBatch) return { table: undefined, why: 'the micro-batch path is off' };
+  if (options.stateOnDevice === false) return { table: undefined, why: 'turned off (stateOnDevice: false)' };
+  if (store.capacity > table.maxSlots) return { table: undefined, why: `the store's capacity (${store.capacity} keys) exceeds the device's ${table.maxSlots}-slot table` };
+  return { table, why: `every key's state in the ${backend.name} backend's slot table` };
 }
 
 /** Steps one micro-batch in waves. Holds the batch buffers, sized once for maxBatchSize keys. */
@@ -296,6 +319,8 @@ class WaveStepper<In, E> {
   private readonly microBatch: boolean;
   /** Accepted events' normalised features in a micro-batch, before they are ordered into waves. */
   private readonly staged: Float32Array;
+  /** The device's slot table, where keys' state lives (see RnnByKeyConfig.stateOnDevice). */
+  private readonly table: DeviceStateTable | undefined;
 
   constructor(
     private readonly config: RnnByKeyConfig<In, E>,
@@ -311,6 +336,8 @@ class WaveStepper<In, E> {
     const { backend } = config;
     this.microBatch = backend.stepMicroBatch !== undefined && (config.microBatch ?? backend.device === true);
     this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
+    this.table = stateResidence(backend, config.store, config).table;
+    config.store.attachDevice(this.table);
     this.carryNames = Object.keys(config.carry ?? {});
     this.carryOf = Object.values(config.carry ?? {});
     if (this.carryNames.length !== config.store.carrySize) {
@@ -346,7 +373,9 @@ class WaveStepper<In, E> {
       }
       return results;
     };
-    return next(0);
+    // The wave-by-wave path steps from the host's copy: read the device's back first.
+    const pulled = this.table ? this.config.store.pullSlots([...occurrences.keys()].map((k) => this.config.store.find(k)).filter((slot) => slot >= 0)) : undefined;
+    return pulled ? pulled.then(() => next(0)) : next(0);
   }
 
   /**
@@ -380,10 +409,16 @@ class WaveStepper<In, E> {
     if (chains.size === 0) return results;
     // Keys with the most events first: wave w then holds keys 0..waveSizes[w]-1 (see MicroBatch).
     const ordered = [...chains.values()].sort((a, b) => b.rows.length - a.rows.length);
+    if (this.table) {
+      const slotBatch = this.slotMicroBatchOf(ordered);
+      const pending = this.table.step(slotBatch);
+      if (pending) return pending.then(() => this.finishMicroBatch(ordered, slotBatch, undefined, items, results));
+      return this.finishMicroBatch(ordered, slotBatch, undefined, items, results);
+    }
     const batch = this.microBatchOf(ordered);
     const pending = this.config.backend.stepMicroBatch!(batch);
-    if (pending) return pending.then(() => this.finishMicroBatch(ordered, batch, items, results));
-    return this.finishMicroBatch(ordered, batch, items, results);
+    if (pending) return pending.then(() => this.finishMicroBatch(ordered, batch, batch.finalState, items, results));
+    return this.finishMicroBatch(ordered, batch, batch.finalState, items, results);
   }
 
   /**
@@ -408,10 +443,7 @@ class WaveStepper<In, E> {
       return undefined;
     }
     let chain = chains.get(key);
-    if (!chain) {
-      const S = store.model.stateSize;
-      chains.set(key, (chain = { slot, initial: c.state.slice(x * S, (x + 1) * S), rows: [] }));
-    }
+    if (!chain) chains.set(key, (chain = this.chainFor(slot)));
     const position = positionOf?.(items[i]!);
     const steps = ++c.steps[x]!;
     c.partition[x] = position ? position.partition : -1;
@@ -422,6 +454,17 @@ class WaveStepper<In, E> {
     const row: ChainRow = { i, staged: accepted, gap: gap as number, prev, steps, position, sequence: c.sequence[x]!, carry: captureState ? c.carry.slice(x * C, (x + 1) * C) : undefined };
     chain.rows.push(row);
     return row;
+  }
+
+  /** A key's chain, with where its state before the micro-batch is: the device's table, zeros, or the host. */
+  private chainFor(slot: number): Chain {
+    const S = this.config.store.model.stateSize;
+    const c = this.config.store.chunkOf(slot);
+    const x = slot & (CHUNK_SLOTS - 1);
+    if (this.table && c.residence[x] !== Residence.HOST) return { slot, initial: undefined, inTable: true, rows: [] };
+    const initial = c.state.slice(x * S, (x + 1) * S);
+    // A new key's zeros need not go up to the table.
+    return { slot, initial: this.table && initial.every((v) => v === 0) ? undefined : initial, inTable: false, rows: [] };
   }
 
   /**
@@ -445,7 +488,7 @@ class WaveStepper<In, E> {
   }
 
   /** The backend's view of the chains: wave sizes, input rows wave by wave, the keys' starting state. */
-  private microBatchOf(ordered: Chain[]): MicroBatch {
+  private microBatchOf(ordered: Chain[], withState = true): MicroBatch {
     const { model } = this.config.store;
     const I = model.inputSize;
     const S = model.stateSize;
@@ -454,18 +497,43 @@ class WaveStepper<In, E> {
     for (const chain of ordered) for (let w = 0; w < chain.rows.length; w++) waveSizes[w]!++;
     const { starts, rows } = waveStarts(waveSizes);
     const input = new Float32Array(rows * I);
-    const state = new Float32Array(U * S);
+    const state = new Float32Array(withState ? U * S : 0);
     ordered.forEach((chain, u) => {
       chain.rows.forEach((row, w) => input.set(this.staged.subarray(row.staged * I, (row.staged + 1) * I), (starts[w]! + u) * I));
-      for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
+      if (chain.initial && withState) for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
     });
-    const finalState = new Float32Array(U * S);
+    const finalState = new Float32Array(withState ? U * S : 0);
     const output = new Float32Array(rows * model.outputSize);
     return { keys: U, waveSizes, input, state, finalState, output, ...(this.config.captureState ? { states: new Float32Array(rows * S) } : {}) };
   }
 
-  /** Each accepted event's result, in order per key, and each key's state after its last one. */
-  private finishMicroBatch(ordered: Chain[], batch: MicroBatch, items: In[], results: KeyedStep<In>[]): KeyedStep<In>[] {
+  /** The chains as a micro-batch on the device's table: slots, where each key's state is, the few rows that go up. */
+  private slotMicroBatchOf(ordered: Chain[]): SlotMicroBatch {
+    const { model } = this.config.store;
+    const S = model.stateSize;
+    const U = ordered.length;
+    const { waveSizes, input, output, states } = this.microBatchOf(ordered, false);
+    const slots = Int32Array.from(ordered, (chain) => chain.slot);
+    const from = new Int32Array(U);
+    const uploading = ordered.filter((chain) => !chain.inTable && chain.initial);
+    const uploads = new Float32Array(uploading.length * S);
+    let r = 0;
+    ordered.forEach((chain, u) => {
+      if (chain.inTable) from[u] = FROM_TABLE;
+      else if (!chain.initial) from[u] = FROM_ZEROS;
+      else {
+        for (const seg of model.stateSegments) uploads.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), uploading.length * seg.offset + r * seg.size);
+        from[u] = r++;
+      }
+    });
+    return { keys: U, waveSizes, input, slots, from, uploadCount: uploading.length, uploads, output, ...(states ? { states } : {}) };
+  }
+
+  /**
+   * Each accepted event's result, in order per key, and each key's state after its last one:
+   * copied from `finalState` to the host, or (undefined) left in the device's table.
+   */
+  private finishMicroBatch(ordered: Chain[], batch: Pick<MicroBatch, 'keys' | 'waveSizes' | 'output' | 'states'>, finalState: Float32Array | undefined, items: In[], results: KeyedStep<In>[]): KeyedStep<In>[] {
     const { store, eventOf, ends, classify, captureState } = this.config;
     const { model } = store;
     const S = model.stateSize;
@@ -493,7 +561,8 @@ class WaveStepper<In, E> {
       });
       // The key's state after its last event.
       const U = batch.keys;
-      for (const seg of model.stateSegments) c.state.set(batch.finalState.subarray(U * seg.offset + u * seg.size, U * seg.offset + (u + 1) * seg.size), x * S + seg.offset);
+      if (finalState) for (const seg of model.stateSegments) c.state.set(finalState.subarray(U * seg.offset + u * seg.size, U * seg.offset + (u + 1) * seg.size), x * S + seg.offset);
+      else c.residence[x] = Residence.DEVICE;
       if (ended) store.deleteSlot(chain.slot);
     });
     return results;
@@ -616,6 +685,7 @@ class WaveStepper<In, E> {
       const to = x * S + seg.offset;
       for (let j = 0; j < seg.size; j++) c.state[to + j] = next[from + j]!;
     }
+    c.residence[x] = Residence.HOST;
     const steps = ++c.steps[x]!;
     const position = positionOf?.(item);
     c.partition[x] = position ? position.partition : -1;

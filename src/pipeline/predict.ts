@@ -77,6 +77,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly captureState?: boolean;
   /** Whole micro-batches per backend call (see rnnByKey's microBatch; default: device backends). */
   readonly microBatch?: boolean;
+  /** Keys' state in the device backend's slot table (see rnnByKey's stateOnDevice; default: where it fits). */
+  readonly stateOnDevice?: boolean;
   /** Called once per micro-batch with its events and waves. */
   readonly onBatch?: (events: number, waves: number) => void;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
@@ -206,6 +208,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       captureState: options.captureState,
       sequence: pipeline.sequence,
       microBatch: options.microBatch,
+      stateOnDevice: options.stateOnDevice,
       onBatch: options.onBatch,
     }),
     map((step): PipelineOutput => {

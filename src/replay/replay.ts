@@ -11,6 +11,7 @@ import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
 import { FixtureSource, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
+import { stateResidence } from '../operators/rnn-by-key.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import type { DeadLetter } from '../operators/records.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
@@ -39,6 +40,8 @@ export const replayOptionsSchema = z
     threads: z.int().positive().optional(),
     /** Whole micro-batches per backend call (default: on for device backends, see rnnByKey). */
     microBatch: z.boolean().optional(),
+    /** Keys' state in the device backend's slot table (default: on where the backend has one and the store fits). */
+    stateOnDevice: z.boolean().optional(),
     /** Inputs longer than this are dead-lettered unparsed, as in the service. */
     maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
   })
@@ -74,6 +77,8 @@ export interface ReplaySummary {
     readonly waves: number;
     /** Whether each micro-batch went to the backend whole (one call) or wave by wave. */
     readonly microBatchPath: boolean;
+    /** Whether keys' state stayed on the device (its slot table) between micro-batches, and why. */
+    readonly stateOnDevice: { readonly on: boolean; readonly why: string };
     readonly perMicroBatch: { readonly bytesUp: number; readonly bytesDown: number; readonly kernelCalls: number; readonly readBacks: number };
   };
   /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
@@ -144,6 +149,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
         maxWaitMs: opts.maxWaitMs,
         maxBytes: opts.maxMessageBytes,
         microBatch: opts.microBatch,
+        stateOnDevice: opts.stateOnDevice,
         onBatch: (_events, waves) => {
           batches.microBatches++;
           batches.waves += waves;
@@ -160,7 +166,8 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const seconds = (performance.now() - started) / 1000;
   const events = predictions + deadLettered;
   const stats = store.stats;
-  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, opts.microBatch ?? (backend.stepMicroBatch !== undefined && backend.device === true));
+  const residence = stateResidence(backend, store, opts);
+  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, opts.microBatch ?? (backend.stepMicroBatch !== undefined && backend.device === true), { on: residence.table !== undefined, why: residence.why });
   return {
     pipeline: pipeline.name,
     input,
@@ -190,9 +197,9 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
 }
 
 /** A device backend's traffic during the stream (end minus start), in all and per micro-batch. */
-function transfersSince(start: TransferCounts | undefined, end: TransferCounts | undefined, batches: { microBatches: number; waves: number }, microBatchPath: boolean): ReplaySummary['transfers'] {
+function transfersSince(start: TransferCounts | undefined, end: TransferCounts | undefined, batches: { microBatches: number; waves: number }, microBatchPath: boolean, stateOnDevice: { on: boolean; why: string }): ReplaySummary['transfers'] {
   if (!start || !end) return undefined;
   const d = { bytesUp: end.bytesUp - start.bytesUp, bytesDown: end.bytesDown - start.bytesDown, kernelCalls: end.kernelCalls - start.kernelCalls, readBacks: end.readBacks - start.readBacks, calls: end.calls - start.calls };
   const per = (n: number): number => (batches.microBatches > 0 ? Math.round(n / batches.microBatches) : 0);
-  return { ...d, ...batches, microBatchPath, perMicroBatch: { bytesUp: per(d.bytesUp), bytesDown: per(d.bytesDown), kernelCalls: per(d.kernelCalls), readBacks: per(d.readBacks) } };
+  return { ...d, ...batches, microBatchPath, stateOnDevice, perMicroBatch: { bytesUp: per(d.bytesUp), bytesDown: per(d.bytesDown), kernelCalls: per(d.kernelCalls), readBacks: per(d.readBacks) } };
 }

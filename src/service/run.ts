@@ -10,7 +10,7 @@
 import type { Server } from 'node:http';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
-import type { MicroBatch, StepBackend } from '../backends/types.js';
+import type { MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
@@ -67,6 +67,7 @@ function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend 
     return undefined;
   };
   const stepMicroBatch = backend.stepMicroBatch?.bind(backend);
+  const table = backend.stateTable;
   return {
     name: backend.name,
     detail: backend.detail,
@@ -77,6 +78,15 @@ function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend 
     dispose: () => backend.dispose(),
     step: (batch, input, state, next, output) => timed(batch, () => backend.step(batch, input, state, next, output)),
     ...(stepMicroBatch ? { stepMicroBatch: (mb: MicroBatch) => timed(mb.keys, () => stepMicroBatch(mb)) } : {}),
+    ...(table
+      ? {
+          stateTable: {
+            maxSlots: table.maxSlots,
+            step: (mb: SlotMicroBatch) => timed(mb.keys, () => table.step(mb)),
+            read: (slots: Int32Array, into: Float32Array) => table.read(slots, into),
+          },
+        }
+      : {}),
   };
 }
 

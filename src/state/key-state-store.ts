@@ -17,6 +17,11 @@
  * State follows input partitions: each key is tagged with the partition of its last event, and
  * `dropPartition` removes exactly a revoked partition's keys. Snapshots are the codec's bytes
  * (snapshot-codec.ts), tagged with the model's hash.
+ *
+ * On a device backend with a state table (`attachDevice`), a key's state floats live on the
+ * device, in the table row of the key's slot, and the store keeps which copy is current
+ * (`residence`). Reading a key's state (`get`, `snapshot`) reads current device copies back in
+ * one batch first; `pull` does that ahead of time, for a device that only reads asynchronously.
  */
 import { SnapshotError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
@@ -52,6 +57,22 @@ export const CHUNK_SLOTS = 1 << CHUNK_BITS;
 const SLOT_MASK = CHUNK_SLOTS - 1;
 const NONE = -1;
 
+/** Where a slot's current state floats are (SlotChunk.residence). */
+export const Residence = {
+  /** In the host columns (the device's copy, if any, is older or not there). */
+  HOST: 0,
+  /** On the device only (the host columns are older). */
+  DEVICE: 1,
+  /** In both, the same. */
+  BOTH: 2,
+} as const;
+
+/** The device side of a store's state (a backend's DeviceStateTable): reads slots back. */
+export interface DeviceStateReader {
+  /** The state in `slots`, segment-major for slots.length keys, into `into`. */
+  read(slots: Int32Array, into: Float32Array): void | Promise<void>;
+}
+
 /**
  * The columns of CHUNK_SLOTS slots. Slot s lives in chunk `s >> 12` at index `s & 4095`; its
  * state floats are `state[index * stateSize ...]`, its carry `carry[index * carrySize ...]`.
@@ -68,6 +89,8 @@ export class SlotChunk {
   /** The pipeline's sequence number of the last applied event; NaN: none. */
   readonly sequence = new Float64Array(CHUNK_SLOTS).fill(Number.NaN);
   readonly lastClass = new Int32Array(CHUNK_SLOTS).fill(NONE);
+  /** Where the slot's current state is (Residence). */
+  readonly residence = new Uint8Array(CHUNK_SLOTS);
   /** Least-recently-used links (slot numbers; -1: none). */
   readonly older = new Int32Array(CHUNK_SLOTS).fill(NONE);
   readonly newer = new Int32Array(CHUNK_SLOTS).fill(NONE);
@@ -92,6 +115,7 @@ export class KeyStateStore {
   private readonly idleTtlMs: number;
   private readonly shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
+  private device: DeviceStateReader | undefined;
 
   constructor(
     readonly model: RnnModel,
@@ -111,6 +135,76 @@ export class KeyStateStore {
 
   get stats(): StoreCounters {
     return { ...this.counters };
+  }
+
+  /**
+   * Keeps state on `device` from now on: slots the operator marks DEVICE are read from it when
+   * someone reads them. One store to a device table at a time; undefined detaches (only when no
+   * slot is DEVICE: their state would be lost).
+   */
+  attachDevice(device: DeviceStateReader | undefined): void {
+    if (device === this.device) return;
+    if (this.device && this.deviceSlots().length > 0) throw new Error('the state store still has state on its device; pull() it before detaching');
+    this.device = device;
+  }
+
+  /** Slots whose current state is on the device only, of `keys` (default: every resident key). */
+  private deviceSlots(keys?: Iterable<string>): number[] {
+    const out: number[] = [];
+    const consider = (slot: number): void => {
+      if (this.chunkOf(slot).residence[slot & SLOT_MASK] === Residence.DEVICE) out.push(slot);
+    };
+    if (keys) {
+      for (const k of keys) {
+        const slot = this.slots.get(k);
+        if (slot !== undefined) consider(slot);
+      }
+    } else {
+      for (let slot = this.oldest; slot !== NONE; slot = this.chunkOf(slot).newer[slot & SLOT_MASK]!) consider(slot);
+    }
+    return out;
+  }
+
+  /**
+   * Reads the device's current state of `slots` into the host columns (one batched read-back)
+   * and marks them BOTH. Synchronous where the device reads synchronously (WebGL, host kernels).
+   */
+  pullSlots(slots: readonly number[]): void | Promise<void> {
+    const wanted = slots.filter((slot) => this.chunkOf(slot).residence[slot & SLOT_MASK] === Residence.DEVICE);
+    if (wanted.length === 0) return undefined;
+    const S = this.stateSize;
+    const into = new Float32Array(wanted.length * S);
+    const land = (): void => {
+      const segments = this.model.stateSegments;
+      const n = wanted.length;
+      wanted.forEach((slot, b) => {
+        const c = this.chunkOf(slot);
+        const i = slot & SLOT_MASK;
+        // A slot freed or restored meanwhile keeps what it has now.
+        if (c.residence[i] !== Residence.DEVICE) return;
+        for (const seg of segments) c.state.set(into.subarray(n * seg.offset + b * seg.size, n * seg.offset + (b + 1) * seg.size), i * S + seg.offset);
+        c.residence[i] = Residence.BOTH;
+      });
+    };
+    const pending = this.device!.read(Int32Array.from(wanted), into);
+    if (pending) return pending.then(land);
+    land();
+    return undefined;
+  }
+
+  /** Reads the current state of `keys` (default: every key) back from the device, in one batch. */
+  async pull(keys?: Iterable<string>): Promise<void> {
+    await this.pullSlots(this.deviceSlots(keys));
+  }
+
+  /** pullSlots, refusing a device that reads only asynchronously (then `await pull()` first). */
+  private pullNow(slots: readonly number[]): void {
+    if (slots.length === 0) return;
+    const pending = this.pullSlots(slots);
+    if (pending) {
+      pending.catch(() => undefined);
+      throw new Error('this key state is on the device, which reads back asynchronously: await store.pull() before reading it');
+    }
   }
 
   /** The chunk holding `slot` (its index there is `slot & (CHUNK_SLOTS - 1)`). */
@@ -174,8 +268,9 @@ export class KeyStateStore {
     return c.partition[i] === partition && c.offset[i]! >= offset;
   }
 
-  /** A copy of the state in `slot`. */
+  /** A copy of the state in `slot` (read back from the device first if current only there). */
   read(slot: number): KeySnapshot {
+    this.pullNow([slot]);
     const c = this.chunkOf(slot);
     const i = slot & SLOT_MASK;
     const S = this.stateSize;
@@ -211,6 +306,7 @@ export class KeyStateStore {
     c.offset[i] = incoming.position ? incoming.position.offset : 0;
     c.sequence[i] = incoming.sequence;
     c.lastClass[i] = incoming.lastClass;
+    c.residence[i] = Residence.HOST;
     this.link(slot);
   }
 
@@ -270,7 +366,10 @@ export class KeyStateStore {
   /** Snapshot bytes for the given keys (all resident keys when omitted); absent keys are skipped. */
   snapshot(keys?: Iterable<string>): Uint8Array {
     const selected: KeySnapshot[] = [];
-    for (const k of keys ?? this.keys()) {
+    const wanted = keys ? [...keys] : undefined;
+    // One read-back for all of them, not one per key.
+    this.pullNow(this.deviceSlots(wanted));
+    for (const k of wanted ?? this.keys()) {
       const s = this.get(k);
       if (s) selected.push(s);
     }
@@ -290,12 +389,34 @@ export class KeyStateStore {
   restore(bytes: Uint8Array, accept?: (incoming: KeySnapshot, resident: KeySnapshot) => boolean): KeySnapshot[] {
     const restored: KeySnapshot[] = [];
     for (const s of decodeSnapshots(this.shape, bytes)) {
-      const resident = accept ? this.get(s.key) : undefined;
+      const resident = accept ? this.describe(s.key) : undefined;
       if (resident && !accept!(s, resident)) continue;
       this.set(s);
       restored.push(s);
     }
     return restored;
+  }
+
+  /** The key's snapshot with its state read only if asked for (a restore compares positions). */
+  private describe(key: string): KeySnapshot | undefined {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return undefined;
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    const partition = c.partition[i]!;
+    const store = this;
+    return {
+      key,
+      get state(): Float32Array {
+        return store.read(slot).state;
+      },
+      steps: c.steps[i]!,
+      lastSeen: c.lastSeen[i]!,
+      position: partition >= 0 ? { partition, offset: c.offset[i]! } : undefined,
+      sequence: c.sequence[i]!,
+      carry: c.carry.slice(i * this.carrySize, (i + 1) * this.carrySize),
+      lastClass: c.lastClass[i]!,
+    };
   }
 
   /**
@@ -325,6 +446,7 @@ export class KeyStateStore {
     c.offset[i] = 0;
     c.sequence[i] = Number.NaN;
     c.lastClass[i] = NONE;
+    c.residence[i] = Residence.HOST;
     this.slots.set(key, slot);
     return slot;
   }

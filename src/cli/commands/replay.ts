@@ -25,6 +25,7 @@ export function registerReplay(program: Command): void {
     .option('--max-message-bytes <n>', 'dead-letter lines longer than this, unparsed (default 1048576, as the service)', positiveInt('--max-message-bytes'))
     .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
     .option('--no-micro-batch', 'step device backends wave by wave (one round trip per wave) instead of one call per micro-batch')
+    .option('--no-state-on-device', "keep keys' state on the host (it goes up and down with every micro-batch) instead of in the device backend's slot table")
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
       const json = Boolean(opts.json);
@@ -45,6 +46,7 @@ export function registerReplay(program: Command): void {
           maxMessageBytes: opts.maxMessageBytes,
           // commander's --no-micro-batch: false when given, else the backend's default.
           ...(opts.microBatch === false ? { microBatch: false } : {}),
+          ...(opts.stateOnDevice === false ? { stateOnDevice: false } : {}),
         },
         {
           logger: consoleLogger('warn'),
