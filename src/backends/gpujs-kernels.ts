@@ -217,3 +217,15 @@ interface SlotKernelThis {
   thread: { x: number; y: number };
   constants: { cols: number; tableRows: number; searchSteps: number; oldRows: number; oldSlots: number };
 }
+
+/**
+ * `acc` with rows [start, start + n) replaced by rows rowList[0..n-1] of `src`: kept micro-batch
+ * states, gathered into one block on the device so that a changelog's rows come back in one read.
+ */
+export function gatherRows(this: KernelThis, acc: any, src: any, rowList: any, start: number, n: number): number {
+  const r = this.thread.y;
+  if (r >= start && r < start + n) {
+    return src[rowList[r - start]][this.thread.x];
+  }
+  return acc[r][this.thread.x];
+}

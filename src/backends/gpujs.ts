@@ -19,7 +19,7 @@ import { BackendUnavailableError } from '../core/errors.js';
 import type { LayerWeights, RnnModel } from '../core/model.js';
 import * as K from './gpujs-kernels.js';
 import { GpuJsSlotTable, type KernelHost } from './gpujs-slot-table.js';
-import { FROM_TABLE, FROM_ZEROS, stepWavesOneByOne, waveStarts, type BackendName, type BackendProvider, type DeviceStateTable, type MicroBatch, type SlotMicroBatch, type StepBackend, type TransferCounts } from './types.js';
+import { FROM_TABLE, FROM_ZEROS, stepWavesOneByOne, waveStarts, type BackendName, type BackendProvider, type DeviceStateTable, type KeptRows, type KeptStates, type MicroBatch, type SlotMicroBatch, type StepBackend, type TransferCounts } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -186,6 +186,31 @@ function gatherSource(mb: SlotMicroBatch, bucketU: number): Float32Array {
   return source;
 }
 
+/** A micro-batch's every-row state accumulators, one texture per layer ([cols, bucketR]), kept on the device. */
+class GpuKeptStates implements KeptStates {
+  private live: unknown[] | undefined;
+
+  constructor(
+    readonly owner: object,
+    textures: unknown[],
+    readonly rows: number,
+    readonly bytes: number,
+  ) {
+    this.live = textures;
+  }
+
+  /** Layer k's texture; throws once released. */
+  texture(k: number): unknown {
+    if (!this.live) throw new Error('these kept micro-batch states were released');
+    return this.live[k];
+  }
+
+  release(): void {
+    for (const t of this.live ?? []) free(t);
+    this.live = undefined;
+  }
+}
+
 /** Counted host↔device traffic (see TransferCounts); only device modes count. */
 class Transfers implements TransferCounts {
   bytesUp = 0;
@@ -237,6 +262,7 @@ export class GpuJsBackend implements StepBackend {
       },
       step: (mb) => this.stepSlots(mb),
       read: (slots, into) => this.drive(this.readSlotsPlan(slots, into)),
+      readKept: (parts, into) => this.drive(this.readKeptPlan(parts, into)),
     };
   }
 
@@ -527,7 +553,7 @@ export class GpuJsBackend implements StepBackend {
       const cols = this.stateCols(k);
       initial.push(yield this.resident(this.packLayer(mb.state, U, k, new Float32Array(U * cols)), cols, U, bucketU));
     }
-    const latest = yield* this.wavesPlan(mb, initial);
+    const { latest } = yield* this.wavesPlan(mb, initial);
     for (let k = 0; k < this.model.layers.length; k++) {
       const keys: Float32Array[] = yield this.readBack(latest[k], this.stateCols(k), bucketU);
       free(latest[k]);
@@ -557,8 +583,60 @@ export class GpuJsBackend implements StepBackend {
       initial.push(yield* table.gather(k, this.kernelHost().vector(gatherSource(mb, bucketU)), uploads, bucketU));
       free(uploads);
     }
-    const latest = yield* this.wavesPlan(mb, initial);
+    const keep = mb.keepStates === true && !mb.states;
+    const { latest, every } = yield* this.wavesPlan(mb, initial, keep);
     yield* this.scatterPlan(mb.slots, U, latest);
+    if (keep) mb.kept = new GpuKeptStates(this, every!, waveStarts(mb.waveSizes).rows, this.model.stateSize * nextBucket(waveStarts(mb.waveSizes).rows) * 4);
+  }
+
+  /**
+   * Rows of kept micro-batch states gathered on the device into one block per layer and read
+   * back once each (see DeviceStateTable.readKept); blocks taller than a texture may be are read
+   * in turns.
+   */
+  private *readKeptPlan(parts: readonly KeptRows[], into: Float32Array): Generator<unknown, void, any> {
+    const total = parts.reduce((n, p) => n + p.rows.length, 0);
+    const limit = Math.min(this.maxTextureRows(), 1 << 24);
+    const S = this.model.stateSize;
+    let done = 0;
+    let i = 0;
+    while (i < parts.length) {
+      // As many whole parts as fit one block (a part is one micro-batch: always fits alone).
+      const group: KeptRows[] = [];
+      let rows = 0;
+      while (i < parts.length && (group.length === 0 || rows + parts[i]!.rows.length <= limit)) {
+        const part = parts[i++]!;
+        if (!(part.kept instanceof GpuKeptStates) || part.kept.owner !== this) throw new Error('kept states from another backend');
+        group.push(part);
+        rows += part.rows.length;
+      }
+      if (rows === 0) continue;
+      const block = new Float32Array(rows * S);
+      yield* this.readKeptGroup(group, rows, block);
+      // Segment-major for `total` rows: this group's rows start at row `done` of every segment.
+      for (const seg of this.model.stateSegments) into.set(block.subarray(rows * seg.offset, rows * (seg.offset + seg.size)), total * seg.offset + done * seg.size);
+      done += rows;
+    }
+  }
+
+  private *readKeptGroup(group: readonly KeptRows[], rows: number, into: Float32Array): Generator<unknown, void, any> {
+    const bucket = nextBucket(rows);
+    const host = this.kernelHost();
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      let acc: unknown = yield this.run(this.shapedKernel(`zeros ${cols}x${bucket}`, K.zeros, [cols, bucket], { immutable: true }));
+      let start = 0;
+      for (const part of group) {
+        const kernel = this.shapedKernel(`gather rows ${cols}x${bucket}`, K.gatherRows, [cols, bucket], { immutable: true });
+        const next = yield this.run(kernel, acc, (part.kept as GpuKeptStates).texture(k), host.vector(Float32Array.from(part.rows)), start, part.rows.length);
+        free(acc);
+        acc = next;
+        start += part.rows.length;
+      }
+      const back: Float32Array[] = yield this.readBack(acc, cols, bucket);
+      free(acc);
+      this.unpackLayerRows(back, k, 0, rows, rows, into, 0);
+    }
   }
 
   /** Each layer's rows of `latest` (key u's in row u) into the slot table at `slots[u]`; frees `latest`. */
@@ -621,6 +699,8 @@ export class GpuJsBackend implements StepBackend {
       for (const seg of model.stateSegments) state.set(block.subarray(keys * seg.offset + row * seg.size, keys * seg.offset + (row + 1) * seg.size), U * seg.offset + u * seg.size);
     }
     const finalState = new Float32Array(U * S);
+    // Too tall to keep every row's state in one texture: the caller gets them all instead.
+    if (mb.keepStates && !mb.states) mb.states = new Float32Array(waveStarts(mb.waveSizes).rows * S);
     await stepWavesOneByOne(model, (n, x, st, next, out) => this.step(n, x, st, next, out), { ...mb, state, finalState });
     await this.drive(this.writeSlotsPlan(mb.slots, finalState));
   }
@@ -633,9 +713,9 @@ export class GpuJsBackend implements StepBackend {
    * states are placed into accumulators that stay on the device: the keys' latest states
    * ([cols, bucketU], returned for the caller to read back or scatter) and, if asked, every
    * row's. After the last wave, one read-back of the outputs and one per layer of every row's
-   * states.
+   * states, unless they are to be kept on the device (`keep`: returned as `every`).
    */
-  private *wavesPlan(mb: Pick<MicroBatch, 'keys' | 'waveSizes' | 'input' | 'states' | 'output'>, initial: unknown[]): Generator<unknown, unknown[], any> {
+  private *wavesPlan(mb: Pick<MicroBatch, 'keys' | 'waveSizes' | 'input' | 'states' | 'output'>, initial: unknown[], keep = false): Generator<unknown, { latest: unknown[]; every: unknown[] | undefined }, any> {
     const { model } = this;
     const I = model.inputSize;
     const { starts, rows: R } = waveStarts(mb.waveSizes);
@@ -650,7 +730,7 @@ export class GpuJsBackend implements StepBackend {
     for (let k = 0; k < model.layers.length; k++) {
       const cols = this.stateCols(k);
       latest.push(yield zeros(cols, bucketU));
-      if (mb.states) every.push(yield zeros(cols, bucketR));
+      if (mb.states || keep) every.push(yield zeros(cols, bucketR));
     }
     let outputs: unknown = yield zeros(model.outputSize, bucketR);
     for (let w = 0; w < mb.waveSizes.length; w++) {
@@ -664,7 +744,7 @@ export class GpuJsBackend implements StepBackend {
         const state = p.rows === bucket ? p.state : yield this.run(this.shapedKernel(`narrow ${cols}x${bucket}`, K.sliceRows, [cols, bucket], { immutable: false }), p.state, 0);
         const update = yield* this.layerStep(kb, k, x, state);
         latest[k] = yield* this.accumulate(latest[k], update, cols, bucketU, 0, n);
-        if (mb.states) every[k] = yield* this.accumulate(every[k], update, cols, bucketR, starts[w]!, n);
+        if (mb.states || keep) every[k] = yield* this.accumulate(every[k], update, cols, bucketR, starts[w]!, n);
         free(p.state);
         prev[k] = { state: update, rows: bucket };
         x = update;
@@ -677,14 +757,14 @@ export class GpuJsBackend implements StepBackend {
     const logits: Float32Array[] = yield this.readBack(outputs, model.outputSize, bucketR);
     free(outputs);
     this.unpackOutputs(logits, 0, R, mb.output, 0);
-    if (mb.states) {
+    if (mb.states && !keep) {
       for (let k = 0; k < model.layers.length; k++) {
         const rows: Float32Array[] = yield this.readBack(every[k], this.stateCols(k), bucketR);
         free(every[k]);
         for (let w = 0; w < mb.waveSizes.length; w++) this.unpackLayerRows(rows, k, starts[w]!, mb.waveSizes[w]!, mb.waveSizes[w]!, mb.states, starts[w]! * model.stateSize);
       }
     }
-    return latest;
+    return { latest, every: keep ? every : undefined };
   }
 
   /** `acc` with rows [start, start + n) from `wave` (a new accumulator; the old one is freed). */

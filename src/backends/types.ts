@@ -55,6 +55,10 @@ export interface MicroBatch {
  * - `from`: where key u's state before the micro-batch is: FROM_TABLE (its slot), FROM_ZEROS (a
  *   new key), or r >= 0: row r of `uploads`.
  * - `uploads`: segment-major state rows for `uploadCount` keys, indexed by `from`.
+ * - `states`: as MicroBatch's, every row's state read back, if given.
+ * - `keepStates`: every row's state kept on the device instead, for a changelog to read the
+ *   few it writes later (`readKept`): the backend sets `kept`, or, where it cannot keep them
+ *   (a micro-batch too tall for one texture), sets `states` with all of them.
  */
 export interface SlotMicroBatch {
   readonly keys: number;
@@ -64,8 +68,23 @@ export interface SlotMicroBatch {
   readonly from: Int32Array;
   readonly uploadCount: number;
   readonly uploads: Float32Array;
-  readonly states?: Float32Array;
+  states?: Float32Array;
+  readonly keepStates?: boolean;
+  kept?: KeptStates;
   readonly output: Float32Array;
+}
+
+/**
+ * Every row's state of one micro-batch, kept in device memory (SlotMicroBatch.keepStates) until
+ * released: row r is the state after the micro-batch's input row r (wave w's key b at
+ * start_w + b, as MicroBatch numbers rows).
+ */
+export interface KeptStates {
+  readonly rows: number;
+  /** Device memory it holds. */
+  readonly bytes: number;
+  /** Frees the device memory; it cannot be read after. */
+  release(): void;
 }
 
 /** SlotMicroBatch.from: the key's state is in its slot of the table. */
@@ -86,6 +105,18 @@ export interface DeviceStateTable {
   step(batch: SlotMicroBatch): void | Promise<void>;
   /** The state in `slots`, segment-major for slots.length keys, into `into`, in one read-back. */
   read(slots: Int32Array, into: Float32Array): void | Promise<void>;
+  /**
+   * Rows of kept micro-batch states (KeptStates, from this table's micro-batches), gathered on
+   * the device into one block: segment-major for the total of the parts' rows, part by part,
+   * into `into`, in one read-back (per layer).
+   */
+  readKept(parts: readonly KeptRows[], into: Float32Array): void | Promise<void>;
+}
+
+/** Some rows of one micro-batch's kept states (DeviceStateTable.readKept). */
+export interface KeptRows {
+  readonly kept: KeptStates;
+  readonly rows: Int32Array;
 }
 
 /** Host↔device traffic a device backend counted since it was created (a host backend counts none). */

@@ -1,6 +1,8 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import { z } from 'zod';
-import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type MicroBatch, type SlotMicroBatch, type StepBackend } from '../backends/types.js';
+import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type KeptStates, type MicroBatch, type SlotMicroBatch, type StepBackend } from '../backends/types.js';
+import { CaptureLedger } from '../state/deferred-captures.js';
+import { LazyStateSnapshot } from '../state/lazy-snapshot.js';
 import type { StateSegment } from '../core/model.js';
 import type { Carried } from '../pipeline/define.js';
 import { formatZodIssues } from '../core/validation.js';
@@ -67,6 +69,11 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
    * Default: on where the backend has a table and the store fits it (see stateResidence).
    */
   readonly stateOnDevice?: boolean;
+  /**
+   * Told when a micro-batch's kept states (captureState with state on the device) were read back
+   * whole because too many were held on the device unread: a fallback that costs bytes, counted.
+   */
+  readonly onKeptStatesSpilled?: (bytes: number) => void;
   /** Called once per micro-batch with its events and waves (replay's transfer figures per micro-batch). */
   readonly onBatch?: (events: number, waves: number) => void;
 }
@@ -77,7 +84,7 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
  * capture per key per interval out of thousands made, and a typed array per event lives off
  * V8's heap: allocating and sweeping one per event cost more than the step itself.
  */
-class WaveStateCapture implements KeySnapshot {
+class WaveStateCapture extends LazyStateSnapshot {
   constructor(
     /** The wave's next states, laid out as the backend wrote them (segment-major, see stepWave). */
     private readonly wave: Float32Array,
@@ -85,14 +92,16 @@ class WaveStateCapture implements KeySnapshot {
     private readonly index: number,
     private readonly segments: readonly StateSegment[],
     private readonly size: number,
-    readonly key: string,
-    readonly steps: number,
-    readonly lastSeen: number,
-    readonly position: StatePosition | undefined,
-    readonly sequence: number,
-    readonly carry: Float64Array,
-    readonly lastClass: number,
-  ) {}
+    key: string,
+    steps: number,
+    lastSeen: number,
+    position: StatePosition | undefined,
+    sequence: number,
+    carry: Float64Array,
+    lastClass: number,
+  ) {
+    super(key, steps, lastSeen, position, sequence, carry, lastClass);
+  }
 
   get state(): Float32Array {
     const out = new Float32Array(this.size);
@@ -321,6 +330,8 @@ class WaveStepper<In, E> {
   private readonly staged: Float32Array;
   /** The device's slot table, where keys' state lives (see RnnByKeyConfig.stateOnDevice). */
   private readonly table: DeviceStateTable | undefined;
+  /** With the table and captureState: captures whose state stays on the device until a changelog reads it. */
+  private readonly ledger: CaptureLedger | undefined;
 
   constructor(
     private readonly config: RnnByKeyConfig<In, E>,
@@ -338,6 +349,7 @@ class WaveStepper<In, E> {
     this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
     this.table = stateResidence(backend, config.store, config).table;
     config.store.attachDevice(this.table);
+    this.ledger = this.table && config.captureState ? new CaptureLedger(this.table, model.stateSegments, model.stateSize, undefined, config.onKeptStatesSpilled) : undefined;
     this.carryNames = Object.keys(config.carry ?? {});
     this.carryOf = Object.values(config.carry ?? {});
     if (this.carryNames.length !== config.store.carrySize) {
@@ -488,7 +500,7 @@ class WaveStepper<In, E> {
   }
 
   /** The backend's view of the chains: wave sizes, input rows wave by wave, the keys' starting state. */
-  private microBatchOf(ordered: Chain[], withState = true): MicroBatch {
+  private microBatchOf(ordered: Chain[], withState = true, withStates = true): MicroBatch {
     const { model } = this.config.store;
     const I = model.inputSize;
     const S = model.stateSize;
@@ -504,7 +516,7 @@ class WaveStepper<In, E> {
     });
     const finalState = new Float32Array(withState ? U * S : 0);
     const output = new Float32Array(rows * model.outputSize);
-    return { keys: U, waveSizes, input, state, finalState, output, ...(this.config.captureState ? { states: new Float32Array(rows * S) } : {}) };
+    return { keys: U, waveSizes, input, state, finalState, output, ...(this.config.captureState && withStates ? { states: new Float32Array(rows * S) } : {}) };
   }
 
   /** The chains as a micro-batch on the device's table: slots, where each key's state is, the few rows that go up. */
@@ -512,7 +524,7 @@ class WaveStepper<In, E> {
     const { model } = this.config.store;
     const S = model.stateSize;
     const U = ordered.length;
-    const { waveSizes, input, output, states } = this.microBatchOf(ordered, false);
+    const { waveSizes, input, output, states } = this.microBatchOf(ordered, false, this.ledger === undefined);
     const slots = Int32Array.from(ordered, (chain) => chain.slot);
     const from = new Int32Array(U);
     const uploading = ordered.filter((chain) => !chain.inTable && chain.initial);
@@ -526,19 +538,21 @@ class WaveStepper<In, E> {
         from[u] = r++;
       }
     });
-    return { keys: U, waveSizes, input, slots, from, uploadCount: uploading.length, uploads, output, ...(states ? { states } : {}) };
+    return { keys: U, waveSizes, input, slots, from, uploadCount: uploading.length, uploads, output, ...(states ? { states } : {}), ...(this.ledger ? { keepStates: true } : {}) };
   }
 
   /**
    * Each accepted event's result, in order per key, and each key's state after its last one:
    * copied from `finalState` to the host, or (undefined) left in the device's table.
    */
-  private finishMicroBatch(ordered: Chain[], batch: Pick<MicroBatch, 'keys' | 'waveSizes' | 'output' | 'states'>, finalState: Float32Array | undefined, items: In[], results: KeyedStep<In>[]): KeyedStep<In>[] {
+  private finishMicroBatch(ordered: Chain[], batch: Pick<MicroBatch, 'keys' | 'waveSizes' | 'output' | 'states'> & { kept?: KeptStates }, finalState: Float32Array | undefined, items: In[], results: KeyedStep<In>[]): KeyedStep<In>[] {
     const { store, eventOf, ends, classify, captureState } = this.config;
     const { model } = store;
     const S = model.stateSize;
     const O = model.outputSize;
     const { starts } = waveStarts(batch.waveSizes);
+    // Every row's state kept on the device: captures read theirs when the changelog asks.
+    const block = captureState && !batch.states && batch.kept ? this.ledger!.block(batch.kept) : undefined;
     ordered.forEach((chain, u) => {
       const c = store.chunkOf(chain.slot);
       const x = chain.slot & (CHUNK_SLOTS - 1);
@@ -553,9 +567,11 @@ class WaveStepper<In, E> {
         const previousClass = c.lastClass[x]!;
         if (classify) c.lastClass[x] = best;
         const item = items[row.i]!;
-        const captured = captureState
-          ? new WaveStateCapture(batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), n, u, model.stateSegments, S, key, row.steps, c.lastSeen[x]!, row.position, row.sequence, row.carry!, c.lastClass[x]!)
-          : undefined;
+        const captured = !captureState
+          ? undefined
+          : block
+            ? this.ledger!.capture(block, at, { key, steps: row.steps, lastSeen: c.lastSeen[x]!, position: row.position, sequence: row.sequence, carry: row.carry!, lastClass: c.lastClass[x]! })
+            : new WaveStateCapture(batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), n, u, model.stateSegments, S, key, row.steps, c.lastSeen[x]!, row.position, row.sequence, row.carry!, c.lastClass[x]!);
         ended = ends?.(eventOf(item)) === true;
         results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, prev: row.prev, captured, gap: row.gap, ended, previousClass };
       });

@@ -79,6 +79,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly microBatch?: boolean;
   /** Keys' state in the device backend's slot table (see rnnByKey's stateOnDevice; default: where it fits). */
   readonly stateOnDevice?: boolean;
+  /** See rnnByKey's onKeptStatesSpilled. */
+  readonly onKeptStatesSpilled?: (bytes: number) => void;
   /** Called once per micro-batch with its events and waves. */
   readonly onBatch?: (events: number, waves: number) => void;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
@@ -209,6 +211,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       sequence: pipeline.sequence,
       microBatch: options.microBatch,
       stateOnDevice: options.stateOnDevice,
+      onKeptStatesSpilled: options.onKeptStatesSpilled,
       onBatch: options.onBatch,
     }),
     map((step): PipelineOutput => {

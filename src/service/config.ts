@@ -61,6 +61,17 @@ export const serviceConfigSchema = z
     maxBatchSize: z.int().positive().default(1024),
     maxWaitMs: z.number().nonnegative().default(5),
     /**
+     * Device backends: step whole micro-batches in one call (false: one call, and a round trip,
+     * per wave). Unset: on where the backend has the path.
+     */
+    microBatch: z.boolean().optional(),
+    /**
+     * Device backends: keep keys' state in the backend's slot table between micro-batches, and
+     * read the changelog's states back only when it writes them (false: state goes up and down
+     * with every micro-batch). Unset: on where the backend has a table and keyCapacity fits it.
+     */
+    stateOnDevice: z.boolean().optional(),
+    /**
      * Events in flight between the consumer and the moment their outputs are durable (acknowledged;
      * exactly once: committed). Unset: QUEUE_CAPACITY[guarantee].
      */
@@ -204,6 +215,8 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_GUARANTEE: (v) => ({ guarantee: v }),
   RNNSTREAM_COMMIT_INTERVAL_MS: (v) => ({ commitIntervalMs: Number(v) }),
   RNNSTREAM_PRODUCER_THREAD: (v) => ({ producerThread: !(v === 'false' || v === '0') }),
+  RNNSTREAM_MICRO_BATCH: (v) => ({ microBatch: !(v === 'false' || v === '0') }),
+  RNNSTREAM_STATE_ON_DEVICE: (v) => ({ stateOnDevice: !(v === 'false' || v === '0') }),
   RNNSTREAM_SASL_MECHANISM: (v) => ({ sasl: { mechanism: v } }),
   RNNSTREAM_SASL_USERNAME: (v) => ({ sasl: { username: v } }),
   RNNSTREAM_SASL_PASSWORD_FILE: (v) => ({ sasl: { passwordFile: v } }),

@@ -44,6 +44,11 @@ export class ServiceMetrics {
   });
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
   readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
+  readonly keptStatesSpilled = new Counter({
+    name: 'rnnstream_kept_states_spilled_total',
+    help: 'Micro-batches whose every-row states, kept on the device for the changelog, were read back whole because too many were held unread',
+    registers: [this.registry],
+  });
   readonly produceRetries = new Counter({ name: 'rnnstream_produce_retries_total', help: 'Produce requests retried after a failure', registers: [this.registry] });
   readonly recordsRefused = new Counter({
     name: 'rnnstream_records_refused_total',

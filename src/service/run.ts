@@ -10,7 +10,7 @@
 import type { Server } from 'node:http';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
-import type { MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
+import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
@@ -25,6 +25,7 @@ import { TransactionalSink } from '../adapters/kafka/transactional-sink.js';
 import { KafkajsTransactions } from '../adapters/kafka/transactions.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
+import { stateResidence } from '../operators/rnn-by-key.js';
 import type { SourcePosition } from '../operators/records.js';
 import { stateStoreFor } from '../pipeline/predict.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
@@ -84,6 +85,7 @@ function instrument(backend: StepBackend, metrics: ServiceMetrics): StepBackend 
             maxSlots: table.maxSlots,
             step: (mb: SlotMicroBatch) => timed(mb.keys, () => table.step(mb)),
             read: (slots: Int32Array, into: Float32Array) => table.read(slots, into),
+            readKept: (parts: readonly KeptRows[], into: Float32Array) => table.readKept(parts, into),
           },
         }
       : {}),
@@ -338,6 +340,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   });
   // An event is already applied when its key's (restored) state reflects an offset at or after it.
   const alreadyApplied = (key: string, source: SourcePosition): boolean => source.kind === 'kafka' && store.reflects(key, source.partition, Number(source.offset));
+  let spillLogged = false;
   const run = runPipeline({
     source,
     sink,
@@ -353,9 +356,16 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       // Each prediction carries its key's state right after it: the changelog must hold the
       // state that matches the outputs written with it, and the live state can be ahead.
       captureState: true,
+      onKeptStatesSpilled: (bytes) => {
+        metrics.keptStatesSpilled.inc();
+        if (!spillLogged) logger.warn({ bytes }, 'kept micro-batch states read back whole: the changelog held too many unread on the device (counted in rnnstream_kept_states_spilled_total from now on)');
+        spillLogged = true;
+      },
       alreadyApplied,
       maxBatchSize: config.maxBatchSize,
       maxWaitMs: config.maxWaitMs,
+      microBatch: config.microBatch,
+      stateOnDevice: config.stateOnDevice,
       maxBytes: config.maxMessageBytes,
       maxKeyBytes: config.maxKeyBytes,
     },
@@ -382,7 +392,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     stalls,
     detail: () => ({ pipeline: pipeline.name, backend: backend.name, guarantee: config.guarantee, keys: store.size, inFlight: queue.size }),
   });
-  logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, http: httpAddress }, 'service started');
+  const state = stateResidence(backend, store, config).why;
+  logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress }, 'service started');
 
   const { stop, done } = stopControl(pipelineDone, () => (stopping = true), {
     timeoutMs: config.shutdownTimeoutMs,

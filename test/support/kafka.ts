@@ -120,11 +120,11 @@ export interface Prediction {
   readonly source?: { topic: string; partition: number; offset: string };
 }
 
-/** What `rnnstream replay` predicts for a fixture, per key in order. */
-export async function replayPredictions(pipeline: string, input: string): Promise<Map<string, Prediction[]>> {
+/** What `rnnstream replay` predicts for a fixture (on `backend`, onnx by default), per key in order. */
+export async function replayPredictions(pipeline: string, input: string, backend: 'onnx' | 'gpu' = 'onnx'): Promise<Map<string, Prediction[]>> {
   const byKey = new Map<string, Prediction[]>();
   await replay(
-    { pipeline, input, backend: 'onnx' },
+    { pipeline, input, backend },
     {
       onPrediction: (p) => {
         const list = byKey.get(p.key) ?? [];

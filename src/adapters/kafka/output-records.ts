@@ -8,6 +8,7 @@ import type { Message, TopicMessages } from 'kafkajs';
 import { utf8LengthOver } from '../../core/validation.js';
 import type { DeadLetter } from '../../operators/records.js';
 import { deadLetterJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
+import { dropCapture, resolveCaptures } from '../../state/deferred-captures.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
 
 /** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
@@ -37,6 +38,20 @@ export function changelogMessage(store: KeyStateStore, key: string, state: KeySn
   const value = ended ? null : Buffer.from(store.encode([state]));
   const partition = state.position?.partition;
   return partition === undefined ? { key, value } : { key, value, partition };
+}
+
+/**
+ * Reads back, in one go, the captured states a changelog batch will encode (those still on the
+ * device; see deferred-captures.ts). An ended key's record is a tombstone and needs no state: its
+ * capture is let go unread.
+ */
+export async function readChangelogStates(states: Iterable<readonly [string, KeySnapshot]>, ended: ReadonlySet<string>): Promise<void> {
+  const wanted: KeySnapshot[] = [];
+  for (const [key, s] of states) {
+    if (ended.has(key)) dropCapture(s);
+    else wanted.push(s);
+  }
+  await resolveCaptures(wanted);
 }
 
 /** The topics a refused record may come from, and where its minimal dead letter goes. */

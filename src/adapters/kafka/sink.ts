@@ -27,9 +27,10 @@ import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
 import type { Sink, WrittenCounts } from '../../runner/types.js';
 import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
+import { dropCapture } from '../../state/deferred-captures.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
 import { offsetAtLeast } from './offsets.js';
-import { changelogMessage, deadLetterMessage } from './output-records.js';
+import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
 import type { RecordProducer } from './producer-thread.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
 import { wakeableSleep } from './sleep.js';
@@ -143,6 +144,7 @@ export class KafkaSink implements Sink {
     let dropped = 0;
     for (const [key, s] of this.pendingState) {
       if (this.owns(partitionOf(s))) continue;
+      dropCapture(s);
       this.pendingState.delete(key);
       this.pendingEnded.delete(key);
       dropped++;
@@ -184,7 +186,11 @@ export class KafkaSink implements Sink {
       packer.end();
       o.predictions++;
       if (r.sequenceGap) o.sequenceGaps += r.sequenceGap;
-      if (r.state) o.states.set(r.key, r.state);
+      if (r.state) {
+        // A newer capture of the key replaces this request's: the older one is never read.
+        dropCapture(o.states.get(r.key));
+        o.states.set(r.key, r.state);
+      }
       if (r.ended) o.ended.add(r.key);
       else if (o.ended.size > 0) o.ended.delete(r.key);
       if (packer.count >= this.options.produceBatchSize) this.post();
@@ -251,7 +257,11 @@ export class KafkaSink implements Sink {
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
     for (const [key, s] of request.states) {
-      if (!this.owns(partitionOf(s))) continue;
+      if (!this.owns(partitionOf(s))) {
+        dropCapture(s);
+        continue;
+      }
+      dropCapture(this.pendingState.get(key));
       this.pendingState.set(key, s);
       if (request.ended.has(key)) this.pendingEnded.add(key);
       else this.pendingEnded.delete(key);
@@ -291,13 +301,15 @@ export class KafkaSink implements Sink {
 
   private async changelogAndCommit(lastState: Map<string, KeySnapshot>, ended: Set<string>, commits: Map<number, Commit>): Promise<void> {
     const messages: Message[] = [];
+    // A rebalance may have come while this flush waited for its interval.
+    const owned: [string, KeySnapshot][] = [];
     for (const [key, s] of lastState) {
-      const partition = partitionOf(s);
-      // A rebalance may have come while this flush waited for its interval.
-      if (!this.owns(partition)) continue;
-      // The changelog is partitioned like the input: the key's state goes to its input partition.
-      messages.push(changelogMessage(this.store, key, s, ended.has(key)));
+      if (this.owns(partitionOf(s))) owned.push([key, s]);
+      else dropCapture(s);
     }
+    await readChangelogStates(owned, ended);
+    // The changelog is partitioned like the input: the key's state goes to its input partition.
+    for (const [key, s] of owned) messages.push(changelogMessage(this.store, key, s, ended.has(key)));
     // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
     if (messages.length > 0) await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
     for (const p of commits.keys()) if (!this.owns(p)) commits.delete(p);

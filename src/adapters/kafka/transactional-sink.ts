@@ -30,8 +30,9 @@ import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
 import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
 import type { Sink, WrittenCounts } from '../../runner/types.js';
+import { dropCapture } from '../../state/deferred-captures.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
-import { changelogMessage, deadLetterMessage } from './output-records.js';
+import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
 import type { SinkTopics } from './sink.js';
 import { wakeableSleep } from './sleep.js';
@@ -152,7 +153,11 @@ export class TransactionalSink implements Sink {
       t.packer.end();
       t.predictions++;
       if (r.sequenceGap) t.sequenceGaps += r.sequenceGap;
-      if (r.state) t.states.set(r.key, r.state);
+      if (r.state) {
+        // A newer capture of the key replaces this transaction's: the older one is never read.
+        dropCapture(t.states.get(r.key));
+        t.states.set(r.key, r.state);
+      }
       if (r.ended) t.ended.add(r.key);
       else if (t.ended.size > 0) t.ended.delete(r.key);
     } else if (r.kind === 'dead-letter') {
@@ -245,6 +250,7 @@ export class TransactionalSink implements Sink {
           continue;
         }
         // The last chunks ride with the changelog, the offset and the commit.
+        await readChangelogStates(t.states, t.ended);
         await this.transactions.commit(partition, { records: [...records, ...this.changelog(t)], nextOffset: (BigInt(t.lastOffset!) + 1n).toString() });
         t.sent = unsent;
         this.closed();
