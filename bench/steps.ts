@@ -5,14 +5,16 @@
  * Each figure is the median of repeats; ratios are to onnxruntime-node's bare operator.
  *
  * Device backends with a micro-batch path are also timed through it: `--waves W` waves of B keys
- * per call (W x B key-steps, one upload and one read-back), the way rnnByKey steps a micro-batch.
+ * per call (W x B key-steps, one upload and one read-back), the way rnnByKey steps a micro-batch:
+ * "micro-batch" with the keys' state going up and down each call, "slot table" with it staying
+ * in the device's slot table (only slot numbers, inputs and outputs cross the bus).
  *
  *   node dist/bench/steps.js [--json] [--quick] [--backends onnx,webasm,...] [--cells lstm,gru]
  *     [--hidden 32,128] [--batches 1,64,1024,8192] [--rounds N] [--chunk SECONDS] [--waves W] [--no-loop]
  */
 import { availableParallelism, cpus } from 'node:os';
 import { createRequire } from 'node:module';
-import { repeatedMicroBatch, resolveBackend } from '../src/backends/registry.js';
+import { repeatedMicroBatch, repeatedSlotMicroBatch, resolveBackend } from '../src/backends/registry.js';
 import { loadOnnxRuntime, openSession } from '../src/backends/onnx.js';
 import { buildStepGraph } from '../src/backends/onnx-graph.js';
 import { BACKEND_NAMES, type BackendName, type StepBackend } from '../src/backends/types.js';
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
             [state, next] = [next, state];
           });
           if (backend.stepMicroBatch && backend.device && WAVES > 0) add(`${backend.name} micro-batch`, WAVES * batch, repeatedMicroBatch(backend, model, batch, WAVES).call);
+          if (backend.stateTable && backend.device && WAVES > 0) add(`${backend.name} slot table`, WAVES * batch, repeatedSlotMicroBatch(backend.stateTable, model, batch, WAVES).call);
         }
         // Each contender is paired with onnxruntime's operator and the two alternate, so the
         // ratio compares neighbours in time; the operator's own rate is the median of all pairs.

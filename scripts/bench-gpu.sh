@@ -81,14 +81,14 @@ gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/d
   echo
   echo '| backend | path | events/s | per micro-batch: up | down | kernel calls | read-backs |'
   echo '|---|---|---|---|---|---|---|'
-  for run in "$device_backends" "$device_backends --no-micro-batch" onnx; do
+  for run in "$device_backends" "$device_backends --no-state-on-device" onnx; do
     # shellcheck disable=SC2086
     timeout 30 "$node" dist/src/cli/main.js replay --pipeline ball-direction --backend $run --json 2>>"$log" |
       "$node" -e '
         let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
           if (!s.trim()) { console.log(`| ${process.argv[1]} | failed (see bench-gpu.log) | | | | | |`); return; }
           const r = JSON.parse(s), t = r.transfers, kib = (n) => (n / 1024).toFixed(1) + " KiB";
-          const path = t ? (t.microBatchPath ? "one call per micro-batch" : "one call per wave") : "host";
+          const path = t ? `${t.microBatchPath ? "one call per micro-batch" : "one call per wave"}, state ${t.stateOnDevice.on ? "on the device" : "on the host"}` : "host";
           const per = t ? t.perMicroBatch : undefined;
           console.log(`| ${r.backend.name} | ${path} | ${Math.round(r.eventsPerSecond)} | ${per ? kib(per.bytesUp) : "-"} | ${per ? kib(per.bytesDown) : "-"} | ${per ? per.kernelCalls : "-"} | ${per ? per.readBacks : "-"} |`);
         });' "$run"

@@ -17,7 +17,7 @@ import { silentLogger, type Logger } from '../observability/logger.js';
 import { cpuProvider, detectGlRenderer, gpuProvider, webasmProvider, webgpuProvider } from './gpujs.js';
 import { onnxProvider } from './onnx.js';
 import { referenceProvider } from './reference.js';
-import type { BackendChoice, BackendName, BackendOptions, BackendProvider, StepBackend } from './types.js';
+import { FROM_TABLE, FROM_ZEROS, type BackendChoice, type BackendName, type BackendOptions, type BackendProvider, type DeviceStateTable, type SlotMicroBatch, type StepBackend } from './types.js';
 
 const providers = new Map<BackendName, BackendProvider>();
 
@@ -75,10 +75,11 @@ const PROBE_WAVES = 8;
 /**
  * Key-steps per second of `backend` at `batch` keys, after warm-up (first calls compile
  * kernels), driven as rnnByKey will drive it: a device backend with a micro-batch path by
- * micro-batches of PROBE_WAVES waves (one call each), any other by one step per call.
+ * micro-batches of PROBE_WAVES waves (one call each; with its keys' state in its slot table
+ * where it has one), any other by one step per call.
  */
 async function measureRate(backend: StepBackend, model: RnnModel, batch: number): Promise<number> {
-  const { call, keySteps } = backend.device && backend.stepMicroBatch ? repeatedMicroBatch(backend, model, batch, PROBE_WAVES) : stepProbe(backend, model, batch);
+  const { call, keySteps } = !backend.device || !backend.stepMicroBatch ? stepProbe(backend, model, batch) : backend.stateTable ? repeatedSlotMicroBatch(backend.stateTable, model, batch, PROBE_WAVES) : repeatedMicroBatch(backend, model, batch, PROBE_WAVES);
   for (let i = 0; i < PROBE_WARMUP_CALLS; i++) await call();
   let calls = 0;
   const t0 = performance.now();
@@ -119,6 +120,32 @@ export function repeatedMicroBatch(backend: StepBackend, model: RnnModel, keys: 
   const call = async (): Promise<void> => {
     await backend.stepMicroBatch!(mb);
     mb.state.set(mb.finalState);
+  };
+  return { call, keySteps: rows };
+}
+
+/**
+ * repeatedMicroBatch with the keys' state in the device's slot table (slots 0..keys-1, from
+ * zeros the first time and from the table after): only slot numbers, inputs and outputs cross
+ * the bus. How `auto` and the step bench time a backend whose state stays on the device.
+ */
+export function repeatedSlotMicroBatch(table: DeviceStateTable, model: RnnModel, keys: number, waves: number): { call: () => Promise<void>; keySteps: number } {
+  const rows = waves * keys;
+  const mb: SlotMicroBatch = {
+    keys,
+    waveSizes: new Int32Array(waves).fill(keys),
+    input: new Float32Array(rows * model.inputSize).map((_, i) => Math.sin(i)),
+    slots: Int32Array.from({ length: keys }, (_, u) => u),
+    from: new Int32Array(keys).fill(FROM_ZEROS),
+    uploadCount: 0,
+    uploads: new Float32Array(0),
+    output: new Float32Array(rows * model.outputSize),
+  };
+  const fromTable = new Int32Array(keys).fill(FROM_TABLE);
+  let first = true;
+  const call = async (): Promise<void> => {
+    await table.step(first ? mb : { ...mb, from: fromTable });
+    first = false;
   };
   return { call, keySteps: rows };
 }
