@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The prepared GPU check (`npm run bench:gpu`): conformance of every backend that runs (the
 # micro-batch path included), the step bench for LSTM and GRU at H in {32, 128, 512} and B in
-# {1, 64, 1024, 8192, 32768} on webgpu (one step per call, and 8 waves per micro-batch call)
+# {1, 64, 1024, 8192, 32768} on webgpu (one step per call, 8 waves per micro-batch call, and the
+# same with the keys' state in the slot table)
 # beside onnxruntime's CPU operator on this host's cores, and replay of the ball fixture on
-# webgpu (per micro-batch and wave by wave) and on onnx. Writes one markdown file, bench-gpu.md,
-# in --out (default: the current directory). Each part has its own time limit; together they
-# stay under 8 minutes (90 + 60 + 90 + 140 + 3 x 30 s), and a part cut short loses only its table.
+# webgpu (keys' state on the device, and on the host) and on onnx, and what the service's
+# changelog costs on webgpu with the state on the device and on the host
+# (bench/changelog-traffic.ts). Writes one markdown file, bench-gpu.md, in --out (default: the
+# current directory). Each part has its own time limit; together they stay under 8 minutes
+# (70 + 55 + 80 + 130 + 3 x 25 + 40 s = 450 s), and a part cut short loses only its table.
 #
 #   npm run bench:gpu                              # a GPU host that can install what is missing
 #   bash scripts/bench-gpu.sh --bundle .gpu-bundle --out "$OUT"
@@ -64,12 +67,12 @@ gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/d
   echo '## Conformance (`rnnstream backends --check`)'
   echo
   echo '```'
-  timeout 90 "$node" dist/src/cli/main.js backends --check 2>>"$log" || echo "(backends --check ended with code $?)"
+  timeout 70 "$node" dist/src/cli/main.js backends --check 2>>"$log" || echo "(backends --check ended with code $?)"
   echo '```'
   echo
   echo '## Key-steps per second (`dist/bench/steps.js`)'
   # One run per hidden size, each with its own time limit: a limit reached loses one table, not all.
-  if [ -n "${BENCH_GPU_QUICK:-}" ]; then sizes="32:1,1024:3:0.03:80"; else sizes="32:1,64,1024,8192,32768:3:0.05:60 128:1,64,1024,8192,32768:3:0.05:90 512:1,64,1024,8192,32768:3:0.05:140"; fi
+  if [ -n "${BENCH_GPU_QUICK:-}" ]; then sizes="32:1,1024:3:0.03:80"; else sizes="32:1,64,1024,8192,32768:3:0.05:55 128:1,64,1024,8192,32768:3:0.05:80 512:1,64,1024,8192,32768:3:0.05:130"; fi
   for size in $sizes; do
     IFS=: read -r hidden batches rounds chunk limit <<<"$size"
     echo
@@ -83,7 +86,7 @@ gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/d
   echo '|---|---|---|---|---|---|---|'
   for run in "$device_backends" "$device_backends --no-state-on-device" onnx; do
     # shellcheck disable=SC2086
-    timeout 30 "$node" dist/src/cli/main.js replay --pipeline ball-direction --backend $run --json 2>>"$log" |
+    timeout 25 "$node" dist/src/cli/main.js replay --pipeline ball-direction --backend $run --json 2>>"$log" |
       "$node" -e '
         let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
           if (!s.trim()) { console.log(`| ${process.argv[1]} | failed (see bench-gpu.log) | | | | | |`); return; }
@@ -93,5 +96,13 @@ gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/d
           console.log(`| ${r.backend.name} | ${path} | ${Math.round(r.eventsPerSecond)} | ${per ? kib(per.bytesUp) : "-"} | ${per ? kib(per.bytesDown) : "-"} | ${per ? per.kernelCalls : "-"} | ${per ? per.readBacks : "-"} |`);
         });' "$run"
   done
+  echo
+  echo '## The changelog'"'"'s traffic (`dist/bench/changelog-traffic.js`: ball fixture into the at-least-once sink, in-memory producer)'
+  echo
+  first_device="${device_backends%%,*}"
+  # Mesa's llvmpipe (a check of this script without a GPU) needs about 40 s for the pair of runs.
+  changelog_limit=$([ -n "${BENCH_GPU_QUICK:-}" ] && echo 90 || echo 40)
+  timeout "$changelog_limit" "$node" dist/bench/changelog-traffic.js --backend "$first_device" --commit-interval 1000 --runs 1 2>>"$log" ||
+    echo "(the changelog bench ended with code $? within $changelog_limit s)"
 } >"$report"
 cat "$report"
