@@ -12,6 +12,7 @@ import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.j
 import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/record-packer.js';
 import { TransactionalSink } from '../src/adapters/kafka/transactional-sink.js';
 import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/transactions.js';
+import { CaptureLedger } from '../src/state/deferred-captures.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
 
 const model = randomModel({ features: 1, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 5 });
@@ -101,6 +102,34 @@ describe('TransactionalSink', () => {
     await settle();
     expect(tx.log.slice(5).sort()).toEqual(['commit p0 changelog:k1,k2 @13', 'commit p1 @41']);
     expect(written.sort()).toEqual(['p0: 3+0', 'p1: 0+1']);
+  });
+
+  it('reads every partition\'s changelog states still on the device in one read at the interval, not one per partition', async () => {
+    const { store, tx, sink } = setup();
+    await sink.prepare(0);
+    await sink.prepare(1);
+    // Captures whose floats are rows of a kept block on a stand-in device.
+    const reads: number[] = [];
+    const ledger = new CaptureLedger(
+      { readKept: (parts, into) => void (reads.push(parts.reduce((n, p) => n + p.rows.length, 0)), into.fill(0.25)) },
+      model.stateSegments,
+      model.stateSize,
+    );
+    const block = ledger.block({ rows: 4, bytes: 4 * model.stateSize * 4, release: () => {} });
+    const onDevice = (key: string, partition: number, offset: number, row: number, ended = false): PredictionRecord => ({
+      ...prediction(store, key, partition, offset, ended),
+      state: ledger.capture(block, row, { key, steps: 1, lastSeen: 0, position: { partition, offset }, sequence: Number.NaN, carry: new Float64Array(0), lastClass: -1 }),
+    });
+    sink.write(onDevice('k1', 0, 10, 0));
+    sink.write(onDevice('k2', 1, 41, 1));
+    sink.write(onDevice('k3', 1, 42, 2, true));
+    sink.write(onDevice('k1', 0, 11, 3));
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    // k1's first capture was replaced, k3 ended (a tombstone): two rows, one read.
+    expect(reads).toEqual([2]);
+    expect(tx.log.filter((l) => l.startsWith('commit')).sort()).toEqual(['commit p0 changelog:k1 @12', 'commit p1 changelog:k2,k3(tombstone) @43']);
+    expect(ledger.stats.liveBytes).toBe(0);
   });
 
   it('commits what gathered while the last transaction was committing, at the next interval, with no new write to prompt it', async () => {

@@ -209,13 +209,19 @@ export class TransactionalSink implements Sink {
   /** The interval: every partition's transaction with outputs ends (changelog, offset, commit). */
   private cutAll(): void {
     this.timer = undefined;
+    const cut: [number, PartitionTransactionsState][] = [];
     for (const [partition, p] of this.partitions) {
       const t = p.current;
       if (t.cut || t.events === 0) continue;
       t.chunk(this.topics);
       t.cut = true;
-      this.pump(partition, p);
+      cut.push([partition, p]);
     }
+    // Every cut transaction's changelog states in one read from the device, not one per
+    // partition; each commit then finds its states read (or its read under way). A failure here
+    // is the commit's to meet again and report.
+    if (cut.length > 1) readChangelogStates(cut.flatMap(([, p]) => [...p.current.states].filter(([key]) => !p.current.ended.has(key))), new Set()).catch(() => undefined);
+    for (const [partition, p] of cut) this.pump(partition, p);
   }
 
   private pump(partition: number, p: PartitionTransactionsState): void {
