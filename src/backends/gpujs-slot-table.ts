@@ -62,11 +62,6 @@ export class GpuJsSlotTable {
     return this.rows * this.blocks;
   }
 
-  /** Bytes the table holds on the device. */
-  get bytes(): number {
-    return this.cols.reduce((sum, c) => sum + c * this.capacity * 4, 0);
-  }
-
   /** Grows the table (doubling, on the device) until slots 0..slots-1 fit; new slots are zeros. */
   *ensure(slots: number): Generator<unknown, void, any> {
     if (slots <= this.capacity) return;

@@ -237,6 +237,8 @@ export class GpuJsBackend implements StepBackend {
   private readonly firstSegment: number[] = [];
   /** Every key's state by slot, on the device (or in arrays, on the host kernels). */
   private readonly slotTable: GpuJsSlotTable;
+  /** This backend as the slot table sees it (kernels, counted transfers, the texture limit). */
+  private readonly host: KernelHost;
   /** Keys' state kept by slot in the backend (see DeviceStateTable); undefined where its probe failed. */
   stateTable: DeviceStateTable | undefined;
 
@@ -254,7 +256,8 @@ export class GpuJsBackend implements StepBackend {
       this.firstSegment.push(s);
       s += layer.cell === 'lstm' ? 2 : 1;
     }
-    const table = new GpuJsSlotTable(this.kernelHost(), model.layers.map((_, k) => this.stateCols(k)));
+    this.host = this.kernelHost();
+    const table = new GpuJsSlotTable(this.host, model.layers.map((_, k) => this.stateCols(k)));
     this.slotTable = table;
     this.stateTable = {
       get maxSlots() {
@@ -576,11 +579,13 @@ export class GpuJsBackend implements StepBackend {
     for (let u = 0; u < U; u++) top = Math.max(top, mb.slots[u]! + 1);
     yield* table.ensure(top);
     const initial: unknown[] = [];
+    const source = gatherSource(mb, bucketU);
     for (let k = 0; k < this.model.layers.length; k++) {
       const cols = this.stateCols(k);
       const n = Math.max(mb.uploadCount, 1);
       const uploads = yield this.resident(this.packLayer(mb.uploads, mb.uploadCount, k, new Float32Array(n * cols)), cols, n);
-      initial.push(yield* table.gather(k, this.kernelHost().vector(gatherSource(mb, bucketU)), uploads, bucketU));
+      // Counted per layer: GPU.js uploads an array argument with every kernel call.
+      initial.push(yield* table.gather(k, this.host.vector(source), uploads, bucketU));
       free(uploads);
     }
     const keep = mb.keepStates === true && !mb.states;
@@ -621,7 +626,7 @@ export class GpuJsBackend implements StepBackend {
 
   private *readKeptGroup(group: readonly KeptRows[], rows: number, into: Float32Array): Generator<unknown, void, any> {
     const bucket = nextBucket(rows);
-    const host = this.kernelHost();
+    const { host } = this;
     for (let k = 0; k < this.model.layers.length; k++) {
       const cols = this.stateCols(k);
       let acc: unknown = yield this.run(this.shapedKernel(`zeros ${cols}x${bucket}`, K.zeros, [cols, bucket], { immutable: true }));
@@ -642,7 +647,7 @@ export class GpuJsBackend implements StepBackend {
   /** Each layer's rows of `latest` (key u's in row u) into the slot table at `slots[u]`; frees `latest`. */
   private *scatterPlan(slots: Int32Array, U: number, latest: unknown[]): Generator<unknown, void, any> {
     const order = Array.from({ length: U }, (_, u) => u).sort((a, b) => slots[a]! - slots[b]!);
-    const host = this.kernelHost();
+    const { host } = this;
     const keys = yield* this.slotTable!.keysOfSlots(host.vector(Float32Array.from(order, (u) => slots[u]!)), host.vector(Float32Array.from(order)), U);
     for (let k = 0; k < this.model.layers.length; k++) {
       yield* this.slotTable!.scatter(k, latest[k], nextBucket(U), keys);
