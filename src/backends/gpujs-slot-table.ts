@@ -22,8 +22,8 @@ export interface KernelHost {
   shaped(name: string, source: (...a: any[]) => number, output: number[], constants: Record<string, number>, immutable: boolean, dynamic?: boolean): AnyKernel;
   /** One kernel call, counted. */
   run(kernel: AnyKernel, ...args: unknown[]): any;
-  /** `rows` rows of `cols` as a [cols, outRows] kernel argument (uploaded, counted). */
-  upload(values: Float32Array, cols: number, rows: number, outRows?: number): unknown;
+  /** `rows` rows of `cols` as a [cols, rows] kernel argument (uploaded, counted). */
+  upload(values: Float32Array, cols: number, rows: number): unknown;
   /** A small vector argument (slot numbers), counted as uploaded. */
   vector(values: Float32Array): Float32Array;
   /** A device result read back into host rows (counted). */
@@ -62,8 +62,10 @@ export class GpuJsSlotTable {
     return this.rows * this.blocks;
   }
 
-  /** Grows the table (doubling, on the device) until slots 0..slots-1 fit; new slots are zeros. */
-  *ensure(slots: number): Generator<unknown, void, any> {
+  /** Grows the table (doubling, on the device) until every slot of `used` fits; new slots are zeros. */
+  *ensure(used: Int32Array): Generator<unknown, void, any> {
+    let slots = 0;
+    for (const s of used) slots = Math.max(slots, s + 1);
     if (slots <= this.capacity) return;
     if (slots > this.maxSlots) throw new Error(`${slots} slots do not fit the device's ${this.maxSlots}-slot state table`);
     const max = this.host.maxTextureSize;

@@ -407,7 +407,7 @@ export class GpuJsBackend implements StepBackend {
     return {
       shaped: (name, source, output, constants, immutable, dynamic) => this.shapedKernel(name, source, output, { immutable, constants, dynamic }),
       run: (kernel, ...args) => this.run(kernel, ...args),
-      upload: (values, cols, rows, outRows) => this.resident(values, cols, rows, outRows),
+      upload: (values, cols, rows) => this.resident(values, cols, rows),
       vector: (values) => {
         if (this.deviceResident) this.counts.bytesUp += values.byteLength;
         return values;
@@ -563,12 +563,7 @@ export class GpuJsBackend implements StepBackend {
   private *microBatchPlan(mb: MicroBatch): Generator<unknown, void, any> {
     const U = mb.keys;
     const bucketU = nextBucket(U);
-    const initial: unknown[] = [];
-    for (let k = 0; k < this.model.layers.length; k++) {
-      const cols = this.stateCols(k);
-      initial.push(yield this.resident(this.packLayer(mb.state, U, k, new Float32Array(U * cols)), cols, U, bucketU));
-    }
-    const { latest } = yield* this.wavesPlan(mb, initial);
+    const { latest } = yield* this.wavesPlan(mb, yield* this.uploadLayers(mb.state, U, bucketU));
     for (let k = 0; k < this.model.layers.length; k++) {
       const keys: Float32Array[] = yield this.readBack(latest[k], this.stateCols(k), bucketU);
       free(latest[k]);
@@ -584,26 +579,41 @@ export class GpuJsBackend implements StepBackend {
    * row's state if asked).
    */
   private *slotMicroBatchPlan(mb: SlotMicroBatch): Generator<unknown, void, any> {
-    const table = this.slotTable!;
+    const table = this.slotTable;
     const U = mb.keys;
     const bucketU = nextBucket(U);
-    let top = 0;
-    for (let u = 0; u < U; u++) top = Math.max(top, mb.slots[u]! + 1);
-    yield* table.ensure(top);
-    const initial: unknown[] = [];
+    yield* table.ensure(mb.slots);
+    // At least one row: a texture cannot be empty.
+    const uploads = yield* this.uploadLayers(mb.uploads, mb.uploadCount, Math.max(mb.uploadCount, 1));
     const source = gatherSource(mb, bucketU);
+    const initial: unknown[] = [];
     for (let k = 0; k < this.model.layers.length; k++) {
-      const cols = this.stateCols(k);
-      const n = Math.max(mb.uploadCount, 1);
-      const uploads = yield this.resident(this.packLayer(mb.uploads, mb.uploadCount, k, new Float32Array(n * cols)), cols, n);
       // Counted per layer: GPU.js uploads an array argument with every kernel call.
-      initial.push(yield* table.gather(k, this.host.vector(source), uploads, bucketU));
-      free(uploads);
+      initial.push(yield* table.gather(k, this.host.vector(source), uploads[k], bucketU));
+      free(uploads[k]);
     }
     const keep = mb.keepStates === true && !mb.states;
     const { latest, every } = yield* this.wavesPlan(mb, initial, keep);
     yield* this.scatterPlan(mb.slots, U, latest);
-    if (keep) mb.kept = new GpuKeptStates(this, every!, waveStarts(mb.waveSizes).rows, this.model.stateSize * nextBucket(waveStarts(mb.waveSizes).rows) * 4);
+    if (keep) {
+      const rows = waveStarts(mb.waveSizes).rows;
+      mb.kept = new GpuKeptStates(this, every!, rows, this.model.stateSize * nextBucket(rows) * 4);
+    }
+  }
+
+  /**
+   * Each layer's rows of `keys` keys of a segment-major `state` block as a device argument
+   * ([cols, outRows]; rows past `keys` are zeros): a micro-batch's starting state, uploads for
+   * the slot table, or states written into it.
+   */
+  private *uploadLayers(state: Float32Array, keys: number, outRows: number): Generator<unknown, unknown[], any> {
+    const layers: unknown[] = [];
+    for (let k = 0; k < this.model.layers.length; k++) {
+      const cols = this.stateCols(k);
+      const rows = Math.max(keys, 1);
+      layers.push(yield this.resident(this.packLayer(state, keys, k, new Float32Array(rows * cols)), cols, rows, outRows));
+    }
+    return layers;
   }
 
   /**
@@ -660,9 +670,9 @@ export class GpuJsBackend implements StepBackend {
   private *scatterPlan(slots: Int32Array, U: number, latest: unknown[]): Generator<unknown, void, any> {
     const order = Array.from({ length: U }, (_, u) => u).sort((a, b) => slots[a]! - slots[b]!);
     const { host } = this;
-    const keys = yield* this.slotTable!.keysOfSlots(host.vector(Float32Array.from(order, (u) => slots[u]!)), host.vector(Float32Array.from(order)), U);
+    const keys = yield* this.slotTable.keysOfSlots(host.vector(Float32Array.from(order, (u) => slots[u]!)), host.vector(Float32Array.from(order)), U);
     for (let k = 0; k < this.model.layers.length; k++) {
-      yield* this.slotTable!.scatter(k, latest[k], nextBucket(U), keys);
+      yield* this.slotTable.scatter(k, latest[k], nextBucket(U), keys);
       free(latest[k]);
     }
     free(keys);
@@ -670,7 +680,7 @@ export class GpuJsBackend implements StepBackend {
 
   /** The state in `slots` (segment-major for slots.length keys) into `into`: one read-back per layer. */
   private *readSlotsPlan(slots: Int32Array, into: Float32Array): Generator<unknown, void, any> {
-    const table = this.slotTable!;
+    const table = this.slotTable;
     for (const s of slots) if (!(s >= 0 && s < table.capacity)) throw new RangeError(`slot ${s} is not in the device's state table (${table.capacity} slots)`);
     if (slots.length === 0) return;
     const rows: Float32Array[][] = yield* table.read(slots);
@@ -680,16 +690,8 @@ export class GpuJsBackend implements StepBackend {
   /** Writes `state` (segment-major, one key per slot) into the slot table. */
   private *writeSlotsPlan(slots: Int32Array, state: Float32Array): Generator<unknown, void, any> {
     const U = slots.length;
-    const bucketU = nextBucket(U);
-    let top = 0;
-    for (const s of slots) top = Math.max(top, s + 1);
-    yield* this.slotTable!.ensure(top);
-    const rows: unknown[] = [];
-    for (let k = 0; k < this.model.layers.length; k++) {
-      const cols = this.stateCols(k);
-      rows.push(yield this.resident(this.packLayer(state, U, k, new Float32Array(U * cols)), cols, U, bucketU));
-    }
-    yield* this.scatterPlan(slots, U, rows);
+    yield* this.slotTable.ensure(slots);
+    yield* this.scatterPlan(slots, U, yield* this.uploadLayers(state, U, nextBucket(U)));
   }
 
   /**
@@ -701,12 +703,15 @@ export class GpuJsBackend implements StepBackend {
     const S = model.stateSize;
     const U = mb.keys;
     const inTable = Int32Array.from({ length: U }, (_, u) => u).filter((u) => mb.from[u] === FROM_TABLE);
+    // Key u's row among those read from the table.
+    const readRow = new Int32Array(U);
+    inTable.forEach((u, r) => (readRow[u] = r));
     const read = new Float32Array(inTable.length * S);
     await this.drive(this.readSlotsPlan(Int32Array.from(inTable, (u) => mb.slots[u]!), read));
     const state = new Float32Array(U * S);
     const uploaded = (u: number): [Float32Array, number, number] | undefined => {
       const f = mb.from[u]!;
-      if (f === FROM_TABLE) return [read, inTable.length, inTable.indexOf(u)];
+      if (f === FROM_TABLE) return [read, inTable.length, readRow[u]!];
       return f === FROM_ZEROS ? undefined : [mb.uploads, mb.uploadCount, f];
     };
     for (let u = 0; u < U; u++) {

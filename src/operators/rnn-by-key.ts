@@ -301,15 +301,17 @@ interface Chain {
   readonly rows: ChainRow[];
 }
 
+/** Whether rnnByKey sends `backend` whole micro-batches (see RnnByKeyConfig.microBatch). */
+export const microBatchPath = (backend: StepBackend, microBatch: boolean | undefined): boolean => backend.stepMicroBatch !== undefined && (microBatch ?? backend.device === true);
+
 /**
  * Whether rnnByKey keeps keys' state on `backend`'s device (its slot table) for `store`, and why
  * (or why not): what replay reports beside its transfer figures.
  */
 export function stateResidence(backend: StepBackend, store: KeyStateStore, options: { microBatch?: boolean; stateOnDevice?: boolean }): { table: DeviceStateTable | undefined; why: string } {
   const table = backend.stateTable;
-  const microBatch = backend.stepMicroBatch !== undefined && (options.microBatch ?? backend.device === true);
   if (!table) return { table: undefined, why: `the ${backend.name} backend keeps no state table` };
-  if (!microBatch) return { table: undefined, why: 'the micro-batch path is off' };
+  if (!microBatchPath(backend, options.microBatch)) return { table: undefined, why: 'the micro-batch path is off' };
   if (options.stateOnDevice === false) return { table: undefined, why: 'turned off (stateOnDevice: false)' };
   if (store.capacity > table.maxSlots) return { table: undefined, why: `the store's capacity (${store.capacity} keys) exceeds the device's ${table.maxSlots}-slot table` };
   return { table, why: `every key's state in the ${backend.name} backend's slot table` };
@@ -345,7 +347,7 @@ class WaveStepper<In, E> {
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
     const { backend } = config;
-    this.microBatch = backend.stepMicroBatch !== undefined && (config.microBatch ?? backend.device === true);
+    this.microBatch = microBatchPath(backend, config.microBatch);
     this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
     this.table = stateResidence(backend, config.store, config).table;
     config.store.attachDevice(this.table);
@@ -499,24 +501,31 @@ class WaveStepper<In, E> {
     return bad < 0 ? undefined : `feature "${model.features[bad]}" is not finite (${raw[bad]})`;
   }
 
-  /** The backend's view of the chains: wave sizes, input rows wave by wave, the keys' starting state. */
-  private microBatchOf(ordered: Chain[], withState = true, withStates = true): MicroBatch {
+  /**
+   * The chains' rows as the backend takes them: wave sizes, input rows wave by wave, room for the
+   * outputs, and (`withStates`) for every row's state.
+   */
+  private rowsOf(ordered: Chain[], withStates: boolean): Pick<MicroBatch, 'keys' | 'waveSizes' | 'input' | 'output' | 'states'> {
     const { model } = this.config.store;
     const I = model.inputSize;
-    const S = model.stateSize;
-    const U = ordered.length;
     const waveSizes = new Int32Array(ordered[0]!.rows.length);
     for (const chain of ordered) for (let w = 0; w < chain.rows.length; w++) waveSizes[w]!++;
     const { starts, rows } = waveStarts(waveSizes);
     const input = new Float32Array(rows * I);
-    const state = new Float32Array(withState ? U * S : 0);
-    ordered.forEach((chain, u) => {
-      chain.rows.forEach((row, w) => input.set(this.staged.subarray(row.staged * I, (row.staged + 1) * I), (starts[w]! + u) * I));
-      if (chain.initial && withState) for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
-    });
-    const finalState = new Float32Array(withState ? U * S : 0);
+    ordered.forEach((chain, u) => chain.rows.forEach((row, w) => input.set(this.staged.subarray(row.staged * I, (row.staged + 1) * I), (starts[w]! + u) * I)));
     const output = new Float32Array(rows * model.outputSize);
-    return { keys: U, waveSizes, input, state, finalState, output, ...(this.config.captureState && withStates ? { states: new Float32Array(rows * S) } : {}) };
+    return { keys: ordered.length, waveSizes, input, output, ...(withStates ? { states: new Float32Array(rows * model.stateSize) } : {}) };
+  }
+
+  /** The chains as a micro-batch whose keys' state goes up and comes back (no slot table). */
+  private microBatchOf(ordered: Chain[]): MicroBatch {
+    const { model } = this.config.store;
+    const U = ordered.length;
+    const state = new Float32Array(U * model.stateSize);
+    ordered.forEach((chain, u) => {
+      if (chain.initial) for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
+    });
+    return { ...this.rowsOf(ordered, this.config.captureState === true), state, finalState: new Float32Array(U * model.stateSize) };
   }
 
   /** The chains as a micro-batch on the device's table: slots, where each key's state is, the few rows that go up. */
@@ -524,7 +533,8 @@ class WaveStepper<In, E> {
     const { model } = this.config.store;
     const S = model.stateSize;
     const U = ordered.length;
-    const { waveSizes, input, output, states } = this.microBatchOf(ordered, false, this.ledger === undefined);
+    // With a ledger every row's state stays on the device (keepStates) instead of coming back.
+    const rows = this.rowsOf(ordered, this.config.captureState === true && this.ledger === undefined);
     const slots = Int32Array.from(ordered, (chain) => chain.slot);
     const from = new Int32Array(U);
     const uploading = ordered.filter((chain) => !chain.inTable && chain.initial);
@@ -538,7 +548,7 @@ class WaveStepper<In, E> {
         from[u] = r++;
       }
     });
-    return { keys: U, waveSizes, input, slots, from, uploadCount: uploading.length, uploads, output, ...(states ? { states } : {}), ...(this.ledger ? { keepStates: true } : {}) };
+    return { ...rows, slots, from, uploadCount: uploading.length, uploads, ...(this.ledger ? { keepStates: true } : {}) };
   }
 
   /**

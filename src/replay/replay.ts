@@ -11,7 +11,7 @@ import { describeModel, loadModelFile } from '../core/model.js';
 import { formatZodIssues } from '../core/validation.js';
 import { FixtureSource, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
-import { stateResidence } from '../operators/rnn-by-key.js';
+import { microBatchPath, stateResidence } from '../operators/rnn-by-key.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import type { DeadLetter } from '../operators/records.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
@@ -167,7 +167,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const events = predictions + deadLettered;
   const stats = store.stats;
   const residence = stateResidence(backend, store, opts);
-  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, opts.microBatch ?? (backend.stepMicroBatch !== undefined && backend.device === true), { on: residence.table !== undefined, why: residence.why });
+  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, microBatchPath(backend, opts.microBatch), { on: residence.table !== undefined, why: residence.why });
   return {
     pipeline: pipeline.name,
     input,
