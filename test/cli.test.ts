@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { projectPath } from '../src/paths.js';
 import { cli } from './support/cli.js';
 
@@ -125,6 +125,34 @@ describe('rnnstream CLI', () => {
     expect(r.stderr).toMatch(/the command finished 5 s ago but something .* kept the process alive; exiting/);
     expect(Date.now() - started).toBeLessThan(55_000);
   });
+
+  it('fixtures are streamed: the first events of a 100,000-ball fixture (7M events) are out within seconds, never held whole', async () => {
+    // Before, the whole fixture became one string first: "RangeError: Invalid string length".
+    const child = spawn(process.execPath, [projectPath('dist', 'src', 'cli', 'main.js'), 'fixtures', 'ball', '--keys', '100000', '--seed', '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const started = performance.now();
+    let text = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no 5,000 lines in 60 s; stderr: ${stderr}`)), 60_000);
+        child.stdout.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text.split('\n').length > 5000) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`exited ${code} before 5,000 lines: ${stderr}`)));
+      });
+    } finally {
+      child.kill('SIGKILL');
+    }
+    process.stderr.write(`fixtures ball --keys 100000: 5,000 lines after ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    const events = text.split('\n').slice(0, 5000).map((l) => JSON.parse(l) as { ballId: string; frame: number });
+    expect(events[0]).toMatchObject({ frame: 0 });
+    expect(new Set(events.map((e) => e.ballId)).size).toBeGreaterThan(100);
+  }, 90_000);
 
   it('produce takes the same TLS/SASL and config-file settings as run, and names what is wrong', () => {
     const noPassword = cli(['produce', '--pipeline', 'ball-direction', '--brokers', 'localhost:1', '--sasl-mechanism', 'scram-sha-256', '--sasl-username', 'loader'], { RNNSTREAM_SASL_PASSWORD: '' });

@@ -1,24 +1,25 @@
 /** The command line's shared option parsers and option groups. */
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
+import { parseNumberText } from '../core/validation.js';
 
 export const positiveInt = (name: string) => (value: string): number => {
-  const n = Number(value);
+  const n = parseNumberText(value, false);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
   return n;
 };
 export const positiveNumber = (name: string) => (value: string): number => {
-  const n = Number(value);
+  const n = parseNumberText(value, true);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got "${value}"`);
   return n;
 };
 export const fraction = (name: string) => (value: string): number => {
-  const n = Number(value);
+  const n = parseNumberText(value, true);
   if (!Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`${name} must be a number from 0 to below 1, got "${value}"`);
   return n;
 };
 export const nonNegativeInt = (name: string) => (value: string): number => {
-  const n = Number(value);
+  const n = parseNumberText(value, false);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got "${value}"`);
   return n;
 };

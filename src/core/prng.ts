@@ -12,6 +12,11 @@ export interface Rng {
   normal(): number;
   /** Integer uniform in [lo, hi] (inclusive). */
   int(lo: number, hi: number): number;
+  /**
+   * An independent generator that continues from this one's state: both give the same draws
+   * from here on. Lets a generator stream its output by going back to where a key's draws began.
+   */
+  clone(): Rng;
 }
 
 function splitmix32(seed: number): () => number {
@@ -27,10 +32,10 @@ function splitmix32(seed: number): () => number {
 
 export function createRng(seed: number): Rng {
   const init = splitmix32(seed);
-  let a = init();
-  let b = init();
-  let c = init();
-  let d = init();
+  return sfc32(init(), init(), init(), init(), undefined);
+}
+
+function sfc32(a: number, b: number, c: number, d: number, spare: number | undefined): Rng {
   const next = (): number => {
     // sfc32: passes PractRand to 2^40 bytes and is tiny; good enough for simulation.
     const t = (((a + b) >>> 0) + d) >>> 0;
@@ -41,9 +46,9 @@ export function createRng(seed: number): Rng {
     c = (c + t) >>> 0;
     return t / 4294967296;
   };
-  let spare: number | undefined;
   return {
     next,
+    clone: () => sfc32(a, b, c, d, spare),
     uniform: (lo, hi) => lo + (hi - lo) * next(),
     int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
     normal: () => {

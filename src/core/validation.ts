@@ -8,6 +8,16 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }
 
+/**
+ * A flag's or an environment variable's text as a number, strictly: decimal digits (with a sign, a point or an exponent where
+ * `decimal`), nothing else. `Number()` alone takes '' and ' ' for 0 and '0x1f' for 31, so
+ * `--http-port ''` was port 0 (a random port).
+ */
+export function parseNumberText(value: string, decimal: boolean): number {
+  const pattern = decimal ? /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/ : /^[+-]?\d+$/;
+  return pattern.test(value.trim()) ? Number(value) : Number.NaN;
+}
+
 export function formatZodIssues(error: z.ZodError): string[] {
   return error.issues.map((issue) => `${formatPath(issue.path) || '(root)'}: ${issue.message}`);
 }

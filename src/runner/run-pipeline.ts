@@ -47,6 +47,11 @@ export interface PipelineRun {
   readonly done: Promise<void>;
   /** Stops the source; `done` then settles once what was handed on is flushed. */
   stop(): Promise<void>;
+  /**
+   * Fails the run from outside (the service saw its topics change under it): `done` rejects with
+   * `err` at once, and the caller stops without committing what is in flight.
+   */
+  fail(err: Error): void;
   /** Events handed on by the source and not yet out of the operator chain (all partitions). */
   readonly stepping: number;
 }
@@ -160,6 +165,7 @@ export function runPipeline(parts: RunnerParts): PipelineRun {
   return {
     done,
     stop: () => source.stop(),
+    fail: (err) => failed?.(err),
     get stepping() {
       return inFlight.size;
     },

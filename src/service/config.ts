@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backends/types.js';
 import { UsageError } from '../core/errors.js';
-import { describeJsonError, formatPath } from '../core/validation.js';
+import { describeJsonError, formatPath, parseNumberText } from '../core/validation.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import { DEFAULT_MAX_KEY_BYTES } from '../pipeline/predict.js';
 import { DEAD_LETTER_RAW_BYTES } from '../pipeline/serialize.js';
@@ -194,6 +194,12 @@ export const defaultTopics = (pipeline: string) => ({
   changelogTopic: `${pipeline}.changelog`,
 });
 
+/** A number from an environment variable; text that is not one stays text, which zod reports as the wrong type. */
+const envNumber = (v: string): number | string => {
+  const n = parseNumberText(v, true);
+  return Number.isNaN(n) ? v : n;
+};
+
 const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_PIPELINE: (v) => ({ pipeline: v }),
   RNNSTREAM_BROKERS: (v) => ({ brokers: v.split(',').map((s) => s.trim()).filter(Boolean) }),
@@ -208,7 +214,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),
-  RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: Number(v) } }),
+  RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: envNumber(v) } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: { enabled: v === 'true' || v === '1' } }),
   RNNSTREAM_SSL_CA: (v) => ({ ssl: { ca: v } }),
@@ -257,6 +263,9 @@ export interface ConfigSources {
   readonly flags?: Record<string, unknown>;
 }
 
+/** What a JSON value is, in the words of the JSON grammar. */
+const jsonKind = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'string' ? 'a string' : typeof v === 'number' ? 'a number' : typeof v === 'boolean' ? `${v}` : typeof v);
+
 export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
   const layers: Layer[] = [];
   if (sources.file) {
@@ -266,11 +275,16 @@ export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
     } catch (err) {
       throw new UsageError(`cannot read config file ${sources.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
+    let values: unknown;
     try {
-      layers.push({ source: `config file ${sources.file}`, values: JSON.parse(text) as Record<string, unknown> });
+      values = JSON.parse(text);
     } catch (err) {
       throw new UsageError(`config file ${sources.file} is not valid JSON: ${describeJsonError(text, err)}`);
     }
+    if (typeof values !== 'object' || values === null || Array.isArray(values)) {
+      throw new UsageError(`config file ${sources.file}: expected a JSON object of settings (e.g. {"pipeline": "ball-direction", "brokers": ["host:9092"]}), got ${jsonKind(values)}`);
+    }
+    layers.push({ source: `config file ${sources.file}`, values: values as Record<string, unknown> });
   }
   const env = sources.env ?? process.env;
   const fromEnv: Record<string, unknown> = {};

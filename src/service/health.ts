@@ -20,9 +20,11 @@ export interface HealthSources {
 
 export function serviceHealth(s: HealthSources): () => Health {
   return () => {
-    const unhealthy = s.unhealthy();
+    const unhealthy = [...s.unhealthy()];
     const stalled = s.stopping() ? [] : s.stalls.problems(s.stallTimeoutMs);
     const cluster = s.cluster.health;
+    // Topics changed under the service (deleted, repartitioned, no longer compacted): it cannot go on.
+    unhealthy.push(...cluster.broken);
     const degraded = [...stalled, ...cluster.problems];
     const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'ok';
     // Not ready while it cannot do its job; degraded by an under-replicated partition, it can.

@@ -34,9 +34,19 @@ export class ServiceMetrics {
   });
   readonly keysResident = new Gauge({ name: 'rnnstream_keys_resident', help: 'Keys with state in memory', registers: [this.registry] });
   readonly evictions = new Gauge({ name: 'rnnstream_evictions', help: 'Keys evicted from the state store (capacity or idle TTL), since start', registers: [this.registry] });
-  readonly consumerLag = new Gauge({ name: 'rnnstream_consumer_lag', help: 'High watermark minus next offset, per partition', labelNames: ['topic', 'partition'], registers: [this.registry] });
+  readonly consumerLag = new Gauge({
+    name: 'rnnstream_consumer_lag_records',
+    help: "Records of each assigned input partition not yet committed by the group: the log end offset minus the committed offset (polled every health check)",
+    labelNames: ['topic', 'partition'],
+    registers: [this.registry],
+  });
   readonly restoreSeconds = new Gauge({ name: 'rnnstream_restore_seconds', help: 'Duration of the last state restore', registers: [this.registry] });
   readonly restoredKeys = new Counter({ name: 'rnnstream_restored_keys_total', help: 'Keys restored from the changelog', registers: [this.registry] });
+  readonly restoreRefusedKeys = new Counter({
+    name: 'rnnstream_restore_refused_keys_total',
+    help: "Keys whose latest changelog record was refused in a restore (written by another model, or unreadable): each started again from zero state",
+    registers: [this.registry],
+  });
   readonly prequentialAccuracy = new Gauge({
     name: 'rnnstream_prequential_accuracy',
     help: "Running accuracy of predictions scored by their key's next event (or, for keys that end, each key's final prediction by its last event)",

@@ -11,10 +11,12 @@ import type { Server } from 'node:http';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
 import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
+import { RnnStreamError } from '../core/errors.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
+import { ConsumerLagMonitor } from '../adapters/kafka/consumer-lag.js';
 import { KafkaSource } from '../adapters/kafka/kafka-source.js';
 import { InProcessProducer, ProducerThread, refusalReporter, type ProducerHooks, type RecordProducer } from '../adapters/kafka/producer-thread.js';
 import { packMessages } from '../adapters/kafka/record-packer.js';
@@ -36,7 +38,7 @@ import type { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
 import { fetchCommittedOffset } from '../adapters/kafka/committed-offsets.js';
 import { serviceHealth } from './health.js';
-import { startHttpServer } from './http.js';
+import { startHttpServer, type Health } from './http.js';
 import { ServiceMetrics } from './metrics.js';
 import { stopWithin, type StopParts, type StopResult } from './shutdown.js';
 import { StallWatch } from './stall-watch.js';
@@ -124,7 +126,7 @@ async function connect(config: Config, connection: KafkaConnection, logger: Logg
   const admin = kafka.admin();
   const healthAdmin = kafka.admin();
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
-  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: true, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
+  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: false, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
   let producer: RecordProducer | undefined;
   try {
     // allSettled, then the first failure: every client must have finished trying before the
@@ -230,37 +232,95 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
   return sink;
 }
 
-/** The changelog reader, started now: it joins its own group alongside the service's group join. */
+/** The changelog reader; its start (joining a group of its own) is part of the service's start. */
 function createRestorer(config: Config, clients: Clients, store: KeyStateStore, logger: Logger, metrics: ServiceMetrics): ChangelogRestorer {
   const report = (r: { seconds: number; keys: number }): void => {
     metrics.restoreSeconds.set(r.seconds);
     metrics.restoredKeys.inc(r.keys);
   };
-  const restorer = new ChangelogRestorer(clients.kafka, clients.admin, config.changelogTopic, config.group, store, logger, report, clients.adminCalls);
-  void restorer.start().catch((err: Error) => logger.error({ err: err.message }, 'changelog reader failed to start'));
-  return restorer;
+  return new ChangelogRestorer({
+    kafka: clients.kafka,
+    admin: clients.admin,
+    changelogTopic: config.changelogTopic,
+    group: config.group,
+    store,
+    logger,
+    onRestored: report,
+    onRefused: () => metrics.restoreRefusedKeys.inc(),
+    adminCalls: clients.adminCalls,
+  });
 }
 
-/** The cluster health monitor, the service's health, and the HTTP endpoint that serves it with /metrics. */
-async function serveHealth(
-  config: Config,
-  healthAdmin: Clients['healthAdmin'],
-  metrics: ServiceMetrics,
-  logger: Logger,
-  service: Pick<Parameters<typeof serviceHealth>[0], 'unhealthy' | 'stopping' | 'stalls' | 'detail'>,
-): Promise<{ clusterHealth: ClusterHealthMonitor; server: Server; httpAddress: string | undefined }> {
-  const clusterHealth = new ClusterHealthMonitor(healthAdmin, [config.inputTopic, config.outputTopic, config.dlqTopic, config.changelogTopic], config.healthCheckIntervalMs, HEALTH_CHECK_TIMEOUT_MS, (now) => {
-    if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
-    else logger.info({}, 'cluster healthy again');
-  });
-  await clusterHealth.start();
-  const health = serviceHealth({ ...service, stallTimeoutMs: config.stallTimeoutMs, cluster: clusterHealth });
-  metrics.reportHealthFrom(() => health().status);
-  // Port 0 picks a free port (tests); the address is logged and returned.
-  const server: Server = await startHttpServer(config.http.host, config.http.port, metrics.registry, health);
+/** The HTTP endpoint (/metrics, /healthz, /readyz), bound first: a port in use fails the start before anything connects. */
+async function listen(config: Config, metrics: ServiceMetrics, health: () => Health): Promise<{ server: Server; httpAddress: string | undefined }> {
+  const { host, port } = config.http;
+  let server: Server;
+  try {
+    // Port 0 picks a free port (tests); the address is logged and returned.
+    server = await startHttpServer(host, port, metrics.registry, health);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EADDRINUSE' ? 'the address is in use (another process listens there; choose another port with --http-port or RNNSTREAM_HTTP_PORT)' : `${code ?? ''} ${(err as Error).message}`.trim();
+    throw new RnnStreamError(`cannot serve /metrics, /healthz and /readyz on ${host}:${port}: ${why}`, { cause: err });
+  }
   const address = server.address();
-  const httpAddress = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined;
-  return { clusterHealth, server, httpAddress };
+  return { server, httpAddress: address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined };
+}
+
+/** The cluster health monitor: brokers, partitions, and the service's topics changing under it. */
+function watchCluster(config: Config, clients: Clients, adminCalls: Serial, logger: Logger, onBroken: (reasons: readonly string[]) => void): ClusterHealthMonitor {
+  return new ClusterHealthMonitor({
+    admin: clients.healthAdmin,
+    topics: { ...config, inputPartitions: clients.layout.inputPartitions },
+    intervalMs: config.healthCheckIntervalMs,
+    checkTimeoutMs: HEALTH_CHECK_TIMEOUT_MS,
+    adminCalls,
+    onChange: (now, before) => {
+      if (now.broken.length && !before.broken.length) onBroken(now.broken);
+      if (now.problems.length) logger.warn({ problems: now.problems }, 'cluster degraded');
+      else if (before.problems.length) logger.info({}, 'cluster healthy again');
+    },
+  });
+}
+
+/** Consumer lag of every owned partition, into the metrics (a partition no longer owned loses its series). */
+function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: () => readonly number[], metrics: ServiceMetrics, logger: Logger): ConsumerLagMonitor {
+  return new ConsumerLagMonitor({
+    admin: clients.healthAdmin,
+    adminCalls,
+    group: config.group,
+    topic: config.inputTopic,
+    intervalMs: config.healthCheckIntervalMs,
+    owned,
+    logger,
+    onLag: (lag) => {
+      metrics.consumerLag.reset();
+      for (const [partition, records] of lag) metrics.consumerLag.set({ topic: config.inputTopic, partition: String(partition) }, records);
+    },
+  });
+}
+
+/**
+ * What a start has set up so far, undone in reverse order when a later step fails: a start is all
+ * or nothing, and a failed one leaves no client connected, no group joined, no port bound.
+ */
+class StartUp {
+  private readonly undo: (() => unknown)[] = [];
+
+  add(undo: () => unknown): void {
+    this.undo.push(undo);
+  }
+
+  async rollback(): Promise<void> {
+    for (const undo of this.undo.reverse()) await Promise.resolve().then(undo).catch(() => undefined);
+  }
+}
+
+/** The first failure of `work`, once every one has settled (a late connect must not outlive the clean-up). */
+async function allOrFirstFailure(work: readonly Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(work);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /**
@@ -306,33 +366,80 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const resolution = await resolveBackend(config.backend, model, { logger });
   metrics.backendFallbacks.inc(resolution.skipped.length);
   const backend = instrument(resolution.backend, metrics);
+  const startUp = new StartUp();
+  startUp.add(() => backend.dispose());
+  try {
+    return await start({ resolved, logger, metrics, pipeline, model, backend, startUp });
+  } catch (err) {
+    await startUp.rollback();
+    throw err;
+  }
+}
+
+interface StartParts {
+  readonly resolved: ResolvedConfig;
+  readonly logger: Logger;
+  readonly metrics: ServiceMetrics;
+  readonly pipeline: Awaited<ReturnType<typeof loadPipeline>>;
+  readonly model: ReturnType<typeof loadModelFile>;
+  readonly backend: StepBackend;
+  readonly startUp: StartUp;
+}
+
+/**
+ * The start, in the order that makes it all or nothing: the HTTP endpoint, the clients and the
+ * topics, the health checks and the changelog reader; only then does the consumer join its group.
+ * Each step registers its undoing with `startUp`.
+ */
+async function start(parts: StartParts): Promise<RunningService> {
+  const { resolved, logger, metrics, pipeline, model, backend, startUp } = parts;
+  const { config } = resolved;
   const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
   const prequential = prequentialFor(pipeline, model);
   const queue = new BoundedQueue(config.queueCapacity);
   const stalls = new StallWatch();
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
-  let clients: Clients;
-  try {
-    clients = await connect(config, connection, logger, {
-      onRetry: () => {
-        metrics.produceRetries.inc();
-        stalls.sendFailed();
-      },
-      onRefused: () => metrics.recordsRefused.inc(),
-    });
-  } catch (err) {
-    backend.dispose();
-    throw err;
-  }
+
+  let health: () => Health = () => ({ status: 'ok', ready: false, reasons: ['starting'], detail: { pipeline: pipeline.name } });
+  metrics.reportHealthFrom(() => health().status);
+  const { server, httpAddress } = await listen(config, metrics, () => health());
+  startUp.add(() => closeServer(server));
+
+  const clients = await connect(config, connection, logger, {
+    onRetry: () => {
+      metrics.produceRetries.inc();
+      stalls.sendFailed();
+    },
+    onRefused: () => metrics.recordsRefused.inc(),
+  });
   const { admin, consumer, healthAdmin } = clients;
-  const disconnectAll = (): Promise<unknown> => Promise.allSettled([consumer.disconnect(), sink.disconnect(), restorer.stop(), admin.disconnect(), healthAdmin.disconnect()]);
-  const sink = createSink(config, clients, connection, store, logger, onWritten(metrics, store, prequential, queue, stalls), { metrics, queue, stalls });
+  const disconnectClients = (): Promise<unknown> => Promise.allSettled([consumer.disconnect(), clients.producer?.disconnect(), admin.disconnect(), healthAdmin.disconnect()]);
+  startUp.add(disconnectClients);
+
+  // The topics changed under the service: it stops, committing nothing more (see cluster-health.ts).
+  let run: ReturnType<typeof runPipeline> | undefined;
+  let broken: Error | undefined;
+  const onBroken = (reasons: readonly string[]): void => {
+    broken ??= new RnnStreamError(reasons.join('; '));
+    logger.error({ reasons }, 'the service\'s topics changed under it; stopping without committing anything more');
+    run?.fail(broken);
+  };
+  const healthCalls = createSerial();
+  const clusterHealth = watchCluster(config, clients, healthCalls, logger, onBroken);
   const restorer = createRestorer(config, clients, store, logger, metrics);
+  startUp.add(() => clusterHealth.stop());
+  startUp.add(() => restorer.stop());
+  await allOrFirstFailure([clusterHealth.start(), restorer.start()]);
+  if (broken) throw broken;
+
+  const sink = createSink(config, clients, connection, store, logger, onWritten(metrics, store, prequential, queue, stalls), { metrics, queue, stalls });
+  startUp.add(() => sink.disconnect());
   let consumerDown: Error | undefined;
+  let owned: readonly number[] = [];
   const source = new KafkaSource(consumer, { topic: config.inputTopic, fromBeginning: config.fromBeginning, queue }, logger, {
     onFetch: () => stalls.fetched(),
     onEventsIn: (n) => metrics.eventsIn.inc(n),
-    onLag: (partition, lag) => metrics.consumerLag.set({ topic: config.inputTopic, partition: String(partition) }, lag),
+    onAssigned: (partitions) => (owned = partitions),
     onConsumerDown: (err) => {
       consumerDown = err;
       if (err) metrics.consumerRestarts.inc();
@@ -341,7 +448,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   // An event is already applied when its key's (restored) state reflects an offset at or after it.
   const alreadyApplied = (key: string, source: SourcePosition): boolean => source.kind === 'kafka' && store.reflects(key, source.partition, Number(source.offset));
   let spillLogged = false;
-  const run = runPipeline({
+  run = runPipeline({
     source,
     sink,
     restorer,
@@ -370,6 +477,8 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
       maxKeyBytes: config.maxKeyBytes,
     },
   });
+  const pipelineRun = run;
+  startUp.add(() => pipelineRun.stop());
   let fatal: Error | undefined;
   const pipelineDone = run.done.catch((err: Error) => {
     fatal = err;
@@ -377,21 +486,24 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     throw err;
   });
   pipelineDone.catch(() => undefined);
-  try {
-    await Promise.race([source.started, pipelineDone]);
-  } catch (err) {
-    await disconnectAll();
-    backend.dispose();
-    throw err;
-  }
+  await Promise.race([source.started, pipelineDone]);
 
   let stopping = false;
-  const { clusterHealth, server, httpAddress } = await serveHealth(config, healthAdmin, metrics, logger, {
-    unhealthy: () => [...(fatal ? [`pipeline failed: ${fatal.message}`] : []), ...(consumerDown ? [`consumer down, rejoining: ${consumerDown.message}`] : []), ...(stopping ? ['shutting down'] : [])],
+  health = serviceHealth({
+    unhealthy: () => [
+      ...(fatal ? [`pipeline failed: ${fatal.message}`] : []),
+      ...(consumerDown ? [`consumer down, rejoining: ${consumerDown.message}`] : []),
+      ...source.unservable(),
+      ...(stopping ? ['shutting down'] : []),
+    ],
     stopping: () => stopping,
     stalls,
+    stallTimeoutMs: config.stallTimeoutMs,
+    cluster: clusterHealth,
     detail: () => ({ pipeline: pipeline.name, backend: backend.name, guarantee: config.guarantee, keys: store.size, inFlight: queue.size }),
   });
+  const lag = watchLag(config, clients, healthCalls, () => owned, metrics, logger);
+  lag.start();
   const state = stateResidence(backend, store, config).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress }, 'service started');
 
@@ -399,18 +511,25 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
     timeoutMs: config.shutdownTimeoutMs,
     inFlight: () => queue.size,
     drain: async () => {
-      await run.stop();
+      await pipelineRun.stop();
       await pipelineDone;
       await sink.flush();
     },
     abort: () => sink.abort(),
     disconnect: () => {
       clusterHealth.stop();
-      return disconnectAll();
+      lag.stop();
+      return Promise.allSettled([disconnectClients(), sink.disconnect(), restorer.stop()]);
     },
     dispose: () => backend.dispose(),
     server,
     logger,
   });
   return { done, stop, httpAddress, metrics };
+}
+
+/** Closes the HTTP server and its open connections. */
+function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
 }

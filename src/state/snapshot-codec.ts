@@ -143,6 +143,34 @@ export function decodeSnapshots(shape: SnapshotShape, bytes: Uint8Array): KeySna
 }
 
 /**
+ * The keys and positions of snapshot bytes, whichever model wrote them (the sizes are read from
+ * their header, the model hash is not checked); undefined when they are not RNS2 or are
+ * truncated. A changelog restore uses it to tell whether a refused (foreign) record is a key's
+ * latest state, which then starts the key afresh, or an older one that changes nothing.
+ */
+export function peekSnapshotPositions(bytes: Uint8Array): { key: string; position: StatePosition | undefined }[] | undefined {
+  if (bytes.length < HEADER_BYTES || decoder.decode(bytes.subarray(0, 4)) !== MAGIC) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const S = view.getUint32(36, true);
+  const C = view.getUint32(40, true);
+  const count = view.getUint32(44, true);
+  const out: { key: string; position: StatePosition | undefined }[] = [];
+  let o = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (o + 4 > bytes.length) return undefined;
+    const n = view.getUint32(o, true);
+    const end = o + 4 + n + SCALAR_BYTES + 4 * S + 8 * C;
+    if (end > bytes.length) return undefined;
+    const key = decoder.decode(bytes.subarray(o + 4, o + 4 + n));
+    const at = o + 4 + n;
+    const partition = view.getInt32(at + 16, true);
+    out.push({ key, position: partition >= 0 ? { partition, offset: view.getFloat64(at + 20, true) } : undefined });
+    o = end;
+  }
+  return out;
+}
+
+/**
  * Whether position `a` is at or after `b` in the same input partition; undefined when they are
  * not comparable (either is missing, or they name different partitions).
  */

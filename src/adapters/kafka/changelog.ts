@@ -14,11 +14,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Admin, Batch, Consumer, Kafka } from 'kafkajs';
-import { SnapshotError } from '../../core/errors.js';
+import { RnnStreamError, SnapshotError } from '../../core/errors.js';
+import { INPUT_REPARTITIONED_HELP } from './topics.js';
 import type { Logger } from '../../observability/logger.js';
 import type { StateRestorer } from '../../runner/types.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
-import { statePositionAtLeast } from '../../state/snapshot-codec.js';
+import { peekSnapshotPositions, statePositionAtLeast } from '../../state/snapshot-codec.js';
 import { createSerial, type Serial } from './serial.js';
 
 /**
@@ -53,27 +54,48 @@ interface Job {
   resolve(): void;
 }
 
+export interface ChangelogRestorerParts {
+  readonly kafka: Kafka;
+  readonly admin: Admin;
+  readonly changelogTopic: string;
+  /** The service's consumer group; the reader joins a group of its own named after it. */
+  readonly group: string;
+  readonly store: KeyStateStore;
+  readonly logger: Logger;
+  /** After each restore, what it read. */
+  readonly onRestored?: (r: RestoreReport) => void;
+  /** A key whose latest changelog record was refused (another model's, or unreadable): it starts from zero state. */
+  readonly onRefused?: (key: string) => void;
+  /** Admin calls one at a time (shared with the service's other admin calls). */
+  readonly adminCalls?: Serial;
+}
+
 export class ChangelogRestorer implements StateRestorer {
   private readonly jobs = new Map<number, Job>();
   private reader: Consumer | undefined;
   private ready: Promise<void> | undefined;
 
-  constructor(
-    private readonly kafka: Kafka,
-    private readonly admin: Admin,
-    private readonly changelogTopic: string,
-    private readonly group: string,
-    private readonly store: KeyStateStore,
-    private readonly logger: Logger,
-    private readonly onRestored: (r: RestoreReport) => void = () => {},
-    /** Admin calls one at a time (shared with the service's other admin calls). */
-    private readonly adminCalls: Serial = createSerial(),
-  ) {}
+  private readonly kafka: Kafka;
+  private readonly admin: Admin;
+  private readonly changelogTopic: string;
+  private readonly group: string;
+  private readonly store: KeyStateStore;
+  private readonly logger: Logger;
+  private readonly onRestored: (r: RestoreReport) => void;
+  private readonly onRefused: (key: string) => void;
+  private readonly adminCalls: Serial;
+
+  constructor(parts: ChangelogRestorerParts) {
+    ({ kafka: this.kafka, admin: this.admin, changelogTopic: this.changelogTopic, group: this.group, store: this.store, logger: this.logger } = parts);
+    this.onRestored = parts.onRestored ?? (() => {});
+    this.onRefused = parts.onRefused ?? (() => {});
+    this.adminCalls = parts.adminCalls ?? createSerial();
+  }
 
   /** Starts the reader (joining its own group); restores wait for it. */
   start(): Promise<void> {
     return (this.ready ??= (async () => {
-      const reader = this.kafka.consumer({ groupId: `${this.group}.changelog-reader.${randomUUID()}`, allowAutoTopicCreation: true, maxWaitTimeInMs: 100 });
+      const reader = this.kafka.consumer({ groupId: `${this.group}.changelog-reader.${randomUUID()}`, allowAutoTopicCreation: false, maxWaitTimeInMs: 100 });
       this.reader = reader;
       await reader.connect();
       await reader.subscribe({ topic: this.changelogTopic, fromBeginning: true });
@@ -124,10 +146,8 @@ export class ChangelogRestorer implements StateRestorer {
       try {
         for (const e of this.store.restore(m.value, notBehind)) job.keys.add(e.key);
       } catch (err) {
-        // State written by another model (or corrupt) is refused: that key starts from zero
-        // state, as a new key would.
         if (!(err instanceof SnapshotError)) throw err;
-        if (job.refused++ === 0) this.logger.warn({ key: m.key?.toString(), reason: err.message }, 'changelog state refused');
+        this.refuse(job, m.key?.toString(), m.value, err);
       }
     }
     // The batch's last offset counts control records (transaction markers), which take offsets
@@ -137,6 +157,25 @@ export class ChangelogRestorer implements StateRestorer {
       if (last > job.next) job.next = last;
     }
     if (job.next >= job.end) this.finish(partition);
+  }
+
+  /**
+   * State written by another model (or unreadable) is refused. Only a key's latest record counts:
+   * when the refused one is (it is not behind the state restored so far), the key starts afresh
+   * from zero state, as a new key would, and never keeps an older record of this model's. After
+   * model A, then B, then A again, A's state from before B is stale: B's events since are not in it.
+   */
+  private refuse(job: Job, messageKey: string | undefined, bytes: Buffer, err: SnapshotError): void {
+    const peeked = peekSnapshotPositions(bytes) ?? (messageKey === undefined ? [] : [{ key: messageKey, position: undefined }]);
+    for (const { key, position } of peeked) {
+      const resident = this.store.positionOf(key);
+      if (resident && statePositionAtLeast(position, resident) === false) continue; // an older record: changes nothing
+      this.store.delete(key);
+      job.keys.delete(key);
+      job.refused++;
+      this.onRefused(key);
+      if (job.refused === 1) this.logger.warn({ key, reason: err.message }, 'changelog state refused: the key starts again from zero state (counted in rnnstream_restore_refused_keys_total)');
+    }
   }
 
   /**
@@ -171,7 +210,14 @@ export class ChangelogRestorer implements StateRestorer {
     // retry (the partition's preparation fails and is tried again), never "nothing to restore".
     const offsets = await this.adminCalls(() => this.admin.fetchTopicOffsets(this.changelogTopic));
     const ends = new Map(offsets.filter((o) => partitions.includes(o.partition)).map((o) => [o.partition, { low: BigInt(o.low), end: BigInt(o.high) }]));
-    if (ends.size < partitions.length) throw new Error(`changelog ${this.changelogTopic} has no partition ${partitions.filter((p) => !ends.has(p)).join(', ')}`);
+    if (ends.size < partitions.length) {
+      // No retry makes one: the input has more partitions than its changelog (partitions were
+      // added to the input while the service ran), and the keys that moved cannot keep their state.
+      const missing = partitions.filter((p) => !ends.has(p));
+      throw new RnnStreamError(
+        `changelog ${this.changelogTopic} has no partition ${missing.join(', ')} (it has ${offsets.length}): the input topic has more partitions than its changelog; ${INPUT_REPARTITIONED_HELP}`,
+      );
+    }
     const keys = new Set<string>();
     let messages = 0;
     let refused = 0;

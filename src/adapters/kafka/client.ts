@@ -101,7 +101,10 @@ export function createKafka(c: KafkaConnection, logger: Logger): Kafka {
  * cluster; the mock cluster never fails over). 10 retries from 300 ms, capped at 5 s, wait about 25 s.
  */
 export const PRODUCER_CONFIG: ProducerConfig = Object.freeze({
-  allowAutoTopicCreation: true,
+  // The service's topics are made by its admin path only (topics.ts), with their policies: a
+  // producer that created a deleted changelog again made it with cleanup.policy=delete, and the
+  // state written there would have gone after retention.ms.
+  allowAutoTopicCreation: false,
   maxInFlightRequests: 1,
   createPartitioner: Partitioners.DefaultPartitioner,
   retry: { retries: 10, initialRetryTime: 300 },

@@ -38,13 +38,25 @@ export interface KafkaSourceHooks {
   onFetch?(): void;
   /** Records handed on (counted per batch). */
   onEventsIn?(count: number): void;
-  /** Records of `partition` behind its high watermark after the last one handed on. */
-  onLag?(partition: number, lag: number): void;
+  /** The partitions this member owns now (after each rebalance). */
+  onAssigned?(partitions: readonly number[]): void;
   /** The consumer stopped on an error kafkajs does not retry (rejoining), or is back (undefined). */
   onConsumerDown?(err: Error | undefined): void;
 }
 
 const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A partition whose preparation failed: it is paused until `retryAt`, then tried again. */
+interface Backoff {
+  readonly failures: number;
+  readonly retryAt: number;
+  readonly reason: string;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** The first retry of a failed preparation waits this long; each failure doubles it, up to the cap. */
+const PREPARE_RETRY_MS = 1000;
+const PREPARE_RETRY_CAP_MS = 30_000;
 
 export class KafkaSource implements Source {
   private subscriber: Subscriber<RawRecord> | undefined;
@@ -54,6 +66,12 @@ export class KafkaSource implements Source {
   private readonly next = new Map<number, number>();
   /** Per newly assigned partition, its preparation; absent once owned and kept. */
   private readonly prepared = new Map<number, Promise<void>>();
+  /**
+   * Partitions whose preparation failed, paused until their next try. Without the pause kafkajs
+   * fetched the partition again at once and every batch tried again: a hot loop (9,176 warnings
+   * in 58 s when an input partition had no changelog partition).
+   */
+  private readonly backoff = new Map<number, Backoff>();
   private stopping = false;
   /** Not handing on (a rejoin is draining what is in flight). */
   private holding = false;
@@ -134,11 +152,13 @@ export class KafkaSource implements Source {
       if (now.has(p)) continue;
       this.next.delete(p);
       this.prepared.delete(p);
+      this.clearBackoff(p);
     }
     const added = partitions.filter((p) => !this.owned.has(p));
     this.owned = now;
     this.logger.info({ partitions, added }, 'partitions assigned');
     this.host!.assigned(partitions);
+    this.hooks.onAssigned?.(partitions);
     for (const p of added) this.prepare(p);
   }
 
@@ -147,20 +167,54 @@ export class KafkaSource implements Source {
     this.next.delete(partition);
     const work: Promise<void> = this.host!.prepare(partition).then((from) => {
       // A later assignment may have replaced this preparation meanwhile.
-      if (this.prepared.get(partition) === work && from !== undefined) this.next.set(partition, from);
+      if (this.prepared.get(partition) !== work) return;
+      if (from !== undefined) this.next.set(partition, from);
+      this.clearBackoff(partition);
     });
     this.prepared.set(partition, work);
     work.catch((err: Error) => {
       if (this.prepared.get(partition) === work) this.prepared.delete(partition);
-      // One that no retry cures (no authorisation for the partition's transactional id) stops
-      // the service with the reason; any other is tried again by the partition's next batch.
+      // One that no retry cures (no authorisation for the partition's transactional id, no
+      // changelog partition for it) stops the service with the reason; any other is tried again
+      // after a backoff, the partition paused meanwhile.
       if (err instanceof RnnStreamError && !err.retriable && !(err instanceof TransactionError && err.fenced)) {
         this.subscriber?.error(new RnnStreamError(`preparing input partition ${partition} failed: ${err.message}`, { cause: err }));
         return;
       }
-      this.logger.warn({ partition, err: err.message }, 'preparing a partition failed; trying again');
+      this.backOff(partition, err);
     });
     return work;
+  }
+
+  /** Pauses `partition` after a failed preparation, for twice as long as after the failure before. */
+  private backOff(partition: number, err: Error): void {
+    if (!this.owned.has(partition) || this.stopping) return;
+    const failures = (this.backoff.get(partition)?.failures ?? 0) + 1;
+    const delay = Math.min(PREPARE_RETRY_MS * 2 ** (failures - 1), PREPARE_RETRY_CAP_MS);
+    this.clearBackoff(partition);
+    this.consumer.pause([{ topic: this.options.topic, partitions: [partition] }]);
+    const timer = setTimeout(() => {
+      // Fetched again after the pause; its next batch tries the preparation again.
+      if (this.owned.has(partition) && !this.stopping && !this.holding) this.consumer.resume([{ topic: this.options.topic, partitions: [partition] }]);
+    }, delay);
+    timer.unref();
+    this.backoff.set(partition, { failures, retryAt: Date.now() + delay, reason: err.message, timer });
+    this.logger.warn({ partition, err: err.message, failures, retryInMs: delay }, 'preparing a partition failed; trying again after a pause');
+  }
+
+  private clearBackoff(partition: number): void {
+    const b = this.backoff.get(partition);
+    if (!b) return;
+    clearTimeout(b.timer);
+    this.backoff.delete(partition);
+  }
+
+  /** Why owned partitions cannot be served now (their preparation keeps failing), one line each. */
+  unservable(): string[] {
+    const now = Date.now();
+    return [...this.backoff].map(
+      ([p, b]) => `input partition ${p} cannot be served: preparing it failed ${b.failures} time(s), next try in ${Math.max(0, Math.ceil((b.retryAt - now) / 1000))} s: ${b.reason}`,
+    );
   }
 
   /** Heartbeats (so the group keeps the partition) until `work` settles; rethrows its failure. */
@@ -181,6 +235,8 @@ export class KafkaSource implements Source {
     const { partition, topic } = batch;
     const { queue } = this.options;
     if (!this.owned.has(partition) || this.holding) return;
+    // Fetched while its pause was being set up: not before its next try.
+    if ((this.backoff.get(partition)?.retryAt ?? 0) > Date.now()) return;
     const preparation = this.prepared.get(partition) ?? (this.next.has(partition) ? undefined : this.prepare(partition));
     if (preparation) {
       try {
@@ -226,8 +282,6 @@ export class KafkaSource implements Source {
       if (handedOn !== undefined) resolveOffset(handedOn);
       this.hooks.onEventsIn?.(admitted);
     }
-    const last = batch.messages.at(-1);
-    if (last) this.hooks.onLag?.(partition, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last.offset) - 1n)));
     await heartbeat();
   }
 
@@ -246,13 +300,19 @@ export class KafkaSource implements Source {
         await heartbeat();
       }
     } finally {
-      if (!this.holding) this.consumer.resume(all);
+      if (!this.holding) {
+        this.consumer.resume(all);
+        // Partitions backing off stay paused until their own timers resume them.
+        const now = Date.now();
+        for (const [partition, b] of this.backoff) if (b.retryAt > now) this.consumer.pause([{ topic: this.options.topic, partitions: [partition] }]);
+      }
     }
     return queue.hasRoom();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    for (const p of [...this.backoff.keys()]) this.clearBackoff(p);
     await this.consumer.stop();
     this.subscriber?.complete();
   }
@@ -273,6 +333,7 @@ export class KafkaSource implements Source {
         this.owned.delete(p);
         this.next.delete(p);
         this.prepared.delete(p);
+        this.clearBackoff(p);
       }
       await this.consumer.stop();
     } finally {

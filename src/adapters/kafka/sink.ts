@@ -96,6 +96,7 @@ const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.s
 
 export class KafkaSink implements Sink {
   private failed: Error | undefined;
+  private aborted = false;
   private onFailure: ((err: Error) => void) | undefined;
   /** Rejects with the first failure (a send no retry cures): the stream must stop, not go on uncommitted. */
   readonly failure: Promise<never> = new Promise<never>((_, reject) => (this.onFailure = reject));
@@ -163,8 +164,12 @@ export class KafkaSink implements Sink {
     this.onFailure?.(err);
   }
 
-  /** Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted. */
+  /**
+   * Stops retrying (a hard stop); outputs not yet acknowledged are then left uncommitted, and no
+   * changelog record or offset is written from now on (a stop after a fault commits nothing past it).
+   */
   abort(): void {
+    this.aborted = true;
     this.producer.abort();
   }
 
@@ -274,7 +279,7 @@ export class KafkaSink implements Sink {
 
   private async flushPending(): Promise<void> {
     try {
-      while (this.pendingEvents > 0 && !this.failed) {
+      while (this.pendingEvents > 0 && !this.failed && !this.aborted) {
         const wait = this.lastFlushAt + this.options.commitIntervalMs - performance.now();
         if (wait > 0 && !this.hurry) {
           const sleep = wakeableSleep(wait);
@@ -311,9 +316,9 @@ export class KafkaSink implements Sink {
     // The changelog is partitioned like the input: the key's state goes to its input partition.
     for (const [key, s] of owned) messages.push(changelogMessage(this.store, key, s, ended.has(key)));
     // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
-    if (messages.length > 0) await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
+    if (messages.length > 0 && !this.aborted) await this.producer.sendPacked([packMessages(this.topics.changelogTopic, messages)]);
     for (const p of commits.keys()) if (!this.owns(p)) commits.delete(p);
-    if (commits.size) {
+    if (commits.size && !this.aborted) {
       const offsets = [...commits.values()].map((c) => ({ topic: c.topic, partition: c.partition, offset: (BigInt(c.offset) + 1n).toString() }));
       try {
         await this.consumer.commitOffsets(offsets);

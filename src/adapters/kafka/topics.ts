@@ -16,6 +16,7 @@
 import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
 import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { fetchCommittedOffsets } from './committed-offsets.js';
 
 // Node's CommonJS interop does not see this export by name; the package's default object has it.
 const { ConfigResourceTypes } = kafkajs;
@@ -23,6 +24,17 @@ const { ConfigResourceTypes } = kafkajs;
 export class TopicSetupError extends RnnStreamError {
   override readonly name = 'TopicSetupError';
 }
+
+/**
+ * What an operator reads when the input topic's partitions no longer match its changelog's.
+ * State follows partitions: the murmur2 partition of a key changes with the partition count, so a
+ * key that moved would find no state in its new partition's changelog, and its old state would
+ * sit where nobody reads it. Kafka Streams refuses a repartitioned input for the same reason.
+ */
+export const INPUT_REPARTITIONED_HELP =
+  'State follows partitions, and keys that moved to another partition cannot keep their state, so the service stops rather than serve them wrong ' +
+  '(Kafka Streams refuses this too). To go on, start the service with a new changelog topic partitioned like the input ' +
+  '(--changelog-topic <new name>: every key starts again from zero state), or see "When a topic changes under the service" in docs/operations.md';
 
 export interface TopicPlan {
   readonly inputTopic: string;
@@ -33,6 +45,8 @@ export interface TopicPlan {
   readonly replicationFactor?: number | undefined;
   /** Extra topic configs for a changelog created here (e.g. segment.ms, min.compaction.lag.ms). */
   readonly changelogTopicConfig?: Readonly<Record<string, string>>;
+  /** The consumer group: a missing changelog is made only if the group has committed nothing (see ensureTopics). */
+  readonly group?: string;
 }
 
 export interface TopicLayout {
@@ -92,10 +106,28 @@ async function topicConfigs(admin: Admin, topics: readonly string[]): Promise<Ma
   );
 }
 
+/**
+ * A changelog that is missing while the group has committed input offsets held state that is
+ * gone (deleted under a running service, say). Making an empty one would restart every key from
+ * zero state without a word; the operator decides instead.
+ */
+async function refuseLostChangelog(admin: Admin, plan: TopicPlan, counts: ReadonlyMap<string, number>): Promise<void> {
+  if (counts.has(plan.changelogTopic) || !counts.has(plan.inputTopic) || plan.group === undefined) return;
+  const committed = await fetchCommittedOffsets(admin, { group: plan.group, topic: plan.inputTopic });
+  if (committed.size === 0) return;
+  throw new TopicSetupError(
+    `changelog topic ${plan.changelogTopic} does not exist, but group ${plan.group} has committed offsets on ${plan.inputTopic} (${committed.size} partition(s)): ` +
+      'the state of its keys is lost (was the changelog deleted?), and an empty changelog would restart every key from zero state without a word. ' +
+      `To accept that, create it yourself (kafka-topics --create --topic ${plan.changelogTopic} --partitions ${counts.get(plan.inputTopic)} --config cleanup.policy=compact) and start again; ` +
+      'or start from the beginning with a new --group',
+  );
+}
+
 /** Creates what is missing and checks the changelog; throws TopicSetupError with what to change. */
 export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger): Promise<TopicLayout> {
   const all = [plan.inputTopic, plan.outputTopic, plan.dlqTopic, plan.changelogTopic];
   const counts = await partitionCounts(admin, all);
+  await refuseLostChangelog(admin, plan, counts);
   const missing = all.filter((t) => !counts.has(t));
   const created: string[] = [];
   if (missing.length > 0) {
@@ -125,7 +157,7 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
   if (changelogPartitions !== inputPartitions) {
     throw new TopicSetupError(
       `changelog topic ${plan.changelogTopic} has ${changelogPartitions} partitions, but the input topic ${plan.inputTopic} has ${inputPartitions}: ` +
-        'the changelog must be partitioned like the input (delete it, or name another with --changelog-topic, and the service creates it)',
+        `the changelog must be partitioned like the input. ${INPUT_REPARTITIONED_HELP}`,
     );
   }
   const written = [plan.outputTopic, plan.dlqTopic, plan.changelogTopic];

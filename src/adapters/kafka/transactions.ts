@@ -95,7 +95,8 @@ export const transactionalId = (s: Pick<TransactionSettings, 'applicationId' | '
 export const TRANSACTIONAL_PRODUCER_CONFIG: Omit<ProducerConfig, 'transactionalId'> = Object.freeze({
   idempotent: true,
   maxInFlightRequests: 1,
-  allowAutoTopicCreation: true,
+  // Only the service's admin path makes topics (see PRODUCER_CONFIG).
+  allowAutoTopicCreation: false,
   createPartitioner: Partitioners.DefaultPartitioner,
   retry: { retries: 14, initialRetryTime: 20, maxRetryTime: 5000 },
 });

@@ -1,10 +1,11 @@
 /** `rnnstream fixtures`: generated ball and stock fixtures, and word events from utterances. */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { Command } from 'commander';
-import { generateBallEvents } from '../../fixtures/ball.js';
-import { generateStockEvents } from '../../fixtures/stock.js';
-import { interleavedWordEvents, parseUtteranceLine, type Utterance } from '../../fixtures/words.js';
+import { ballEvents } from '../../fixtures/ball.js';
+import { stockEvents } from '../../fixtures/stock.js';
+import { wordEventStream, parseUtteranceLine, type Utterance } from '../../fixtures/words.js';
+import { writeJsonLines } from '../../fixtures/write-json-lines.js';
 import { UsageError } from '../../core/errors.js';
 import { positiveInt, nonNegativeInt } from '../options.js';
 
@@ -19,20 +20,16 @@ export function registerFixtures(program: Command): void {
     .option('--input <file.jsonl>', 'words: utterances, one {"text","intent"} JSON object per line (.gz allowed)')
     .option('--concurrent <n>', 'words: utterances under way at once, their words interleaved (many users typing)', positiveInt('--concurrent'), 1)
     .option('--out <file.jsonl>', 'output file, gzip-compressed when it ends in .gz (default: stdout)')
-    .action((kind: 'ball' | 'stock' | 'words', opts) => {
+    .action(async (kind: 'ball' | 'stock' | 'words', opts) => {
+      // Generated as they are written: a fixture of millions of events is never held whole.
       const events =
         kind === 'words'
-          ? interleavedWordEvents(utterancesFromFile(opts.input), opts.concurrent)
+          ? wordEventStream(utterancesFromFile(opts.input), opts.concurrent)
           : kind === 'ball'
-            ? generateBallEvents({ keys: opts.keys ?? 2000, seed: opts.seed })
-            : generateStockEvents({ keys: opts.keys ?? 40, seed: opts.seed, ...(opts.ticks ? { ticks: opts.ticks } : {}) });
-      const text = events.map((e) => JSON.stringify(e)).join('\n') + '\n';
-      if (opts.out) {
-        writeFileSync(opts.out, String(opts.out).endsWith('.gz') ? gzipSync(text, { level: 9 }) : text);
-        process.stderr.write(`wrote ${events.length} ${kind === 'words' ? 'word' : kind} events to ${opts.out}\n`);
-      } else {
-        process.stdout.write(text);
-      }
+            ? ballEvents({ keys: opts.keys ?? 2000, seed: opts.seed })
+            : stockEvents({ keys: opts.keys ?? 40, seed: opts.seed, ...(opts.ticks ? { ticks: opts.ticks } : {}) });
+      const written = await writeJsonLines(events, opts.out);
+      if (opts.out) process.stderr.write(`wrote ${written} ${kind === 'words' ? 'word' : kind} events to ${opts.out}\n`);
     });
 }
 

@@ -32,7 +32,8 @@ export function registerProduce(program: Command): void {
       const { config } = resolved;
       const logger = createServiceLogger('warn');
       const kafka = createKafka({ brokers: config.brokers, clientId: 'rnnstream-produce', ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword }, logger);
-      const producer = kafka.producer(PRODUCER_CONFIG);
+      // Unlike the service, produce may make its target topic by writing to it (the broker's defaults).
+      const producer = kafka.producer({ ...PRODUCER_CONFIG, allowAutoTopicCreation: true });
       await producer.connect();
       try {
         const r = await produceFixture(producer, pipeline, input, { topic: opts.topic ?? defaultTopics(pipeline.name).inputTopic, pace: opts.pace });
