@@ -134,13 +134,46 @@ export interface StepGraphOptions {
   /** Include the dense head (default true). Without it the graph is only the recurrent op(s),
    * which is how the benchmark measures onnxruntime's bare LSTM/GRU operator. */
   readonly head?: boolean;
+  /**
+   * Take the raw features as `features` [batch, F] and normalise them in the graph
+   * ((features - mean) / std, the model's normalization), so that the graph is the whole model
+   * for a runtime that knows nothing of rnnstream (`rnnstream export`). Default false: the
+   * backends feed normalised rows as `x` [1, batch, F].
+   */
+  readonly normalize?: boolean;
+  /** ModelProto metadata_props (what the graph's inputs and outputs mean, for an exported file). */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** The head's output name (default `y`). */
+  readonly output?: string;
+}
+
+/** The ModelProto around `graph`: IR version 8, opset 17, and the metadata. */
+function modelProto(graph: ProtoWriter, metadata: Readonly<Record<string, string>> = {}): Uint8Array {
+  const opset = new ProtoWriter().string(1, '').int(2, 17);
+  const m = new ProtoWriter().int(1, 8).string(2, 'rnnstream').message(8, opset).message(7, graph);
+  for (const [key, value] of Object.entries(metadata)) m.message(14, new ProtoWriter().string(1, key).string(2, value));
+  return m.finish();
+}
+
+/** `features` [batch, F] -> (features - mean) / std -> `x` [1, batch, F], the recurrent ops' input. */
+function normalizeNodes(graph: ProtoWriter, model: RnnModel): string {
+  graph.message(11, valueInfo('features', ['batch', model.inputSize]));
+  graph.message(5, tensor('norm_mean', [model.inputSize], Float32Array.from(model.normalization.mean), FLOAT));
+  graph.message(5, tensor('norm_std', [model.inputSize], Float32Array.from(model.normalization.std), FLOAT));
+  graph.message(5, tensor('axis0_in', [1], BigInt64Array.from([0n]), INT64));
+  graph.message(1, node('Sub', ['features', 'norm_mean'], ['features_centered']));
+  graph.message(1, node('Div', ['features_centered', 'norm_std'], ['features_scaled']));
+  graph.message(1, node('Unsqueeze', ['features_scaled', 'axis0_in'], ['x']));
+  return 'features';
 }
 
 export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}): OnnxStepGraph {
   const graph = new ProtoWriter().string(2, `${model.name}-step`);
   const stateInputs: string[] = [];
   const stateOutputs: string[] = [];
-  graph.message(11, valueInfo('x', [1, 'batch', model.inputSize]));
+  let input = 'x';
+  if (options.normalize) input = normalizeNodes(graph, model);
+  else graph.message(11, valueInfo('x', [1, 'batch', model.inputSize]));
   let x = 'x';
   model.layers.forEach((layer, k) => {
     const H = layer.hiddenSize;
@@ -174,10 +207,8 @@ export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}):
     // Y_h of one time step is [1, batch, H], exactly the X shape the next layer expects.
     x = hOut;
   });
-  const opset = new ProtoWriter().string(1, '').int(2, 17);
   if (options.head === false) {
-    const modelProto = new ProtoWriter().int(1, 8).string(2, 'rnnstream').message(8, opset).message(7, graph);
-    return { bytes: modelProto.finish(), stateInputs, stateOutputs, input: 'x', output: stateOutputs[0]! };
+    return { bytes: modelProto(graph, options.metadata), stateInputs, stateOutputs, input, output: stateOutputs[0]! };
   }
   const lastH = model.layers[model.layers.length - 1]!.hiddenSize;
   // Head: Squeeze Y_h to [batch, H], then one Gemm (bias included) and Softmax on the last axis.
@@ -187,10 +218,9 @@ export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}):
   graph.message(5, tensor('axis0', [1], BigInt64Array.from([0n]), INT64));
   graph.message(1, node('Squeeze', [x, 'axis0'], ['last_h']));
   const softmax = model.head.kind === 'softmax';
-  graph.message(1, node('Gemm', ['last_h', 'head_w', 'head_b'], [softmax ? 'logits' : 'y'], { transB: 1 }));
-  if (softmax) graph.message(1, node('Softmax', ['logits'], ['y'], { axis: 1 }));
-  graph.message(12, valueInfo('y', ['batch', model.outputSize]));
-
-  const modelProto = new ProtoWriter().int(1, 8).string(2, 'rnnstream').message(8, opset).message(7, graph);
-  return { bytes: modelProto.finish(), stateInputs, stateOutputs, input: 'x', output: 'y' };
+  const y = options.output ?? 'y';
+  graph.message(1, node('Gemm', ['last_h', 'head_w', 'head_b'], [softmax ? 'logits' : y], { transB: 1 }));
+  if (softmax) graph.message(1, node('Softmax', ['logits'], [y], { axis: 1 }));
+  graph.message(12, valueInfo(y, ['batch', model.outputSize]));
+  return { bytes: modelProto(graph, options.metadata), stateInputs, stateOutputs, input, output: y };
 }

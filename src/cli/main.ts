@@ -17,6 +17,7 @@ import { registerProduce } from './commands/produce.js';
 import { registerRandomModel } from './commands/random-model.js';
 import { registerBackends } from './commands/backends.js';
 import { registerImport } from './commands/import.js';
+import { registerExport } from './commands/export.js';
 import { ImportError } from '../import/onnx-file.js';
 
 export function buildProgram(): Command {
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerRandomModel(program);
   registerBackends(program);
   registerImport(program);
+  registerExport(program);
   return program;
 }
 
