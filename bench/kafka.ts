@@ -25,6 +25,7 @@ import { silentLogger } from '../src/observability/logger.js';
 import { loadPipeline } from '../src/pipeline/registry.js';
 import { COMMIT_INTERVAL_MS, resolveServiceConfig, type Guarantee } from '../src/service/config.js';
 import { startService } from '../src/service/run.js';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
@@ -39,12 +40,6 @@ if (only !== undefined && only !== 'service' && only !== 'exactly-once' && only 
   process.exit(2);
 }
 
-const median = (xs: number[]): number => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 type KafkaBroker = typeof import('../scripts/kafka-broker.mjs');
 

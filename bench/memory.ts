@@ -24,6 +24,7 @@ import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectPath } from '../src/paths.js';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
@@ -32,11 +33,6 @@ const runs = opt('--runs', 3);
 const json = args.includes('--json');
 const dist = args.includes('--dist') ? args[args.indexOf('--dist') + 1]! : 'dist';
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function writeFixture(file: string, n: number, frames = 2): Promise<void> {
   const out = createWriteStream(file);

@@ -22,6 +22,7 @@ import { BackendUnavailableError } from '../src/core/errors.js';
 import type { CellKind, RnnModel } from '../src/core/model.js';
 import { randomModel } from '../src/core/random-model.js';
 import { Float32LoopCell } from './float32-loop.js';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -46,11 +47,6 @@ const INPUT = 8;
 const ROUNDS = Number(valueOf('--rounds') ?? (quick ? 3 : 11));
 const CHUNK_SECONDS = Number(valueOf('--chunk') ?? (quick ? 0.03 : 0.08));
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 type Contender = () => void | Promise<void>;
 

@@ -75,11 +75,12 @@ class ProtoWriter {
 // ONNX enum values (onnx.proto).
 const FLOAT = 1;
 const INT64 = 7;
+const DOUBLE = 11;
 const ATTR_INT = 2;
 
 type Dim = number | string;
 
-function tensor(name: string, dims: readonly number[], data: Float32Array | BigInt64Array, elemType: number): ProtoWriter {
+function tensor(name: string, dims: readonly number[], data: Float32Array | Float64Array | BigInt64Array, elemType: number): ProtoWriter {
   const t = new ProtoWriter();
   for (const d of dims) t.int(1, d);
   t.int(2, elemType);
@@ -88,10 +89,10 @@ function tensor(name: string, dims: readonly number[], data: Float32Array | BigI
   return t;
 }
 
-function valueInfo(name: string, dims: readonly Dim[]): ProtoWriter {
+function valueInfo(name: string, dims: readonly Dim[], elemType = FLOAT): ProtoWriter {
   const shape = new ProtoWriter();
   for (const d of dims) shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
-  const tensorType = new ProtoWriter().int(1, FLOAT).message(2, shape);
+  const tensorType = new ProtoWriter().int(1, elemType).message(2, shape);
   return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
 }
 
@@ -135,7 +136,7 @@ export interface StepGraphOptions {
    * which is how the benchmark measures onnxruntime's bare LSTM/GRU operator. */
   readonly head?: boolean;
   /**
-   * Take the raw features as `features` [batch, F] and normalise them in the graph
+   * Take the raw features as `features` [batch, F] (float64) and normalise them in the graph
    * ((features - mean) / std, the model's normalization), so that the graph is the whole model
    * for a runtime that knows nothing of rnnstream (`rnnstream export`). Default false: the
    * backends feed normalised rows as `x` [1, batch, F].
@@ -155,15 +156,21 @@ function modelProto(graph: ProtoWriter, metadata: Readonly<Record<string, string
   return m.finish();
 }
 
-/** `features` [batch, F] -> (features - mean) / std -> `x` [1, batch, F], the recurrent ops' input. */
+/**
+ * `features` [batch, F] float64 -> (features - mean) / std in float64 -> float32 `x` [1, batch, F],
+ * the recurrent ops' input. In float64 and rounded once, as rnnstream normalises (core/cells.ts):
+ * the graph's input rows are rnnstream's bit for bit. Normalised in float32 instead, a feature
+ * rounded one ulp apart drifted through a ball's LSTM states to 3.9e-4 in the probabilities.
+ */
 function normalizeNodes(graph: ProtoWriter, model: RnnModel): string {
-  graph.message(11, valueInfo('features', ['batch', model.inputSize]));
-  graph.message(5, tensor('norm_mean', [model.inputSize], Float32Array.from(model.normalization.mean), FLOAT));
-  graph.message(5, tensor('norm_std', [model.inputSize], Float32Array.from(model.normalization.std), FLOAT));
+  graph.message(11, valueInfo('features', ['batch', model.inputSize], DOUBLE));
+  graph.message(5, tensor('norm_mean', [model.inputSize], Float64Array.from(model.normalization.mean), DOUBLE));
+  graph.message(5, tensor('norm_std', [model.inputSize], Float64Array.from(model.normalization.std), DOUBLE));
   graph.message(5, tensor('axis0_in', [1], BigInt64Array.from([0n]), INT64));
   graph.message(1, node('Sub', ['features', 'norm_mean'], ['features_centered']));
   graph.message(1, node('Div', ['features_centered', 'norm_std'], ['features_scaled']));
-  graph.message(1, node('Unsqueeze', ['features_scaled', 'axis0_in'], ['x']));
+  graph.message(1, node('Cast', ['features_scaled'], ['features_f32'], { to: FLOAT }));
+  graph.message(1, node('Unsqueeze', ['features_f32', 'axis0_in'], ['x']));
   return 'features';
 }
 

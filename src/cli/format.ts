@@ -17,7 +17,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `dead-letters ${s.deadLettered}${s.blankLines ? `  (${s.blankLines} blank line(s) skipped)` : ''}`,
     ...(s.sequenceGaps ? [`gaps        ${s.sequenceGaps} missing event(s) by sequence`] : []),
     `evictions    ${s.evictions}`,
-    `seconds      ${s.seconds.toFixed(3)}  (setup ${s.setupSeconds.toFixed(3)})`,
+    `seconds      ${s.seconds.toFixed(3)}  (setup ${s.setupSeconds.toFixed(3)}; CPU ${s.cpuSeconds.toFixed(3)})`,
     `events/s     ${Math.round(s.eventsPerSecond)}`,
   ];
   if (s.transfers) {

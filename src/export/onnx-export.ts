@@ -4,7 +4,7 @@
  * (backends/onnx-graph.ts), plus the model's normalisation in front, so that the file is the whole
  * model. Per step, for a batch of keys:
  *
- *   inputs   features [batch, F]      the raw feature values, in `rnnstream.features` order
+ *   inputs   features [batch, F]      the raw feature values (float64), in `rnnstream.features` order
  *            h<k> (c<k>) [1, batch, H] layer k's state from the key's previous step (zeros at first)
  *   outputs  probabilities [batch, C] the head: class probabilities (softmax), or
  *            outputs [batch, C]       its values (linear)

@@ -35,8 +35,8 @@ export async function verifyExport(model: RnnModel, exported: ExportedModel, opt
   try {
     for (let t = 0; t < steps; t++) {
       // Features around the model's own normalisation: the range it was trained on.
-      const features = Float32Array.from({ length: keys * F }, (_, i) => mean[i % F]! + std[i % F]! * rng.normal());
-      const feeds: Record<string, unknown> = { features: new ort.Tensor('float32', features, [keys, F]) };
+      const features = Float64Array.from({ length: keys * F }, (_, i) => mean[i % F]! + std[i % F]! * rng.normal());
+      const feeds: Record<string, unknown> = { features: new ort.Tensor('float64', features, [keys, F]) };
       for (const s of exported.states) feeds[s.input] = new ort.Tensor('float32', state.get(s.input)!, [1, keys, s.size]);
       const out = (await session.run(feeds)) as Record<string, { data: Float32Array }>;
       for (let k = 0; k < keys; k++) {

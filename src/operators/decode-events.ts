@@ -40,31 +40,37 @@ export function decodeEvents<S extends z.ZodType>(
 ): OperatorFunction<RawRecord, Decoded<z.output<S>>> {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   return map((raw): Decoded<z.output<S>> => {
-    // One shape for every record (messageKey possibly undefined), for the hot code downstream.
-    const reject = (reason: string): Decoded<z.output<S>> => ({ kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey });
     const v = raw.value;
     const size = typeof v === 'string' ? utf8LengthOver(v, maxBytes) : v.byteLength > maxBytes ? v.byteLength : undefined;
-    if (size !== undefined) return reject(`message too large: ${size} bytes, the limit is ${maxBytes}`);
+    if (size !== undefined) return rejected(raw, `message too large: ${size} bytes, the limit is ${maxBytes}`);
     let text: string;
-    if (typeof raw.value === 'string') {
-      text = raw.value;
+    if (typeof v === 'string') {
+      text = v;
     } else {
       try {
-        text = decoder.decode(raw.value);
+        text = decoder.decode(v);
       } catch {
-        return reject('not valid UTF-8');
+        return rejected(raw, 'not valid UTF-8');
       }
     }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch (err) {
-      return reject(`not JSON: ${(err as Error).message}`);
+      return rejected(raw, `not JSON: ${(err as Error).message}`);
     }
     const parsed = schema.safeParse(json);
-    if (!parsed.success) return reject(formatZodIssues(parsed.error).join('; '));
+    if (!parsed.success) return rejected(raw, formatZodIssues(parsed.error).join('; '));
     const refused = refine?.(parsed.data);
-    if (refused !== undefined) return reject(refused);
-    return { kind: 'event', event: parsed.data, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
+    if (refused !== undefined) return rejected(raw, refused);
+    return { kind: 'event', event: parsed.data, source: raw.source, raw: v, messageKey: raw.messageKey };
   });
+}
+
+/**
+ * A record's dead letter. One shape for every record (messageKey possibly undefined), for the hot
+ * code downstream; a function of its own, not a closure made per record.
+ */
+function rejected<E>(raw: RawRecord, reason: string): Decoded<E> {
+  return { kind: 'dead-letter', reason, source: raw.source, raw: raw.value, messageKey: raw.messageKey };
 }

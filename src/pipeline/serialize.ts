@@ -127,10 +127,24 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
     w.bytes(OFFSET);
     w.jsonString(s.offset);
     w.bytes(CLOSE2);
+  } else if (s.kind === 'file') {
+    // "file:line", the file's part made once per file: a replay writes one per event.
+    w.bytes(filePrefixOf(s.file));
+    w.uint(s.line);
+    w.bytes(QUOTE_CLOSE);
   } else {
     w.jsonString(describePosition(s));
     w.bytes(CLOSE);
   }
+}
+
+const QUOTE_CLOSE = utf8Bytes('"}');
+/** `"file:` as UTF-8 JSON (the opening quote, the escaped name, the colon), per file name. */
+const filePrefixes = new Map<string, Uint8Array>();
+function filePrefixOf(file: string): Uint8Array {
+  let prefix = filePrefixes.get(file);
+  if (!prefix) filePrefixes.set(file, (prefix = utf8Bytes(JSON.stringify(`${file}:`).slice(0, -1))));
+  return prefix;
 }
 
 /** Bytes of the original input a dead letter keeps by default (the rest is named by size and hash). */

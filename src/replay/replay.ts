@@ -67,6 +67,11 @@ export interface ReplaySummary {
   readonly evictions: number;
   readonly seconds: number;
   readonly eventsPerSecond: number;
+  /**
+   * CPU time (user + system, every thread) over the same span as `seconds`: on a shared machine
+   * it moves less with the neighbours' load than the wall clock does.
+   */
+  readonly cpuSeconds: number;
   readonly setupSeconds: number;
   /** The process's peak resident memory so far (bytes). */
   readonly maxRssBytes: number;
@@ -132,6 +137,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
 
   io.progress?.start(totalBytes);
   const started = performance.now();
+  const cpuAtStart = process.cpuUsage();
   const source = new FixtureSource(input, { queue, pace: opts.pace, timeOf, onProgress: (b) => io.progress?.update(b), onBlankLine: () => blankLines++ });
   const sink = new ReplaySink({ out: opts.out, deadLetters: opts.deadLetters, accuracy, onPrediction: io.onPrediction, onDeadLetter: io.onDeadLetter });
   try {
@@ -164,6 +170,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   }
   const { predictions, deadLettered, sequenceGaps } = sink;
   const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuAtStart);
   const events = predictions + deadLettered;
   const stats = store.stats;
   const residence = stateResidence(backend, store, opts);
@@ -188,6 +195,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     evictions: stats.evictedByCapacity + stats.evictedByTtl,
     seconds,
     eventsPerSecond: seconds > 0 ? events / seconds : 0,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
     setupSeconds,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),

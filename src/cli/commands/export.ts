@@ -24,6 +24,6 @@ export function registerExport(program: Command): void {
       }
       writeFileSync(opts.out, exported.bytes);
       const state = exported.states.map((s) => `${s.input} [1, batch, ${s.size}] -> ${s.output}`).join(', ');
-      process.stderr.write(`wrote ${opts.out} (${exported.bytes.length} bytes): features [batch, ${model.inputSize}] (${model.features.join(', ')}) -> ${exported.output} [batch, ${model.outputSize}] (${model.head.names.join(', ')}); state ${state}; model hash ${model.hash.slice(0, 12)}\n`);
+      process.stderr.write(`wrote ${opts.out} (${exported.bytes.length} bytes): features [batch, ${model.inputSize}] float64 (${model.features.join(', ')}) -> ${exported.output} [batch, ${model.outputSize}] (${model.head.names.join(', ')}); state ${state}; model hash ${model.hash.slice(0, 12)}\n`);
     });
 }
