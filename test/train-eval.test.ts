@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadModelFile } from '../src/core/model.js';
+import { headlessChromium, renderedDom } from './support/chromium.js';
 import { cli } from './support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rnnstream-train-'));
@@ -54,27 +55,6 @@ describe('rnnstream train', () => {
   });
 });
 
-/** Debian's Chromium with headless flags and a profile of its own, or undefined where there is none (not in CI). */
-function headlessChromium(name: string): { readonly path: string; readonly flags: string[] } | undefined {
-  const path = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-  if (!path) {
-    if (process.env.CI === 'true') throw new Error('chromium is required in CI (see .ci/run)');
-    console.warn('skipping the Chromium check: chromium is not installed');
-    return undefined;
-  }
-  const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${f(`chrome-${name}`)}`];
-  return { path, flags };
-}
-
-/** Headless Chromium's DOM of an HTML file, or undefined where there is no Chromium (not in CI). */
-function renderedDom(html: string, name: string): string | undefined {
-  const chromium = headlessChromium(name);
-  if (!chromium) return undefined;
-  const dom = spawnSync(chromium.path, [...chromium.flags, '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000 });
-  expect(dom.status, dom.stderr).toBe(0);
-  return dom.stdout;
-}
-
 describe('rnnstream train on words', () => {
   it('trains a word model (embedding, dropout, label smoothing), writes its table beside it, chooses the oos threshold on validation, and eval reports early intent', () => {
     const utterances = (n: number, seed: number): string =>
@@ -108,7 +88,7 @@ describe('rnnstream train on words', () => {
     expect(evaluated.utterances.keys).toBe(20);
     expect(evaluated.utterances.earlyIntent.map((x) => x.fraction)).toEqual([0.25, 0.5, 0.75, 1]);
     expect(evaluated.utterances.threshold.value).toBe(training.outOfScope.threshold);
-    const dom = renderedDom(report, 'words');
+    const dom = renderedDom(report);
     if (dom) for (const plot of ['accuracy-by-step', 'early-intent', 'confusion']) expect(dom).toContain(`data-plot="${plot}"`);
   });
 });
@@ -136,10 +116,10 @@ describe('rnnstream eval', () => {
     expect(r.code, r.stderr).toBe(0);
     const html = readFileSync(report, 'utf8');
     expect(html.match(/data-plot="/g)).toHaveLength(3);
-    const dom = renderedDom(report, 'ball');
+    const dom = renderedDom(report);
     if (dom === undefined) return;
     for (const plot of ['accuracy-by-step', 'confusion', 'trajectories']) expect(dom).toContain(`data-plot="${plot}"`);
-    const chromium = headlessChromium('ball')!;
+    const chromium = headlessChromium()!;
     const png = f('report.png');
     const shot = spawnSync(chromium.path, [...chromium.flags, `--screenshot=${png}`, '--window-size=1280,2200', `file://${report}`], { encoding: 'utf8', timeout: 60_000 });
     expect(shot.status, shot.stderr).toBe(0);

@@ -1,5 +1,6 @@
 import type { EvalReport } from '../eval/evaluate.js';
 import type { UtteranceReport } from '../eval/utterances.js';
+import type { TranscriptReport } from '../eval/transcripts.js';
 import type { ReplaySummary } from '../replay/replay.js';
 
 const pct = (v: number): string => `${(100 * v).toFixed(1)}%`;
@@ -81,4 +82,19 @@ function formatUtterances(u: UtteranceReport): string[] {
   if (u.threshold) lines.push(`${u.outOfScopeLabel} below p ${u.threshold.value.toFixed(2)}  in-scope accuracy ${pct(u.threshold.inScopeAccuracy)}  ${u.outOfScopeLabel} recall ${pct(u.threshold.outOfScopeRecall)}  (threshold chosen on validation)`);
   lines.push(`early intent ${u.earlyIntent.map((e) => `${Math.round(e.fraction * 100)}% of words: ${pct(e.accuracy)}`).join('  ')}`);
   return lines;
+}
+
+export function formatTranscriptReport(r: TranscriptReport): string {
+  const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;
+  return [
+    `pipeline     ${r.pipeline}  (${r.input})`,
+    `model        ${r.model.name} ${r.model.architecture}  hash ${r.model.hash.slice(0, 12)}${r.model.trained ? '' : '  [seeded random model, untrained]'}`,
+    `backend      ${r.backend.name}: ${r.backend.detail}`,
+    `streams      ${r.streams}  (${r.events} chunks, ${r.audioSeconds.toFixed(1)} s of audio, ${r.deadLettered} dead letters)`,
+    `WER          ${pct(r.wer)}  (${r.referenceWords} words)`,
+    `CER          ${pct(r.cer)}`,
+    `exact        ${pct(r.exact)}  (whole transcripts)`,
+    r.delay ? `word delay   median ${r.delay.medianFrames.toFixed(1)} frames (${(10 * r.delay.medianFrames).toFixed(0)} ms), p90 ${r.delay.p90Frames.toFixed(1)}, mean ${r.delay.meanFrames.toFixed(1)}  (${r.delay.words} words, from a word's end in the audio)` : 'word delay   (no alignments in this fixture)',
+    `speed        ${r.realTimeFactor.toFixed(0)}x real time  (${r.seconds.toFixed(2)} s)`,
+  ].join('\n');
 }

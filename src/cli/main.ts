@@ -18,6 +18,7 @@ import { registerRandomModel } from './commands/random-model.js';
 import { registerBackends } from './commands/backends.js';
 import { registerImport } from './commands/import.js';
 import { registerExport } from './commands/export.js';
+import { registerFrames } from './commands/frames.js';
 import { ImportError } from '../import/onnx-file.js';
 
 export function buildProgram(): Command {
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerBackends(program);
   registerImport(program);
   registerExport(program);
+  registerFrames(program);
   return program;
 }
 

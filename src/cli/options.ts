@@ -24,6 +24,16 @@ export const nonNegativeInt = (name: string) => (value: string): number => {
   return n;
 };
 
+/** `A:B` (or one number for both) as a closed range within [lo, hi]. */
+export const rangeOf = (name: string, lo: number, hi: number) => (value: string): { min: number; max: number } => {
+  const parts = value.split(':');
+  const [min, max] = parts.length === 1 ? [parseNumberText(parts[0]!, true), parseNumberText(parts[0]!, true)] : parts.map((p) => parseNumberText(p, true));
+  if (parts.length > 2 || !Number.isFinite(min) || !Number.isFinite(max) || min! > max! || min! < lo || max! > hi) {
+    throw new InvalidArgumentError(`${name} must be A:B with ${lo} <= A <= B <= ${hi}, got "${value}"`);
+  }
+  return { min: min!, max: max! };
+};
+
 export function progressBar(enabled: boolean) {
   if (!enabled) return undefined;
   const bar = new cliProgress.SingleBar(

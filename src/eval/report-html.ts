@@ -7,6 +7,7 @@
 import { COMPASS } from '../fixtures/compass.js';
 import type { EpochReport } from '../train/trainer.js';
 import type { EvalReport, Trajectory } from './evaluate.js';
+import type { StreamTranscript, TranscriptReport } from './transcripts.js';
 import type { UtteranceReport } from './utterances.js';
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
@@ -216,4 +217,61 @@ export function renderTrainReport(opts: {
     series: Object.entries(opts.gradientByDistance).map(([name, v]) => ({ name, points: v.map((g, k) => [k, g] as [number, number]) })),
   })}</section>`;
   return page(`${opts.pipeline} training`, body);
+}
+
+/**
+ * One stream's partial transcript over time: the words' ends in the audio (dashed, named), the
+ * partial transcript after each chunk (a step, its text where it changed), and the count of
+ * words in place so far.
+ */
+function transcriptTimeline(t: StreamTranscript, id: string): string {
+  const W = 860;
+  const H = 220;
+  const m = { l: 40, r: 170, t: 40, b: 40 };
+  const end = Math.max(t.partials.at(-1)?.samples ?? 1, ...(t.wordEnds ?? [])) / 16_000;
+  const X = (seconds: number): number => m.l + (seconds / (end || 1)) * (W - m.l - m.r);
+  const ref = t.reference.split(' ');
+  const inPlace = (text: string): number => {
+    const got = text.split(' ');
+    let n = 0;
+    while (n < ref.length && got[n] === ref[n] && (n < got.length - 1 || n === ref.length - 1)) n++;
+    return n;
+  };
+  const Y = (words: number): number => H - m.b - (words / Math.max(1, ref.length)) * (H - m.t - m.b - 60);
+  const parts: string[] = [`<line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>`];
+  for (let s = 0; s <= Math.floor(end * 2); s++) parts.push(`<text x="${X(s / 2)}" y="${H - m.b + 16}" font-size="11" text-anchor="middle">${(s / 2).toFixed(1)} s</text>`);
+  (t.wordEnds ?? []).forEach((sample, k) => {
+    const x = X(sample / 16_000);
+    parts.push(`<line x1="${x}" x2="${x}" y1="${m.t}" y2="${H - m.b}" stroke="#999" stroke-dasharray="4 3"/><text x="${x}" y="${m.t - 6}" font-size="11" text-anchor="end">${esc(ref[k] ?? '')}</text>`);
+  });
+  let d = '';
+  let shown = '';
+  let row = 0;
+  t.partials.forEach((p, i) => {
+    const x = X(p.samples / 16_000);
+    const y = Y(inPlace(p.text));
+    // A step: the count holds until the chunk that changes it.
+    d += i ? `H${x.toFixed(1)}V${y.toFixed(1)}` : `M${X(0).toFixed(1)},${y.toFixed(1)}H${x.toFixed(1)}`;
+    if (p.text !== shown) {
+      shown = p.text;
+      parts.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3" fill="${PALETTE[0]}"/><text x="${(x + 3).toFixed(1)}" y="${(m.t + 14 + 13 * (row++ % 5)).toFixed(1)}" font-size="11" fill="${PALETTE[1]}">${esc(p.text || '∅')}</text>`);
+    }
+  });
+  parts.push(`<path d="${d}" fill="none" stroke="${PALETTE[0]}" stroke-width="2"/>`);
+  const title = `${t.key}: "${t.reference}" → "${t.final}"`;
+  return `<figure id="${id}"><figcaption>${esc(title)}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">${parts.join('')}</svg></figure>`;
+}
+
+export function renderTranscriptReport(r: TranscriptReport): string {
+  const delay = r.delay
+    ? `<p>Delay of a word (from its end in the audio to its appearance in the partial transcript, over ${r.delay.words} correctly transcribed words): median ${r.delay.medianFrames.toFixed(1)} frames (${(10 * r.delay.medianFrames).toFixed(0)} ms), 90th percentile ${r.delay.p90Frames.toFixed(1)} frames, mean ${r.delay.meanFrames.toFixed(1)}.</p>`
+    : '<p>No alignments in this fixture (wordEnds on the last events): no word delays.</p>';
+  const body = `<h1>${esc(r.pipeline)}: evaluation</h1>
+<p>${esc(r.input)}: ${r.streams} streams, ${r.events} chunks, ${r.audioSeconds.toFixed(1)} s of audio. Model ${esc(r.model.name)} ${esc(r.model.architecture)}${r.model.trained ? '' : ' (seeded random, untrained)'}, backend ${esc(r.backend.name)}.</p>
+<table><tr><th>WER</th><th>CER</th><th>exact strings</th><th>real-time factor</th></tr><tr><td>${pct(r.wer)}</td><td>${pct(r.cer)}</td><td>${pct(r.exact)}</td><td>${r.realTimeFactor.toFixed(0)}x</td></tr></table>
+${delay}
+<h2>Partial transcripts over time</h2>
+<p>Dashed: where each word ends in the audio. Dots: the partial transcript after each chunk where it changed (its text above), at the height of the words in place so far.</p>
+${r.examples.map((t, i) => `<section>${transcriptTimeline(t, `stream-${i}`)}</section>`).join('\n')}`;
+  return page(`${r.pipeline} evaluation`, body);
 }

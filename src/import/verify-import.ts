@@ -89,9 +89,14 @@ export async function verifyImport(onnxBytes: Uint8Array, imported: ImportedMode
   } catch (err) {
     throw new ImportError(`onnxruntime cannot load the original file: ${(err as Error).message}`);
   }
+  // The original graph reads normalised rows: rnnstream normalises the raw ones with the model's
+  // normalization (identity unless the import was given one), and so does this side, in float64.
+  const { mean, std } = model.normalization;
   const run = async (seq: Float32Array[]): Promise<Float32Array> => {
     const data = new Float32Array(seq.length * I);
-    seq.forEach((x, t) => data.set(x, t * I));
+    seq.forEach((x, t) => {
+      for (let f = 0; f < I; f++) data[t * I + f] = (x[f]! - mean[f]!) / std[f]!;
+    });
     const dims = imported.input.batchFirst ? [1, seq.length, I] : [seq.length, 1, I];
     const out = await session.run({ [imported.input.name]: new ort.Tensor('float32', data, dims) });
     const y = out[imported.output.name];

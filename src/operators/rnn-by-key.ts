@@ -2,13 +2,14 @@ import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, 
 import { z } from 'zod';
 import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type KeptStates, type MicroBatch, type SlotMicroBatch, type StepBackend } from '../backends/types.js';
 import { CaptureLedger } from '../state/deferred-captures.js';
-import { LazyStateSnapshot } from '../state/lazy-snapshot.js';
-import type { StateSegment } from '../core/model.js';
+import { WaveStateCapture } from '../state/lazy-snapshot.js';
 import type { Carried } from '../pipeline/define.js';
 import { formatZodIssues } from '../core/validation.js';
 import { RnnStreamError } from '../core/errors.js';
 import { CHUNK_SLOTS, Residence, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
 import type { BoundedQueue } from './bounded-queue.js';
+import { FrameStepper, type FrameSteps } from './frame-stepper.js';
+import { sequenceVerdict, type SequenceRule } from './sequence-verdict.js';
 
 export const rnnByKeyOptionsSchema = z
   .object({
@@ -56,7 +57,7 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
    * restores) is rejected, not stepped. With `consecutive`, a jump of more than one counts as a
    * gap; with `first`, a key's first event must carry that number.
    */
-  readonly sequence?: { readonly field: string; readonly of: (event: E) => number; readonly consecutive?: boolean; readonly first?: number };
+  readonly sequence?: SequenceRule<E>;
   /**
    * Step each micro-batch's waves in one backend call (`stepMicroBatch`: one upload, one
    * read-back) rather than one call per wave. Default: on for device backends that have it,
@@ -76,41 +77,12 @@ export interface RnnByKeyConfig<In, E> extends RnnByKeyOptions {
   readonly onKeptStatesSpilled?: (bytes: number) => void;
   /** Called once per micro-batch with its events and waves (replay's transfer figures per micro-batch). */
   readonly onBatch?: (events: number, waves: number) => void;
-}
-
-/**
- * A key's state right after one step. It shares one copy of its wave's next-state buffer with
- * the wave's other keys and gathers its own key's floats only when read: a changelog reads one
- * capture per key per interval out of thousands made, and a typed array per event lives off
- * V8's heap: allocating and sweeping one per event cost more than the step itself.
- */
-class WaveStateCapture extends LazyStateSnapshot {
-  constructor(
-    /** The wave's next states, laid out as the backend wrote them (segment-major, see stepWave). */
-    private readonly wave: Float32Array,
-    private readonly batch: number,
-    private readonly index: number,
-    private readonly segments: readonly StateSegment[],
-    private readonly size: number,
-    key: string,
-    steps: number,
-    lastSeen: number,
-    position: StatePosition | undefined,
-    sequence: number,
-    carry: Float64Array,
-    lastClass: number,
-  ) {
-    super(key, steps, lastSeen, position, sequence, carry, lastClass);
-  }
-
-  get state(): Float32Array {
-    const out = new Float32Array(this.size);
-    for (const seg of this.segments) {
-      const from = this.batch * seg.offset + this.index * seg.size;
-      for (let j = 0; j < seg.size; j++) out[seg.offset + j] = this.wave[from + j]!;
-    }
-    return out;
-  }
+  /**
+   * Events that are several model steps each, with pipeline state of their own per key (audio
+   * chunks: see frame-stepper.ts). `features` and `carry` are then not used; the carry columns
+   * hold the pipeline state. Stepped wave by wave from the host's columns.
+   */
+  readonly frames?: FrameSteps<E>;
 }
 
 /** The result for one input item, emitted in input order. */
@@ -133,6 +105,10 @@ export type KeyedStep<In> =
       readonly ended: boolean;
       /** With `classify`: the class the key's previous step predicted (-1: none). */
       readonly previousClass: number;
+      /** With `frames`: how many model steps the event gave (`output` holds one row per step). */
+      readonly rows?: number;
+      /** With `frames`: what the pipeline's decoder made of the event (its partial transcript). */
+      readonly decoded?: unknown;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -302,15 +278,17 @@ interface Chain {
 }
 
 /** Whether rnnByKey sends `backend` whole micro-batches (see RnnByKeyConfig.microBatch). */
-export const microBatchPath = (backend: StepBackend, microBatch: boolean | undefined): boolean => backend.stepMicroBatch !== undefined && (microBatch ?? backend.device === true);
+export const microBatchPath = (backend: StepBackend, microBatch: boolean | undefined, frames?: unknown): boolean =>
+  frames === undefined && backend.stepMicroBatch !== undefined && (microBatch ?? backend.device === true);
 
 /**
  * Whether rnnByKey keeps keys' state on `backend`'s device (its slot table) for `store`, and why
  * (or why not): what replay reports beside its transfer figures.
  */
-export function stateResidence(backend: StepBackend, store: KeyStateStore, options: { microBatch?: boolean; stateOnDevice?: boolean }): { table: DeviceStateTable | undefined; why: string } {
+export function stateResidence(backend: StepBackend, store: KeyStateStore, options: { microBatch?: boolean; stateOnDevice?: boolean; frames?: unknown }): { table: DeviceStateTable | undefined; why: string } {
   const table = backend.stateTable;
   if (!table) return { table: undefined, why: `the ${backend.name} backend keeps no state table` };
+  if (options.frames !== undefined) return { table: undefined, why: 'the pipeline steps frames (several per event), wave by wave from the host' };
   if (!microBatchPath(backend, options.microBatch)) return { table: undefined, why: 'the micro-batch path is off' };
   if (options.stateOnDevice === false) return { table: undefined, why: 'turned off (stateOnDevice: false)' };
   if (store.capacity > table.maxSlots) return { table: undefined, why: `the store's capacity (${store.capacity} keys) exceeds the device's ${table.maxSlots}-slot table` };
@@ -319,10 +297,10 @@ export function stateResidence(backend: StepBackend, store: KeyStateStore, optio
 
 /** Steps one micro-batch in waves. Holds the batch buffers, sized once for maxBatchSize keys. */
 class WaveStepper<In, E> {
-  private readonly input: Float32Array;
-  private readonly state: Float32Array;
-  private readonly next: Float32Array;
-  private readonly output: Float32Array;
+  readonly input: Float32Array;
+  readonly state: Float32Array;
+  readonly next: Float32Array;
+  readonly output: Float32Array;
   private readonly raw: Float64Array;
   private readonly carryNames: readonly string[];
   private readonly carryOf: readonly ((event: E) => number)[];
@@ -334,6 +312,8 @@ class WaveStepper<In, E> {
   private readonly table: DeviceStateTable | undefined;
   /** With the table and captureState: captures whose state stays on the device until a changelog reads it. */
   private readonly ledger: CaptureLedger | undefined;
+  /** The path for events of several steps each (RnnByKeyConfig.frames). */
+  private readonly frames: FrameStepper<In, E> | undefined;
 
   constructor(
     private readonly config: RnnByKeyConfig<In, E>,
@@ -347,14 +327,15 @@ class WaveStepper<In, E> {
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
     const { backend } = config;
-    this.microBatch = microBatchPath(backend, config.microBatch);
+    this.microBatch = microBatchPath(backend, config.microBatch, config.frames);
     this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
     this.table = stateResidence(backend, config.store, config).table;
     config.store.attachDevice(this.table);
     this.ledger = this.table && config.captureState ? new CaptureLedger(this.table, model.stateSegments, model.stateSize, undefined, config.onKeptStatesSpilled) : undefined;
     this.carryNames = Object.keys(config.carry ?? {});
     this.carryOf = Object.values(config.carry ?? {});
-    if (this.carryNames.length !== config.store.carrySize) {
+    this.frames = config.frames ? new FrameStepper(config as RnnByKeyConfig<In, E> & { frames: FrameSteps<E> }, this) : undefined;
+    if (!config.frames && this.carryNames.length !== config.store.carrySize) {
       throw new RnnStreamError(`rnnByKey: the pipeline carries ${this.carryNames.length} value(s) per key but the state store keeps ${config.store.carrySize}`);
     }
   }
@@ -379,6 +360,7 @@ class WaveStepper<In, E> {
     this.config.onBatch?.(items.length, waves.length);
     const now = this.scheduler.now();
     this.config.store.evictIdle(now);
+    if (this.frames) return this.frames.run(items, keys, results, now);
     if (this.microBatch && !this.endsEarly(waves, items, keys, occurrences)) return this.runMicroBatch(waves, items, keys, results, now);
     const next = (w: number): KeyedStep<In>[] | Promise<KeyedStep<In>[]> => {
       for (; w < waves.length; w++) {
@@ -448,7 +430,7 @@ class WaveStepper<In, E> {
     const x = slot & (CHUNK_SLOTS - 1);
     const fresh = c.steps[x] === 0;
     const event = eventOf(items[i]!);
-    const gap = this.checkSequence(event, c.sequence[x]!, fresh);
+    const gap = sequenceVerdict(this.config.sequence, event, c.sequence[x]!, fresh);
     const prev = this.prevOf(slot);
     const reason = typeof gap === 'string' ? gap : this.normaliseInto(event, prev, this.staged, accepted * store.model.inputSize);
     if (reason !== undefined) {
@@ -606,27 +588,6 @@ class WaveStepper<In, E> {
     return prev;
   }
 
-  /**
-   * Why the key's sequence refuses `event`, if it does; else the gap before it (0 when none).
-   * `last` is the key's last applied sequence number (NaN: none), `fresh` whether it has no state.
-   */
-  private checkSequence(event: E, last: number, fresh: boolean): string | number {
-    const { sequence } = this.config;
-    if (!sequence) return 0;
-    const seq = sequence.of(event);
-    if (Number.isNaN(last)) {
-      if (fresh && sequence.first !== undefined && seq !== sequence.first) {
-        return `out of order: ${sequence.field} ${seq} but the key has no earlier events (its first must be ${sequence.first}; a key's events after its last one start nothing)`;
-      }
-      return 0;
-    }
-    if (!(seq > last)) {
-      const what = seq === last ? 'duplicate' : 'out of order';
-      return `${what}: ${sequence.field} ${seq} is not after the key's last applied ${sequence.field} ${last}`;
-    }
-    return sequence.consecutive && seq > last + 1 ? seq - last - 1 : 0;
-  }
-
   private stepWave(
     indices: number[],
     items: In[],
@@ -651,7 +612,7 @@ class WaveStepper<In, E> {
       const c = store.chunkOf(slot);
       const fresh = c.steps[slot & MASK] === 0;
       const event = eventOf(items[i]!);
-      const gap = this.checkSequence(event, c.sequence[slot & MASK]!, fresh);
+      const gap = sequenceVerdict(this.config.sequence, event, c.sequence[slot & MASK]!, fresh);
       if (typeof gap === 'string') {
         results[i] = { kind: 'rejected', item: items[i]!, key, reason: gap };
         // A key whose first event is refused holds no state: no slot for junk keys.

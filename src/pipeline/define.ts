@@ -6,19 +6,12 @@
  */
 import type { z } from 'zod';
 import type { RandomModelSpec } from '../core/random-model.js';
+import type { RnnModel } from '../core/model.js';
+import type { FrameSteps } from '../operators/frame-stepper.js';
+import type { SequenceRule } from '../operators/sequence-verdict.js';
 
-export interface SequenceContract<E> {
-  /** The field, for messages. */
-  readonly field: string;
-  readonly of: (event: E) => number;
-  readonly consecutive?: boolean;
-  /**
-   * The number a key's first event must have (an utterance's word 0). An event of a key with no
-   * state and another number is a dead letter: its key's start was lost, or it came after the
-   * key's last event (`ends`).
-   */
-  readonly first?: number;
-}
+/** Per-key order as a contract (see operators/sequence-verdict.ts). */
+export type SequenceContract<E> = SequenceRule<E>;
 
 /** What a key remembers of its last applied event: the numbers its pipeline's `carry` took, by name. */
 export type Carried<C extends string = string> = { readonly [K in C]: number };
@@ -67,6 +60,13 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
    * into the first layer's input vector.
    */
   readonly word?: (event: z.output<S>) => string;
+  /**
+   * Events that are several model steps each, with per-key state of the pipeline's own (an audio
+   * front end's leftover samples, a CTC decoder's partial transcript): given the model, its
+   * front end and decoder (operators/frame-stepper.ts). A pipeline declares exactly one of
+   * `features`, `word` and `frames`.
+   */
+  readonly frames?: (model: RnnModel) => PipelineFrames<z.output<S>>;
   /**
    * True for a key's last event (an utterance's last word): its state is freed as soon as its
    * prediction is made, and the changelog forgets the key.
@@ -118,9 +118,16 @@ export interface PipelineDefinition<S extends z.ZodType = z.ZodType, C extends s
   readonly training?: Readonly<Record<string, number | string>>;
 }
 
+/** A frames pipeline's front end and decoder, with the size of its state per key. */
+export interface PipelineFrames<E> extends FrameSteps<E> {
+  /** Floats of pipeline state per key (the store's carry columns): the front end's, then the decoder's. */
+  readonly stateSize: number;
+}
+
 export function definePipeline<S extends z.ZodType, C extends string = string>(definition: PipelineDefinition<S, C>): PipelineDefinition<S, C> {
-  if ((definition.features === undefined) === (definition.word === undefined)) {
-    throw new Error(`pipeline "${definition.name}" must declare either features (numbers) or word (text), not ${definition.features ? 'both' : 'neither'}`);
+  const inputs = [definition.features, definition.word, definition.frames].filter((f) => f !== undefined).length;
+  if (inputs !== 1) {
+    throw new Error(`pipeline "${definition.name}" must declare exactly one of features (numbers), word (text) and frames (several steps per event), not ${inputs}`);
   }
   if (definition.word && definition.featureNames.length !== 1) throw new Error(`pipeline "${definition.name}": a pipeline of words names one feature, the field its words come from`);
   return Object.freeze(definition);

@@ -18,5 +18,6 @@ export function inputOf(pipeline: PipelineDefinition, model: RnnModel): InputOf 
     return (event, _prev, out) => vectors.into(word(event), out);
   }
   if (model.input) throw new RnnStreamError(`model "${model.name}" reads words, but pipeline "${pipeline.name}" computes numeric features`);
-  return pipeline.features!;
+  // A frames pipeline's rows come from its front end (frame-stepper.ts), not from here.
+  return pipeline.features ?? (() => undefined);
 }

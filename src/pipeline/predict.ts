@@ -21,9 +21,10 @@ export interface PredictionRecord {
   readonly key: string;
   /** 1-based index of the event in its key's state history. */
   readonly seq: number;
-  /** The most probable label (softmax head) or the first output value (linear head). */
+  /** The most probable label (softmax head), the first output value (linear head), or the transcript so far (a CTC pipeline). */
   readonly prediction: string | number;
-  readonly head: 'softmax' | 'linear';
+  /** `ctc`: a frames pipeline's decoder made the prediction (a transcript) from the event's rows. */
+  readonly head: 'softmax' | 'linear' | 'ctc';
   /** Label (softmax) or output (linear) names, in `output` order. */
   readonly names: readonly string[];
   /** Probabilities (softmax) or values (linear), float32 as the backend computed them. */
@@ -41,6 +42,8 @@ export interface PredictionRecord {
   readonly source: SourcePosition;
   /** Sequence numbers missing right before this event (the pipeline's `sequence`, when consecutive). */
   readonly sequenceGap?: number;
+  /** A CTC pipeline: this event ended its stream, and `prediction` is the final transcript. */
+  readonly final?: boolean;
 }
 
 /**
@@ -102,9 +105,10 @@ export function statePositionOf(source: SourcePosition): StatePosition {
   }
 }
 
-/** The state store for a pipeline's model: columns for the pipeline's carry fields. */
+/** The state store for a pipeline's model: columns for the pipeline's carry fields, or a frames pipeline's state. */
 export function stateStoreFor(pipeline: PipelineDefinition, model: RnnModel, options: { capacity?: number; idleTtlMs?: number | undefined } = {}): KeyStateStore {
-  return new KeyStateStore(model, { ...options, carrySize: carryNames(pipeline).length });
+  const carrySize = pipeline.frames ? pipeline.frames(model).stateSize : carryNames(pipeline).length;
+  return new KeyStateStore(model, { ...options, carrySize });
 }
 
 export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
@@ -124,6 +128,7 @@ export function toPredictionRecord(
   const { names } = model.head;
   const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
   const out = step.output;
+  if (step.decoded !== undefined) return transcriptRecord(pipeline, step, item, prequential);
   let prediction: string | number;
   if (model.head.kind === 'softmax') {
     let best = 0;
@@ -152,6 +157,34 @@ export function toPredictionRecord(
     ended: step.ended,
     source: item.source,
     sequenceGap: step.gap,
+  };
+}
+
+/** A frames pipeline's prediction: its decoder's transcript so far, final on the stream's last event. */
+function transcriptRecord(
+  pipeline: PipelineDefinition,
+  step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
+  item: Extract<Decoded<unknown>, { kind: 'event' }>,
+  prequential: PrequentialTracker | undefined,
+): PredictionRecord {
+  const { text, final } = step.decoded as { text: string; final: boolean };
+  const score = step.ended && pipeline.outcomeAtEnd ? prequential?.score(text, pipeline.outcomeAtEnd(item.event)) : undefined;
+  return {
+    kind: 'prediction',
+    key: step.key,
+    seq: step.seq,
+    prediction: text,
+    top: undefined,
+    head: 'ctc',
+    names: [],
+    output: step.output,
+    label: pipeline.label?.(item.event),
+    prequential: score,
+    state: step.captured,
+    ended: step.ended,
+    source: item.source,
+    sequenceGap: step.gap,
+    final,
   };
 }
 
@@ -201,6 +234,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       positionOf: options.captureState || options.alreadyApplied ? (r) => statePositionOf(r.source) : undefined,
       features: inputOf(pipeline, model),
       carry: pipeline.carry,
+      frames: pipeline.frames?.(model),
       ends: pipeline.ends,
       classify: options.prequential !== undefined,
       maxBatchSize: options.maxBatchSize,

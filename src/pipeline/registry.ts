@@ -6,6 +6,7 @@ const PIPELINES: Record<string, () => Promise<{ default: PipelineDefinition }>> 
   'ball-direction': () => import('../../pipelines/ball-direction/index.js'),
   'stock-moves': () => import('../../pipelines/stock-moves/index.js'),
   'intent-from-words': () => import('../../pipelines/intent-from-words/index.js'),
+  'speech-digits': () => import('../../pipelines/speech-digits/index.js'),
 };
 
 export const pipelineNames = (): string[] => Object.keys(PIPELINES);

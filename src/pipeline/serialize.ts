@@ -43,6 +43,10 @@ function prefixesOf(names: readonly string[]): string[] {
 
 /** One prediction as JSON. Written by hand because it runs once per event. */
 export function predictionJson(p: PredictionRecord): string {
+  if (p.head === 'ctc') {
+    const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
+    return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${JSON.stringify(p.prediction)},"final":${p.final === true}${label},"source":${sourceJson(p.source)}}`;
+  }
   let fields = '';
   if (p.top) {
     p.top.forEach((k, i) => (fields += `${i === 0 ? '' : ','}${JSON.stringify(p.names[k])}:${formatFloat32(p.output[k]!)}`));
@@ -83,6 +87,9 @@ const CLOSE = utf8Bytes('}');
 const COMMA = utf8Bytes(',');
 const COLON = utf8Bytes(':');
 const CLOSE2 = utf8Bytes('}}');
+const FINAL_TRUE = utf8Bytes(',"final":true');
+const FINAL_FALSE = utf8Bytes(',"final":false');
+const LABEL_AFTER_FINAL = utf8Bytes(',"label":');
 
 /**
  * `predictionJson(p)` written as UTF-8 straight into `w`, byte for byte the same text (see
@@ -97,6 +104,18 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
   w.bytes(PREDICTION);
   if (typeof p.prediction === 'string') w.jsonString(p.prediction);
   else w.float32(p.prediction);
+  if (p.head === 'ctc') {
+    // A transcript: whether it is final, instead of a probability per class.
+    w.bytes(p.final === true ? FINAL_TRUE : FINAL_FALSE);
+    if (p.label === undefined) w.bytes(SOURCE_AFTER_LABEL);
+    else {
+      w.bytes(LABEL_AFTER_FINAL);
+      w.jsonString(p.label);
+      w.bytes(SOURCE_AFTER_LABEL);
+    }
+    writeSource(p.source, w);
+    return;
+  }
   w.bytes(p.head === 'softmax' ? f.probabilities : f.values);
   if (p.top) {
     // Top k, most probable first: only the first field goes without its comma.
@@ -118,7 +137,11 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
     w.jsonString(p.label);
     w.bytes(SOURCE_AFTER_LABEL);
   }
-  const s = p.source;
+  writeSource(p.source, w);
+}
+
+/** A prediction's source position, and the prediction's closing brace. */
+function writeSource(s: PredictionRecord['source'], w: ByteWriter): void {
   if (s.kind === 'kafka') {
     w.bytes(TOPIC);
     w.jsonString(s.topic);

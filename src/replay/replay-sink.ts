@@ -86,7 +86,8 @@ export class ReplaySink implements Sink {
     if (record.kind === 'prediction') {
       this.predictions++;
       this.sequenceGaps += record.sequenceGap ?? 0;
-      if (record.label !== undefined) this.options.accuracy?.add(record.seq, record.prediction === record.label);
+      // A transcript is scored whole, by prequential accuracy (its final one) and by eval's WER, not event by event.
+      if (record.label !== undefined && record.head !== 'ctc') this.options.accuracy?.add(record.seq, record.prediction === record.label);
       this.out?.writePrediction(record);
       this.options.onPrediction?.(record);
     } else if (record.kind === 'dead-letter') {

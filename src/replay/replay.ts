@@ -173,8 +173,8 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const cpu = process.cpuUsage(cpuAtStart);
   const events = predictions + deadLettered;
   const stats = store.stats;
-  const residence = stateResidence(backend, store, opts);
-  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, microBatchPath(backend, opts.microBatch), { on: residence.table !== undefined, why: residence.why });
+  const residence = stateResidence(backend, store, { ...opts, frames: pipeline.frames });
+  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, microBatchPath(backend, opts.microBatch, pipeline.frames), { on: residence.table !== undefined, why: residence.why });
   return {
     pipeline: pipeline.name,
     input,

@@ -10,14 +10,24 @@ export interface ProduceOptions {
   readonly topic: string;
   readonly pace: 'max' | 'realtime';
   readonly batchSize?: number;
+  /**
+   * Most bytes of values per produce request: the broker refuses a request above the topic's
+   * max.message.bytes (1 MiB by default), and 2,000 audio chunks are 80 MB.
+   */
+  readonly batchBytes?: number;
 }
+
+/** A request well below Kafka's default max.message.bytes (1,048,588), headers and keys included. */
+const DEFAULT_BATCH_BYTES = 900_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function produceFixture(producer: Producer, pipeline: PipelineDefinition, file: string, options: ProduceOptions): Promise<{ messages: number; seconds: number }> {
   const started = performance.now();
   const batchSize = options.batchSize ?? 2000;
+  const batchBytes = options.batchBytes ?? DEFAULT_BATCH_BYTES;
   let batch: { key: string | null; value: LineValue }[] = [];
+  let bytes = 0;
   let messages = 0;
   let firstTime: number | undefined;
   const flush = async (): Promise<void> => {
@@ -25,6 +35,7 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     await producer.send({ topic: options.topic, messages: batch, acks: -1 });
     messages += batch.length;
     batch = [];
+    bytes = 0;
   };
   for await (const { text, value } of readJsonLines(file)) {
     // A line that is not a valid event is produced as is, unkeyed, for the service to dead-letter.
@@ -41,7 +52,10 @@ export async function produceFixture(producer: Producer, pipeline: PipelineDefin
     }
     // The line as read: its text, or its bytes where it is not UTF-8 (sent as they are, so the
     // service decodes what replay decodes).
+    const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length;
+    if (bytes + size > batchBytes) await flush();
     batch.push({ key, value });
+    bytes += size;
     if (batch.length >= batchSize) await flush();
   }
   await flush();

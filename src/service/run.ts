@@ -504,7 +504,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   });
   const lag = watchLag(config, clients, healthCalls, () => owned, metrics, logger);
   lag.start();
-  const state = stateResidence(backend, store, config).why;
+  const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress }, 'service started');
 
   const { stop, done } = stopControl(pipelineDone, () => (stopping = true), {

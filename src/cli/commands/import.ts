@@ -9,6 +9,24 @@ import { importOnnx } from '../../import/onnx-import.js';
 import { verifyImport } from '../../import/verify-import.js';
 import { loadPipeline, pipelineNames } from '../../pipeline/registry.js';
 
+/** A `--normalization` file: {"mean", "std"} of one number per feature (std > 0); a bad one is a usage error naming the field. */
+function readNormalization(file: string, features: number): { mean: number[]; std: number[] } {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--normalization ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const { mean, std } = (doc ?? {}) as { mean?: unknown; std?: unknown };
+  const vector = (v: unknown, name: string, positive: boolean): number[] => {
+    if (!Array.isArray(v) || v.length !== features || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0))) {
+      throw new UsageError(`--normalization ${file}: ${name}: expected ${features} finite numbers${positive ? ' > 0' : ''} (one per feature)`);
+    }
+    return v as number[];
+  };
+  return { mean: vector(mean, 'mean', false), std: vector(std, 'std', true) };
+}
+
 export function registerImport(program: Command): void {
   program
     .command('import')
@@ -18,6 +36,7 @@ export function registerImport(program: Command): void {
     .option('--pipeline <name>', `take feature names and labels from a pipeline (${pipelineNames().join(', ')})`)
     .option('--labels <list>', 'comma-separated class labels (softmax) or output names (default: the pipeline\'s, or class0.../y0...)')
     .option('--name <name>', "the model's name (default: the pipeline's, or the file's)")
+    .option('--normalization <stats.json>', 'the normalisation the model was trained with, {"mean": [...], "std": [...]} per feature: the graph then reads (feature - mean) / std')
     .option('--verify', 'run the import and the original file on the same random sequences and fail above the tolerance (1e-5)')
     .option('--backend <backend>', `backend for --verify (auto, ${BACKEND_NAMES.join(', ')})`, 'auto')
     .action(async (file: string, opts) => {
@@ -34,6 +53,7 @@ export function registerImport(program: Command): void {
         ? (opts.labels as string).split(',').map((l) => l.trim()).filter(Boolean)
         : pipelineHead ? (pipelineHead.kind === 'softmax' ? [...pipelineHead.labels] : [...pipelineHead.outputs]) : undefined;
       const imported = importOnnx(bytes, { name: opts.name ?? pipeline?.name ?? basename(file).replace(/\.onnx$/, ''), features: pipeline?.featureNames, labels, source: basename(file) });
+      if (opts.normalization) imported.model.normalization = readNormalization(opts.normalization, imported.model.features.length);
       const model = parseModel(imported.model, opts.out);
       for (const note of imported.notes) process.stderr.write(`  ${note}\n`);
       if (opts.verify) {

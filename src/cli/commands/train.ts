@@ -1,7 +1,8 @@
 /** `rnnstream train`: trains a pipeline's model on its fixtures. */
 import { type Command, Option } from 'commander';
-import { pipelineNames } from '../../pipeline/registry.js';
 import { trainPipeline } from '../../train/train-pipeline.js';
+import { UsageError } from '../../core/errors.js';
+import { loadPipeline, pipelineNames } from '../../pipeline/registry.js';
 import { fraction, positiveInt, positiveNumber, nonNegativeInt } from '../options.js';
 
 export function registerTrain(program: Command): void {
@@ -29,6 +30,11 @@ export function registerTrain(program: Command): void {
     .option('--json', 'print the training history as one JSON object')
     .action(async (opts) => {
       const json = Boolean(opts.json);
+      if ((await loadPipeline(opts.pipeline)).frames) {
+        throw new UsageError(
+          `pipeline "${opts.pipeline}" is trained with a CTC loss in PyTorch on its front end's rows: bash scripts/train-speech.sh (see the README's speech section); rnnstream train takes pipelines with one labelled step per event`,
+        );
+      }
       const result = await trainPipeline(
         {
           pipeline: opts.pipeline,
