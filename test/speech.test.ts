@@ -11,6 +11,8 @@ import speech, { CTC_LABELS, MAX_CHUNK_SAMPLES } from '../pipelines/speech-digit
 import { resolveBackend } from '../src/backends/registry.js';
 import { LogMelFrontEnd } from '../src/core/audio-features.js';
 import { ctcGreedyStep, ctcStateSize, ctcTranscript, initCtcState } from '../src/core/ctc.js';
+import { LexiconBeamDecoder } from '../src/core/ctc-lexicon.js';
+import { DIGIT_WORDS } from '../src/fixtures/speech.js';
 import type { RnnModel } from '../src/core/model.js';
 import { createRng } from '../src/core/prng.js';
 import { randomModel } from '../src/core/random-model.js';
@@ -138,6 +140,52 @@ describe('greedy CTC, incrementally', () => {
     expect(decode([path.length])).toBe('twoo one');
     expect(decode([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])).toBe('twoo one');
     expect(decode([5, 0, 9])).toBe('twoo one');
+  });
+});
+
+describe('the digit-lexicon beam search, incrementally', () => {
+  const classes = CTC_LABELS.length;
+  const symbol = (c: string): number => CTC_LABELS.indexOf(c as (typeof CTC_LABELS)[number]);
+  /** Frames each certain of one symbol, but where `doubt` is given, split between two. */
+  const frames = (path: (string | [string, number, string])[]): Float32Array => {
+    const out = new Float32Array(path.length * classes);
+    path.forEach((f, r) => {
+      if (typeof f === 'string') out[r * classes + symbol(f)] = 1;
+      else {
+        out[r * classes + symbol(f[0])] = f[1];
+        out[r * classes + symbol(f[2])] = 1 - f[1];
+      }
+    });
+    return out;
+  };
+  const decode = (outputs: Float32Array, splits: number[], final = true): string => {
+    const decoder = new LexiconBeamDecoder(CTC_LABELS, DIGIT_WORDS);
+    const state = new Float64Array(decoder.stateSize);
+    decoder.init(state);
+    let r = 0;
+    for (const n of splits) {
+      decoder.step(outputs.subarray(r * classes, (r + n) * classes), n, state);
+      r += n;
+    }
+    return decoder.transcript(state, final);
+  };
+
+  it('spells only digit words: where greedy reads "fivr", it reads "five"; "two" and "too" alike read "two"', () => {
+    const five = frames(['f', 'i', 'v', ['r', 0.6, 'e'], '_', ' ', 't', 'w', 'o', 'o']);
+    expect(decode(five, [10])).toBe('five two');
+    const greedy = new Float64Array(ctcStateSize(16));
+    initCtcState(greedy);
+    ctcGreedyStep(five, 10, classes, greedy);
+    expect(ctcTranscript(greedy, CTC_LABELS)).toBe('fivr two');
+  });
+
+  it('gives the same transcript however the frames are split, and a final one ends on a whole word', () => {
+    const path = frames(['_', 's', 'e', 'e', 'v', 'e', 'n', '_', ' ', 'n', 'i', 'n', 'e', '_', ' ', 'o', 'n']);
+    const whole = decode(path, [path.length / classes]);
+    expect(whole).toBe('seven nine');
+    expect(decode(path, [1, 2, 3, 4, 7])).toBe(whole);
+    // Mid-word, the partial transcript shows the prefix; the final one only whole words.
+    expect(decode(path, [path.length / classes], false)).toBe('seven nine on');
   });
 });
 

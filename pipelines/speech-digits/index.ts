@@ -11,14 +11,17 @@
  */
 import { z } from 'zod';
 import { LOG_MEL_16K, LogMelFrontEnd } from '../../src/core/audio-features.js';
-import { ctcGreedyStep, ctcStateSize, ctcTranscript, initCtcState } from '../../src/core/ctc.js';
+import { LexiconBeamDecoder } from '../../src/core/ctc-lexicon.js';
+import { DIGIT_WORDS } from '../../src/fixtures/speech.js';
 import { definePipeline } from '../../src/pipeline/define.js';
 import { projectPath } from '../../src/paths.js';
 
 /** The event format's largest chunk. */
 export const MAX_CHUNK_SAMPLES = 16_000;
 /** The longest transcript a stream keeps (eight digits are at most 47 characters). */
-const MAX_SYMBOLS = 120;
+const MAX_SYMBOLS = 64;
+/** Hypotheses the decoder keeps per stream. */
+const BEAM = 8;
 /** Typed arrays use the host's byte order; the samples are little-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** CTC classes: the blank first, then the space and the letters of "zero" ... "nine". */
@@ -83,20 +86,22 @@ export default definePipeline({
   featureNames,
   frames: (model) => {
     const F = frontEnd.stateSize;
-    const labels = model.head.names;
+    // Beam search over the digit lexicon: on validation it fixed the last 3 of 1,783 words that
+    // greedy decoding got wrong (0.17 % -> 0.00 % WER; see the README's speech section).
+    const decoder = new LexiconBeamDecoder(model.head.names, DIGIT_WORDS, BEAM, MAX_SYMBOLS);
     return {
-      stateSize: F + ctcStateSize(MAX_SYMBOLS),
+      stateSize: F + decoder.stateSize,
       frontEndSize: F,
       maxRows: frontEnd.maxRows(MAX_CHUNK_SAMPLES),
       init: (state) => {
         frontEnd.init(state);
-        initCtcState(state.subarray(F));
+        decoder.init(state.subarray(F));
       },
       advance: (e, state, out) => frontEnd.advance(state, e.pcm, out),
       finish: (e, outputs, rows, state): Transcript => {
-        const decoder = state.subarray(F);
-        ctcGreedyStep(outputs, rows, labels.length, decoder);
-        return { text: ctcTranscript(decoder, labels), final: e.last };
+        const beam = state.subarray(F);
+        decoder.step(outputs, rows, beam);
+        return { text: decoder.transcript(beam, e.last), final: e.last };
       },
     };
   },
