@@ -10,6 +10,8 @@ import { asyncScheduler, from, lastValueFrom, toArray, type SchedulerLike } from
 import { describe, expect, it } from 'vitest';
 import { compareMicroBatchWithReference, CONFORMANCE_SUITE } from '../src/backends/conformance.js';
 import { cpuProvider, gpuProvider } from '../src/backends/gpujs.js';
+import { onnxProvider } from '../src/backends/onnx.js';
+import { keyLengths, lengthRuns } from '../src/backends/onnx-sequence.js';
 import type { StepBackend } from '../src/backends/types.js';
 import { createRng } from '../src/core/prng.js';
 import { randomModel } from '../src/core/random-model.js';
@@ -73,7 +75,13 @@ function onDevice(store: KeyStateStore): number {
   return n;
 }
 
-async function run(backend: StepBackend, input: readonly Ev[], path: Path | boolean, store = new KeyStateStore(model, { carrySize: 1 })): Promise<{ results: KeyedStep<Ev>[]; store: KeyStateStore; deviceOnly: number }> {
+async function run(
+  backend: StepBackend,
+  input: readonly Ev[],
+  path: Path | boolean,
+  store = new KeyStateStore(model, { carrySize: 1 }),
+  captureState = true,
+): Promise<{ results: KeyedStep<Ev>[]; store: KeyStateStore; deviceOnly: number }> {
   const p: Path = path === true ? 'slot table' : path === false ? 'waves' : path;
   const results = await lastValueFrom(
     from(input).pipe(
@@ -90,7 +98,7 @@ async function run(backend: StepBackend, input: readonly Ev[], path: Path | bool
         carry: { v: (e) => e.v },
         ends: (e) => e.last === true,
         classify: true,
-        captureState: true,
+        captureState,
         sequence: { field: 'seq', of: (e) => e.seq, consecutive: true, first: 0 },
         maxBatchSize: 256,
         maxWaitMs: 5,
@@ -212,4 +220,63 @@ describe('the micro-batch path (one backend call per micro-batch)', () => {
       backend.dispose();
     }
   }, 120_000);
+});
+
+describe('the onnx backend\'s micro-batches, each key\'s events as one sequence (onnx-sequence.ts)', () => {
+  it('gives the wave-by-wave results bit for bit through rnnByKey, and the same final states', async () => {
+    const backend = await onnxProvider.create(model, {});
+    try {
+      expect(backend.sequenceMicroBatch).toBe(true);
+      for (const [seed, endAndReturn] of [[3, false], [4, true]] as const) {
+        const input = events(seed, 3000, endAndReturn);
+        const waves = await run(backend, input, 'waves', undefined, false);
+        const whole = await run(backend, input, 'micro-batch', undefined, false);
+        expect(whole.results.map((r) => comparable(whole.store, r))).toEqual(waves.results.map((r) => comparable(waves.store, r)));
+        expect(Buffer.from(whole.store.snapshot()).equals(Buffer.from(waves.store.snapshot()))).toBe(true);
+      }
+    } finally {
+      backend.dispose();
+    }
+  });
+
+  it('passes the conformance check beside the float64 reference on every cell type, at uneven lengths', async () => {
+    for (const c of CONFORMANCE_SUITE.cases) {
+      const m = randomModel({ features: 5, layers: c.layers, head: { kind: 'softmax', labels: ['a', 'b', 'c', 'd'] }, seed: 7, scale: 2 });
+      const backend = await onnxProvider.create(m, {});
+      try {
+        // 300 keys of 1..40 events: several runs of similar lengths per micro-batch.
+        const r = await compareMicroBatchWithReference(backend, m, 300, { maxEvents: 40, seed: 1, states: false });
+        expect(r.worstAbsError, c.label).toBeLessThan(CONFORMANCE_SUITE.tolerance);
+        expect(r.referenceMagnitude).toBeGreaterThan(CONFORMANCE_SUITE.minReferenceMagnitude);
+        // Asked for every row's state (a changelog's captures), it steps wave by wave, as conformant.
+        const withStates = await compareMicroBatchWithReference(backend, m, 33, { maxEvents: 9, seed: 2 });
+        expect(withStates.worstAbsError, c.label).toBeLessThan(CONFORMANCE_SUITE.tolerance);
+      } finally {
+        backend.dispose();
+      }
+    }
+  });
+
+  it('cuts keys into runs of similar lengths, so padding never doubles the work', () => {
+    const waveSizes = Int32Array.from([9, 5, 5, 5, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    const lengths = keyLengths(waveSizes, 9);
+    expect([...lengths]).toEqual([40, 5, 4, 4, 4, 1, 1, 1, 1]);
+    const runs = lengthRuns(lengths);
+    expect(runs).toEqual([
+      [0, 1],
+      [1, 5],
+      [5, 9],
+    ]);
+    for (const [from, to] of runs) {
+      let rows = 0;
+      for (let b = from; b < to; b++) rows += lengths[b]!;
+      expect(lengths[from]! * (to - from)).toBeLessThan(2 * rows);
+    }
+    // One key with 4,000 events beside a thousand with one: two runs, not 4,000 x 1,001 rows.
+    const skewed = Int32Array.from({ length: 4000 }, (_, w) => (w === 0 ? 1001 : 1));
+    expect(lengthRuns(keyLengths(skewed, 1001))).toEqual([
+      [0, 1],
+      [1, 1001],
+    ]);
+  });
 });

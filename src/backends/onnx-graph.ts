@@ -74,6 +74,7 @@ class ProtoWriter {
 
 // ONNX enum values (onnx.proto).
 const FLOAT = 1;
+const INT32 = 6;
 const INT64 = 7;
 const DOUBLE = 11;
 const ATTR_INT = 2;
@@ -174,6 +175,25 @@ function normalizeNodes(graph: ProtoWriter, model: RnnModel): string {
   return 'features';
 }
 
+/** Layer k's weights as initializers W<k>, R<k>, B<k>, in ONNX's gate order. */
+function layerInitializers(graph: ProtoWriter, layer: LayerWeights, k: number): void {
+  const rows = layer.gates * layer.hiddenSize;
+  graph.message(5, tensor(`W${k}`, [1, rows, layer.inputSize], reorderRows(layer.weightIh, layer, layer.inputSize), FLOAT));
+  graph.message(5, tensor(`R${k}`, [1, rows, layer.hiddenSize], reorderRows(layer.weightHh, layer, layer.hiddenSize), FLOAT));
+  const bias = new Float32Array(2 * rows);
+  bias.set(reorderRows(layer.biasIh, layer, 1), 0);
+  bias.set(reorderRows(layer.biasHh, layer, 1), rows);
+  graph.message(5, tensor(`B${k}`, [1, 2 * rows], bias, FLOAT));
+}
+
+/** The recurrent op of `layer` (LSTM, GRU or RNN) with its attributes; Y, Y_h and (LSTM) Y_c as `outputs`. */
+function recurrentNode(layer: LayerWeights, inputs: readonly string[], outputs: readonly string[]): ProtoWriter {
+  const H = layer.hiddenSize;
+  if (layer.cell === 'lstm') return node('LSTM', inputs, outputs, { hidden_size: H });
+  if (layer.cell === 'gru') return node('GRU', inputs, outputs.slice(0, 2), { hidden_size: H, linear_before_reset: 1 });
+  return node('RNN', inputs, outputs.slice(0, 2), { hidden_size: H });
+}
+
 export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}): OnnxStepGraph {
   const graph = new ProtoWriter().string(2, `${model.name}-step`);
   const stateInputs: string[] = [];
@@ -184,13 +204,7 @@ export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}):
   let x = 'x';
   model.layers.forEach((layer, k) => {
     const H = layer.hiddenSize;
-    const rows = layer.gates * H;
-    graph.message(5, tensor(`W${k}`, [1, rows, layer.inputSize], reorderRows(layer.weightIh, layer, layer.inputSize), FLOAT));
-    graph.message(5, tensor(`R${k}`, [1, rows, H], reorderRows(layer.weightHh, layer, H), FLOAT));
-    const bias = new Float32Array(2 * rows);
-    bias.set(reorderRows(layer.biasIh, layer, 1), 0);
-    bias.set(reorderRows(layer.biasHh, layer, 1), rows);
-    graph.message(5, tensor(`B${k}`, [1, 2 * rows], bias, FLOAT));
+    layerInitializers(graph, layer, k);
     const h = `h${k}`;
     const hOut = `h${k}_next`;
     graph.message(11, valueInfo(h, [1, 'batch', H]));
@@ -205,12 +219,9 @@ export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}):
       graph.message(12, valueInfo(cOut, [1, 'batch', H]));
       stateInputs.push(c);
       stateOutputs.push(cOut);
-      graph.message(1, node('LSTM', [...common, c], ['', hOut, cOut], { hidden_size: H }));
-    } else if (layer.cell === 'gru') {
-      graph.message(1, node('GRU', common, ['', hOut], { hidden_size: H, linear_before_reset: 1 }));
-    } else {
-      graph.message(1, node('RNN', common, ['', hOut], { hidden_size: H }));
+      common.push(c);
     }
+    graph.message(1, recurrentNode(layer, common, ['', hOut, `c${k}_next`]));
     // Y_h of one time step is [1, batch, H], exactly the X shape the next layer expects.
     x = hOut;
   });
@@ -230,4 +241,53 @@ export function buildStepGraph(model: RnnModel, options: StepGraphOptions = {}):
   if (softmax) graph.message(1, node('Softmax', ['logits'], [y], { axis: 1 }));
   graph.message(12, valueInfo(y, ['batch', model.outputSize]));
   return { bytes: modelProto(graph, options.metadata), stateInputs, stateOutputs, input, output: y };
+}
+
+/** A sequence graph's names (buildSequenceGraph). */
+export interface OnnxSequenceGraph extends OnnxStepGraph {
+  /** Each key's number of steps, int32 [batch]. */
+  readonly lengths: string;
+}
+
+/**
+ * The model over a sequence of steps in one run: `x` [steps, batch, F] (normalised rows, time
+ * first, a key's rows past its length ignored), `lengths` int32 [batch], each layer's state in
+ * and its state after each key's LAST step out (ONNX's Y_h and Y_c honour sequence_lens), and
+ * the head's output `y` [steps * batch, outputSize] for every step (rows past a key's length are
+ * padding). The onnx backend's micro-batches (OnnxBackend.stepMicroBatch): one run per micro-batch
+ * instead of one per wave. The recurrent ops are the step graph's, over time in native code.
+ */
+export function buildSequenceGraph(model: RnnModel): OnnxSequenceGraph {
+  const graph = new ProtoWriter().string(2, `${model.name}-sequence`);
+  const stateInputs: string[] = [];
+  const stateOutputs: string[] = [];
+  graph.message(11, valueInfo('x', ['steps', 'batch', model.inputSize]));
+  graph.message(11, valueInfo('lengths', ['batch'], INT32));
+  graph.message(5, tensor('axis1', [1], BigInt64Array.from([1n]), INT64));
+  let x = 'x';
+  model.layers.forEach((layer, k) => {
+    const H = layer.hiddenSize;
+    layerInitializers(graph, layer, k);
+    const names = layer.cell === 'lstm' ? [`h${k}`, `c${k}`] : [`h${k}`];
+    for (const n of names) {
+      graph.message(11, valueInfo(n, [1, 'batch', H]));
+      graph.message(12, valueInfo(`${n}_next`, [1, 'batch', H]));
+      stateInputs.push(n);
+      stateOutputs.push(`${n}_next`);
+    }
+    graph.message(1, recurrentNode(layer, [x, `W${k}`, `R${k}`, `B${k}`, 'lengths', ...names], [`y${k}`, `h${k}_next`, `c${k}_next`]));
+    // Y is [steps, 1 direction, batch, H]; the next layer (and the head) take [steps, batch, H].
+    graph.message(1, node('Squeeze', [`y${k}`, 'axis1'], [`x${k + 1}`]));
+    x = `x${k + 1}`;
+  });
+  const lastH = model.layers[model.layers.length - 1]!.hiddenSize;
+  graph.message(5, tensor('head_w', [model.outputSize, lastH], Float32Array.from(model.head.weight), FLOAT));
+  graph.message(5, tensor('head_b', [model.outputSize], Float32Array.from(model.head.bias), FLOAT));
+  graph.message(5, tensor('rows_by_h', [2], BigInt64Array.from([-1n, BigInt(lastH)]), INT64));
+  graph.message(1, node('Reshape', [x, 'rows_by_h'], ['all_h']));
+  const softmax = model.head.kind === 'softmax';
+  graph.message(1, node('Gemm', ['all_h', 'head_w', 'head_b'], [softmax ? 'logits' : 'y'], { transB: 1 }));
+  if (softmax) graph.message(1, node('Softmax', ['logits'], ['y'], { axis: 1 }));
+  graph.message(12, valueInfo('y', ['rows', model.outputSize]));
+  return { bytes: modelProto(graph), stateInputs, stateOutputs, input: 'x', lengths: 'lengths', output: 'y' };
 }

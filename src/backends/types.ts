@@ -149,6 +149,12 @@ export interface StepBackend {
   stepMicroBatch?(batch: MicroBatch): void | Promise<void>;
   /** Runs on an accelerator: each call is a round trip, so rnnByKey sends whole micro-batches. */
   readonly device?: boolean;
+  /**
+   * Host backends whose `stepMicroBatch` runs each key's events as one sequence (onnx: its
+   * recurrent ops over time), cheaper than wave by wave, but gives only each key's final state:
+   * rnnByKey sends them whole micro-batches where it keeps no row's state (no captureState).
+   */
+  readonly sequenceMicroBatch?: boolean;
   /** Device backends: host↔device traffic so far. */
   readonly transfers?: TransferCounts;
   /** Device backends that keep every key's state on the device (see DeviceStateTable). */

@@ -277,9 +277,13 @@ interface Chain {
   readonly rows: ChainRow[];
 }
 
-/** Whether rnnByKey sends `backend` whole micro-batches (see RnnByKeyConfig.microBatch). */
-export const microBatchPath = (backend: StepBackend, microBatch: boolean | undefined, frames?: unknown): boolean =>
-  frames === undefined && backend.stepMicroBatch !== undefined && (microBatch ?? backend.device === true);
+/**
+ * Whether rnnByKey sends `backend` whole micro-batches (see RnnByKeyConfig.microBatch): by
+ * default a device backend, and a host backend that steps them as sequences where no row's state
+ * is kept (`sequenceMicroBatch`).
+ */
+export const microBatchPath = (backend: StepBackend, options: { microBatch?: boolean; frames?: unknown; captureState?: boolean }): boolean =>
+  options.frames === undefined && backend.stepMicroBatch !== undefined && (options.microBatch ?? (backend.device === true || (backend.sequenceMicroBatch === true && options.captureState !== true)));
 
 /**
  * Whether rnnByKey keeps keys' state on `backend`'s device (its slot table) for `store`, and why
@@ -289,7 +293,7 @@ export function stateResidence(backend: StepBackend, store: KeyStateStore, optio
   const table = backend.stateTable;
   if (!table) return { table: undefined, why: `the ${backend.name} backend keeps no state table` };
   if (options.frames !== undefined) return { table: undefined, why: 'the pipeline steps frames (several per event), wave by wave from the host' };
-  if (!microBatchPath(backend, options.microBatch)) return { table: undefined, why: 'the micro-batch path is off' };
+  if (!microBatchPath(backend, options)) return { table: undefined, why: 'the micro-batch path is off' };
   if (options.stateOnDevice === false) return { table: undefined, why: 'turned off (stateOnDevice: false)' };
   if (store.capacity > table.maxSlots) return { table: undefined, why: `the store's capacity (${store.capacity} keys) exceeds the device's ${table.maxSlots}-slot table` };
   return { table, why: `every key's state in the ${backend.name} backend's slot table` };
@@ -327,7 +331,7 @@ class WaveStepper<In, E> {
     this.output = new Float32Array(maxBatchSize * model.outputSize);
     this.raw = new Float64Array(model.inputSize);
     const { backend } = config;
-    this.microBatch = microBatchPath(backend, config.microBatch, config.frames);
+    this.microBatch = microBatchPath(backend, config);
     this.staged = new Float32Array(this.microBatch ? maxBatchSize * model.inputSize : 0);
     this.table = stateResidence(backend, config.store, config).table;
     config.store.attachDevice(this.table);

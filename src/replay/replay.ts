@@ -174,7 +174,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const events = predictions + deadLettered;
   const stats = store.stats;
   const residence = stateResidence(backend, store, { ...opts, frames: pipeline.frames });
-  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, microBatchPath(backend, opts.microBatch, pipeline.frames), { on: residence.table !== undefined, why: residence.why });
+  const transfers = transfersSince(transfersAtStart, backend.transfers, batches, microBatchPath(backend, { microBatch: opts.microBatch, frames: pipeline.frames }), { on: residence.table !== undefined, why: residence.why });
   return {
     pipeline: pipeline.name,
     input,

@@ -49,7 +49,7 @@ async function checkBackends(names: readonly BackendName[]): Promise<number> {
   let failed = 0;
   for (const name of names) {
     let worst = 0;
-    // The micro-batch path (device backends: every wave of a micro-batch in one call), where there is one.
+    // The micro-batch path (every wave of a micro-batch in one call: device backends, onnx as sequences), where there is one.
     let worstMicroBatch: number | undefined;
     const bad: string[] = [];
     for (const modelCase of cases) {

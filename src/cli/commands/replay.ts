@@ -24,7 +24,7 @@ export function registerReplay(program: Command): void {
     .option('--key-capacity <n>', 'most keys held in memory; the least recently used is evicted past it (default 1000000)', positiveInt('--key-capacity'))
     .option('--max-message-bytes <n>', 'dead-letter lines longer than this, unparsed (default 1048576, as the service)', positiveInt('--max-message-bytes'))
     .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
-    .option('--no-micro-batch', 'step device backends wave by wave (one round trip per wave) instead of one call per micro-batch')
+    .option('--no-micro-batch', 'step wave by wave (one backend call per wave) instead of one call per micro-batch (device backends, and onnx as sequences)')
     .option('--no-state-on-device', "keep keys' state on the host (it goes up and down with every micro-batch) instead of in the device backend's slot table")
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
