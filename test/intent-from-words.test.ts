@@ -14,10 +14,14 @@ import intentPipeline from '../pipelines/intent-from-words/index.js';
 import { CONFORMANCE_SUITE } from '../src/backends/conformance.js';
 import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName } from '../src/backends/types.js';
-import { BackendUnavailableError, ModelFileError } from '../src/core/errors.js';
+import { BackendUnavailableError, ModelFileError, RnnStreamError, UsageError } from '../src/core/errors.js';
 import { describeModel, loadModelFile, type WordInput } from '../src/core/model.js';
 import { characterNgrams, embedWord, fnv1a, normaliseWord, WordVectors } from '../src/core/words.js';
-import { predict, stateStoreFor, type PipelineOutput } from '../src/pipeline/predict.js';
+import { outOfScopeRule } from '../src/pipeline/out-of-scope.js';
+import { predict, stateStoreFor, type PipelineOutput, type PredictionRecord } from '../src/pipeline/predict.js';
+import ballPipeline from '../pipelines/ball-direction/index.js';
+import { replay } from '../src/replay/replay.js';
+import { resolveServiceConfig } from '../src/service/config.js';
 import { chooseOutOfScopeThreshold, utteranceReport, type FinishedKey } from '../src/eval/utterances.js';
 import { cli } from './support/cli.js';
 import { writeRandomWordModel } from './support/word-model.js';
@@ -277,5 +281,76 @@ describe('utterances scored', () => {
     // The oos key answered "b" at 0.25: 0.26 is the lowest threshold it falls below, and the in-scope
     // answer that also turns oos there (0.2) was wrong anyway, so it costs no in-scope accuracy.
     expect(chooseOutOfScopeThreshold(keys, 'oos')).toEqual({ value: 0.26, inScopeAccuracy: 3 / 4, outOfScopeRecall: 1 });
+  });
+});
+
+describe("the model's out-of-scope threshold, served (issue 25, item 7)", () => {
+  /** Replays the committed validation fixture's first utterances with the committed model. */
+  async function served(outOfScopeThreshold?: number): Promise<{ records: PredictionRecord[]; rule: unknown }> {
+    const records: PredictionRecord[] = [];
+    const summary = await replay(
+      { pipeline: 'intent-from-words', backend: 'onnx', ...(outOfScopeThreshold === undefined ? {} : { outOfScopeThreshold }) },
+      { onPrediction: (p) => void (records.length < 4000 && records.push(p)), onDeadLetter: () => {} },
+    );
+    return { records, rule: summary.outOfScope };
+  }
+  const topOf = (p: PredictionRecord): { name: string; probability: number } => {
+    let best = 0;
+    for (let k = 1; k < p.output.length; k++) if (p.output[k]! > p.output[best]!) best = k;
+    return { name: p.names[best]!, probability: p.output[best]! };
+  };
+
+  it("predicts oos under the threshold stored in the model, keeps the raw class in topClass, and a flag overrides it", async () => {
+    const stored = await served();
+    expect(stored.rule).toEqual({ label: 'oos', threshold: 0.22, from: 'model' });
+    let under = 0;
+    for (const p of stored.records) {
+      const top = topOf(p);
+      expect(p.topClass).toBe(top.name);
+      expect(p.prediction).toBe(top.probability < 0.22 ? 'oos' : top.name);
+      if (top.probability < 0.22 && top.name !== 'oos') under++;
+    }
+    // Both sides of the threshold occur in what was checked.
+    expect(under).toBeGreaterThan(100);
+    expect(stored.records.filter((p) => p.prediction !== 'oos').length).toBeGreaterThan(100);
+
+    const flagged = await served(0.5);
+    expect(flagged.rule).toEqual({ label: 'oos', threshold: 0.5, from: 'flag' });
+    for (const p of flagged.records) expect(p.prediction).toBe(topOf(p).probability < 0.5 ? 'oos' : topOf(p).name);
+
+    const off = await served(0);
+    expect(off.rule).toBeUndefined();
+    for (const p of off.records) {
+      expect(p.topClass).toBeUndefined();
+      expect(p.prediction).toBe(topOf(p).name);
+    }
+  }, 60_000);
+
+  it('refuses a threshold where it cannot apply, and a model whose stored rule does not fit the pipeline', () => {
+    const model = loadModelFile('pipelines/intent-from-words/model.json');
+    expect(() => outOfScopeRule(ballPipeline, loadModelFile('pipelines/ball-direction/model.json'), 0.3)).toThrow(UsageError);
+    expect(() => outOfScopeRule(ballPipeline, loadModelFile('pipelines/ball-direction/model.json'), 0.3)).toThrow(/pipeline "ball-direction" has no out-of-scope class/);
+    expect(outOfScopeRule(ballPipeline, loadModelFile('pipelines/ball-direction/model.json'))).toBeUndefined();
+    expect(() => outOfScopeRule(intentPipeline, model, 1.5)).toThrow(/expected a probability from 0 to 1, got 1.5/);
+    const renamed = { ...model, file: { ...model.file, training: { outOfScope: { label: 'none', threshold: 0.3 } } } };
+    expect(() => outOfScopeRule(intentPipeline, renamed)).toThrow(RnnStreamError);
+    expect(() => outOfScopeRule(intentPipeline, renamed)).toThrow(/training.outOfScope.label is "none", but pipeline "intent-from-words" calls its out-of-scope class "oos"/);
+    const bad = { ...model, file: { ...model.file, training: { outOfScope: { label: 'oos', threshold: 'high' } } } };
+    expect(() => outOfScopeRule(intentPipeline, bad)).toThrow(/training.outOfScope: threshold: .*expected number/);
+    const none = { ...model, file: { ...model.file, training: {} } };
+    expect(outOfScopeRule(intentPipeline, none)).toBeUndefined();
+    expect(outOfScopeRule(intentPipeline, none, 0.4)).toEqual({ label: 'oos', labelIndex: model.head.names.indexOf('oos'), threshold: 0.4, from: 'flag' });
+  });
+
+  it('the service takes it from its config, RNNSTREAM_OOS_THRESHOLD or --oos-threshold', () => {
+    const base = { pipeline: 'intent-from-words', brokers: 'b:9092' };
+    expect(resolveServiceConfig({ env: { RNNSTREAM_PIPELINE: base.pipeline, RNNSTREAM_BROKERS: base.brokers } }).config.outOfScopeThreshold).toBeUndefined();
+    expect(resolveServiceConfig({ env: { RNNSTREAM_PIPELINE: base.pipeline, RNNSTREAM_BROKERS: base.brokers, RNNSTREAM_OOS_THRESHOLD: '0.35' } }).config.outOfScopeThreshold).toBe(0.35);
+    expect(resolveServiceConfig({ env: { RNNSTREAM_PIPELINE: base.pipeline, RNNSTREAM_BROKERS: base.brokers, RNNSTREAM_OOS_THRESHOLD: '0.35' }, flags: { outOfScopeThreshold: 0 } }).config.outOfScopeThreshold).toBe(0);
+    expect(() => resolveServiceConfig({ env: { RNNSTREAM_PIPELINE: base.pipeline, RNNSTREAM_BROKERS: base.brokers, RNNSTREAM_OOS_THRESHOLD: 'high' } })).toThrow(/outOfScopeThreshold \(from environment \(RNNSTREAM_\*\)\)/);
+    const r = cli(['replay', '--pipeline', 'ball-direction', '--oos-threshold', '0.3']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/pipeline "ball-direction" has no out-of-scope class/);
+    expect(cli(['replay', '--pipeline', 'intent-from-words', '--oos-threshold', '2']).stderr).toMatch(/--oos-threshold must be a probability from 0 to 1, got "2"/);
   });
 });

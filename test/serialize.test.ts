@@ -64,6 +64,7 @@ describe('JSON as bytes', () => {
         output,
         ...(i % 2 === 0 ? { label: names[(i >> 1) % names.length]! } : {}),
         ...(softmax && i % 5 === 0 ? { top: topIndices(output, 1 + (i % 3)) } : {}),
+        ...(softmax && i % 7 === 1 ? { topClass: keys[i % keys.length]! } : {}),
         source: sources[i % sources.length]!,
       };
       expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));

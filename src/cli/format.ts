@@ -36,6 +36,10 @@ export function formatReplaySummary(s: ReplaySummary): string {
     const shown = a.accuracyByStep.slice(0, 10).map((v, k) => `${k + 1}:${pct(v)}`);
     lines.push(`by step      ${shown.join('  ')}${a.accuracyByStep.length > 10 ? '  ...' : ''}`);
   }
+  if (s.outOfScope) {
+    const o = s.outOfScope;
+    lines.push(`out of scope ${o.label} when the top probability is under ${o.threshold} (${o.from === 'model' ? "the model's threshold, chosen on validation" : '--oos-threshold'}; the raw class in topClass)`);
+  }
   if (s.prequential) {
     const p = s.prequential;
     lines.push(`prequential  ${pct(p.accuracy)}  (${p.correct}/${p.scored} predictions scored by ${p.scoredBy === 'last event' ? "the key's last event: its final prediction" : "the key's next event"})`);

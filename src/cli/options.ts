@@ -18,6 +18,11 @@ export const fraction = (name: string) => (value: string): number => {
   if (!Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`${name} must be a number from 0 to below 1, got "${value}"`);
   return n;
 };
+export const probability = (name: string) => (value: string): number => {
+  const n = parseNumberText(value, true);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${name} must be a probability from 0 to 1, got "${value}"`);
+  return n;
+};
 export const nonNegativeInt = (name: string) => (value: string): number => {
   const n = parseNumberText(value, false);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got "${value}"`);

@@ -104,7 +104,9 @@ export async function evaluate(options: EvalOptions): Promise<EvalReport> {
   const predictions = new Map<number, PredictionRecord>();
   const { trajectories: trajectoryCount = 6, ...replayOptions } = options;
   const summary = await replay(
-    { ...replayOptions, input, deadLetters: undefined },
+    // The model's own answers (no out-of-scope rule): the report scores the rule separately,
+    // beside the out-of-scope class as a class (utterances.ts).
+    { ...replayOptions, input, deadLetters: undefined, outOfScopeThreshold: 0 },
     {
       onPrediction: (p) => {
         if (p.source.kind === 'file') predictions.set(p.source.line, p);

@@ -14,6 +14,7 @@ import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
 import { KeyStateStore, type KeySnapshot, type StatePosition } from '../state/key-state-store.js';
 import { carryNames, type PipelineDefinition } from './define.js';
 import { inputOf } from './inputs.js';
+import type { OutOfScopeRule } from './out-of-scope.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
 
 export interface PredictionRecord {
@@ -29,6 +30,11 @@ export interface PredictionRecord {
   readonly names: readonly string[];
   /** Probabilities (softmax) or values (linear), float32 as the backend computed them. */
   readonly output: Float32Array;
+  /**
+   * Under an out-of-scope rule (out-of-scope.ts): the most probable class, which `prediction`
+   * replaces by the out-of-scope class when its probability is under the threshold.
+   */
+  readonly topClass?: string;
   /** The pipeline's `topK`: the indices of the classes written, most probable first (else all, in order). */
   readonly top?: readonly number[];
   /** Ground truth carried by the event, when it has one (fixtures). */
@@ -76,6 +82,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly queue?: BoundedQueue;
   /** Scores each prediction when its key's next event arrives (softmax heads). */
   readonly prequential?: PrequentialTracker;
+  /** The out-of-scope rule predictions are served with (outOfScopeRule), if any. */
+  readonly outOfScope?: OutOfScopeRule;
   /** Attach each key's state after each step to its prediction (see rnnByKey). */
   readonly captureState?: boolean;
   /** Whole micro-batches per backend call (see rnnByKey's microBatch; default: device backends). */
@@ -123,17 +131,23 @@ export function toPredictionRecord(
   pipeline: PipelineDefinition,
   model: RnnModel,
   step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
-  prequential?: PrequentialTracker,
+  serving: { readonly prequential?: PrequentialTracker; readonly outOfScope?: OutOfScopeRule } = {},
 ): PredictionRecord {
+  const { prequential, outOfScope } = serving;
   const { names } = model.head;
   const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
   const out = step.output;
   if (step.decoded !== undefined) return transcriptRecord(pipeline, step, item, prequential);
   let prediction: string | number;
+  let topClass: string | undefined;
   if (model.head.kind === 'softmax') {
     let best = 0;
     for (let k = 1; k < out.length; k++) if (out[k]! > out[best]!) best = k;
     prediction = names[best]!;
+    if (outOfScope) {
+      topClass = prediction;
+      if (out[best]! < outOfScope.threshold) prediction = outOfScope.label;
+    }
   } else {
     prediction = out[0]!;
   }
@@ -146,7 +160,8 @@ export function toPredictionRecord(
     key: step.key,
     seq: step.seq,
     prediction,
-    // Always present (undefined without topK): one record shape, and no spread per event.
+    // Always present (undefined without a rule or topK): one record shape, and no spread per event.
+    topClass,
     top: pipeline.topK !== undefined && model.head.kind === 'softmax' ? topIndices(out, pipeline.topK) : undefined,
     head: model.head.kind,
     names,
@@ -174,6 +189,7 @@ function transcriptRecord(
     key: step.key,
     seq: step.seq,
     prediction: text,
+    topClass: undefined,
     top: undefined,
     head: 'ctc',
     names: [],
@@ -251,7 +267,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
-          return toPredictionRecord(pipeline, model, step, options.prequential);
+          return toPredictionRecord(pipeline, model, step, options);
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {

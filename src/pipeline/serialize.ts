@@ -55,8 +55,9 @@ export function predictionJson(p: PredictionRecord): string {
     for (let k = 0; k < prefixes.length; k++) fields += prefixes[k]! + formatFloat32(p.output[k]!);
   }
   const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
+  const topClass = p.topClass === undefined ? '' : `,"topClass":${JSON.stringify(p.topClass)}`;
   const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
-  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction}${topClass},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
 }
 
 /** The constant parts of a prediction's JSON as bytes, made once per names array (the model's). */
@@ -77,6 +78,7 @@ function fragmentsOf(names: readonly string[]): PredictionFragments {
 const KEY = utf8Bytes('{"key":');
 const SEQ = utf8Bytes(',"seq":');
 const PREDICTION = utf8Bytes(',"prediction":');
+const TOP_CLASS = utf8Bytes(',"topClass":');
 const LABEL = utf8Bytes('},"label":');
 const SOURCE_AFTER_LABEL = utf8Bytes(',"source":');
 const SOURCE = utf8Bytes('},"source":');
@@ -115,6 +117,10 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
     }
     writeSource(p.source, w);
     return;
+  }
+  if (p.topClass !== undefined) {
+    w.bytes(TOP_CLASS);
+    w.jsonString(p.topClass);
   }
   w.bytes(p.head === 'softmax' ? f.probabilities : f.values);
   if (p.top) {

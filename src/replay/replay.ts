@@ -22,6 +22,7 @@ import { eventOfLine } from '../pipeline/define.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { DEFAULT_KEY_CAPACITY } from '../state/key-state-store.js';
 import { AccuracyTracker, type AccuracyReport } from './accuracy.js';
+import { outOfScopeRule } from '../pipeline/out-of-scope.js';
 import { prequentialFor } from '../pipeline/prequential.js';
 
 export const replayOptionsSchema = z
@@ -44,6 +45,8 @@ export const replayOptionsSchema = z
     stateOnDevice: z.boolean().optional(),
     /** Inputs longer than this are dead-lettered unparsed, as in the service. */
     maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
+    /** The out-of-scope threshold, in place of the model's (0: no rule; see out-of-scope.ts). */
+    outOfScopeThreshold: z.number().min(0).max(1).optional(),
   })
   .strict();
 export type ReplayOptions = z.input<typeof replayOptionsSchema>;
@@ -86,6 +89,8 @@ export interface ReplaySummary {
     readonly stateOnDevice: { readonly on: boolean; readonly why: string };
     readonly perMicroBatch: { readonly bytesUp: number; readonly bytesDown: number; readonly kernelCalls: number; readonly readBacks: number };
   };
+  /** The out-of-scope rule predictions were served with, where there was one. */
+  readonly outOfScope?: { readonly label: string; readonly threshold: number; readonly from: 'model' | 'flag' };
   /** Each prediction scored when its key's next event arrived: running (live) accuracy. */
   readonly prequential?: {
     readonly scored: number;
@@ -123,6 +128,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
   const queue = new BoundedQueue(opts.maxBatchSize * 4);
   const accuracy = pipeline.label ? new AccuracyTracker() : undefined;
   const prequential = prequentialFor(pipeline, model);
+  const outOfScope = outOfScopeRule(pipeline, model, opts.outOfScopeThreshold);
   let blankLines = 0;
   const batches = { microBatches: 0, waves: 0 };
   // Counted from here: the backend's own set-up (weights, a probe step) is not the stream's.
@@ -151,6 +157,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
         backend,
         queue,
         prequential,
+        outOfScope,
         maxBatchSize: opts.maxBatchSize,
         maxWaitMs: opts.maxWaitMs,
         maxBytes: opts.maxMessageBytes,
@@ -200,6 +207,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo = {}): Promise
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     ...(accuracy && accuracy.labelled > 0 ? { accuracy: accuracy.report() } : {}),
     ...(transfers ? { transfers } : {}),
+    ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}),
     ...(prequential ? { prequential: { scored: prequential.scored, correct: prequential.correct, accuracy: prequential.accuracy, scoredBy: pipeline.outcome ? ('next event' as const) : ('last event' as const) } } : {}),
   };
 }

@@ -77,6 +77,12 @@ export const serviceConfigSchema = z
      */
     queueCapacity: z.int().positive().optional(),
     keyCapacity: z.int().positive().default(DEFAULT_KEY_CAPACITY),
+    /**
+     * The out-of-scope threshold, in place of the one stored in the model file (0: no rule): a
+     * prediction whose top probability is under it is the pipeline's out-of-scope class, and the
+     * raw class goes in `topClass` (pipeline/out-of-scope.ts). Unset: the model's.
+     */
+    outOfScopeThreshold: z.number().min(0).max(1).optional(),
     idleTtlMs: z.number().positive().optional(),
     maxMessageBytes: z.int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
     /** Events whose key is longer (UTF-8 bytes) are dead-lettered. */
@@ -211,6 +217,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_REPLICATION_FACTOR: (v) => ({ replicationFactor: Number(v) }),
   RNNSTREAM_BACKEND: (v) => ({ backend: v }),
   RNNSTREAM_KEY_CAPACITY: (v) => ({ keyCapacity: Number(v) }),
+  RNNSTREAM_OOS_THRESHOLD: (v) => ({ outOfScopeThreshold: envNumber(v) }),
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),

@@ -30,6 +30,7 @@ import { BoundedQueue } from '../operators/bounded-queue.js';
 import { stateResidence } from '../operators/rnn-by-key.js';
 import type { SourcePosition } from '../operators/records.js';
 import { stateStoreFor } from '../pipeline/predict.js';
+import { outOfScopeRule } from '../pipeline/out-of-scope.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { runPipeline } from '../runner/run-pipeline.js';
@@ -396,6 +397,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   const { config } = resolved;
   const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
   const prequential = prequentialFor(pipeline, model);
+  const outOfScope = outOfScopeRule(pipeline, model, config.outOfScopeThreshold);
   const queue = new BoundedQueue(config.queueCapacity);
   const stalls = new StallWatch();
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
@@ -460,6 +462,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     predict: {
       backend,
       prequential,
+      outOfScope,
       // Each prediction carries its key's state right after it: the changelog must hold the
       // state that matches the outputs written with it, and the live state can be ahead.
       captureState: true,
@@ -505,7 +508,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   const lag = watchLag(config, clients, healthCalls, () => owned, metrics, logger);
   lag.start();
   const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
-  logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress }, 'service started');
+  logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress, ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}) }, 'service started');
 
   const { stop, done } = stopControl(pipelineDone, () => (stopping = true), {
     timeoutMs: config.shutdownTimeoutMs,

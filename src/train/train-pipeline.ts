@@ -110,7 +110,8 @@ export async function trainPipeline(req: TrainPipelineRequest, io: { progress: b
 export async function chooseThresholdOnValidation(pipeline: string, outOfScope: string, modelFile: string, validationFile: string): Promise<ReturnType<typeof chooseOutOfScopeThreshold>> {
   const open: OpenKeys = new Map();
   const finished: FinishedKey[] = [];
-  await replay({ pipeline, input: validationFile, model: modelFile, backend: 'auto' }, { onPrediction: (p) => trackUtterance(open, finished, p.key, p, p.label), onDeadLetter: () => {} });
+  // The model's own answers: the rule is what this chooses, so none may apply yet.
+  await replay({ pipeline, input: validationFile, model: modelFile, backend: 'auto', outOfScopeThreshold: 0 }, { onPrediction: (p) => trackUtterance(open, finished, p.key, p, p.label), onDeadLetter: () => {} });
   const chosen = chooseOutOfScopeThreshold(finished, outOfScope);
   const doc = JSON.parse(readFileSync(modelFile, 'utf8')) as ModelFile;
   const training = { ...doc.training, outOfScope: { label: outOfScope, threshold: chosen.value, chosenOn: basename(validationFile), rule: 'the best out-of-scope recall that costs at most 1 point of in-scope accuracy', inScopeAccuracy: chosen.inScopeAccuracy, outOfScopeRecall: chosen.outOfScopeRecall } };

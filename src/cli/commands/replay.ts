@@ -6,7 +6,7 @@ import { pipelineNames } from '../../pipeline/registry.js';
 import { deadLetterJson } from '../../pipeline/serialize.js';
 import { replay } from '../../replay/replay.js';
 import { formatReplaySummary } from '../format.js';
-import { positiveInt, progressBar } from '../options.js';
+import { positiveInt, probability, progressBar } from '../options.js';
 
 export function registerReplay(program: Command): void {
   program
@@ -26,6 +26,7 @@ export function registerReplay(program: Command): void {
     .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms of processing time (default: never)', positiveInt('--idle-ttl'))
     .option('--no-micro-batch', 'step wave by wave (one backend call per wave) instead of one call per micro-batch (device backends, and onnx as sequences)')
     .option('--no-state-on-device', "keep keys' state on the host (it goes up and down with every micro-batch) instead of in the device backend's slot table")
+    .option('--oos-threshold <p>', "predict the out-of-scope class when the top probability is under p (default: the model's, chosen on validation; 0: off)", probability('--oos-threshold'))
     .option('--json', 'print the summary as one JSON object')
     .action(async (opts) => {
       const json = Boolean(opts.json);
@@ -44,6 +45,7 @@ export function registerReplay(program: Command): void {
           keyCapacity: opts.keyCapacity,
           idleTtlMs: opts.idleTtl,
           maxMessageBytes: opts.maxMessageBytes,
+          outOfScopeThreshold: opts.oosThreshold,
           // commander's --no-micro-batch: false when given, else the backend's default.
           ...(opts.microBatch === false ? { microBatch: false } : {}),
           ...(opts.stateOnDevice === false ? { stateOnDevice: false } : {}),

@@ -5,7 +5,7 @@ import { pipelineNames } from '../../pipeline/registry.js';
 import { resolveServiceConfig } from '../../service/config.js';
 import { createServiceLogger } from '../../service/logger.js';
 import { startService, type RunningService } from '../../service/run.js';
-import { positiveInt, nonNegativeInt, addSecurityOptions, securityFlags } from '../options.js';
+import { addSecurityOptions, nonNegativeInt, positiveInt, probability, securityFlags } from '../options.js';
 
 export function registerRun(program: Command): void {
   addSecurityOptions(
@@ -29,6 +29,7 @@ export function registerRun(program: Command): void {
       .option('--idle-ttl <ms>', 'evict a key not seen for this long, in ms (RNNSTREAM_IDLE_TTL_MS; default: never)', positiveInt('--idle-ttl'))
       .option('--guarantee <g>', 'at-least-once or exactly-once (RNNSTREAM_GUARANTEE; default at-least-once)')
       .option('--commit-interval <ms>', 'how often state and offsets are committed, in ms (RNNSTREAM_COMMIT_INTERVAL_MS; default 1000, exactly-once 100)', nonNegativeInt('--commit-interval'))
+      .option('--oos-threshold <p>', "predict the out-of-scope class when the top probability is under p (RNNSTREAM_OOS_THRESHOLD; default: the model's; 0: off)", probability('--oos-threshold'))
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -46,6 +47,7 @@ export function registerRun(program: Command): void {
         idleTtlMs: opts.idleTtl,
         guarantee: opts.guarantee,
         commitIntervalMs: opts.commitInterval,
+        outOfScopeThreshold: opts.oosThreshold,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };
