@@ -5,7 +5,14 @@
 /** Where a record came from, so a dead letter or a prediction can be traced to its source. */
 export type SourcePosition =
   | { readonly kind: 'file'; readonly file: string; readonly line: number }
-  | { readonly kind: 'kafka'; readonly topic: string; readonly partition: number; readonly offset: string }
+  | {
+      readonly kind: 'kafka';
+      readonly topic: string;
+      readonly partition: number;
+      readonly offset: string;
+      /** The record's timestamp (ms since the epoch; CreateTime or LogAppendTime, as the topic keeps it), for end-to-end latency. */
+      readonly timestamp?: number;
+    }
   | { readonly kind: 'memory'; readonly index: number };
 
 export function describePosition(p: SourcePosition): string {

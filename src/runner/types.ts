@@ -58,6 +58,8 @@ export interface WrittenCounts {
   readonly sequenceGaps: number;
   readonly deadLetters: number;
   readonly skipped: number;
+  /** The input records' timestamps (ms since the epoch) of these outputs' events, where the source has them. */
+  readonly inputTimes?: Float64Array;
 }
 
 export interface Sink {

@@ -3,7 +3,7 @@
  * services in one process do not collide.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { HealthStatus } from './http.js';
+import type { Health } from './http.js';
 
 export class ServiceMetrics {
   readonly registry = new Registry();
@@ -40,8 +40,28 @@ export class ServiceMetrics {
     labelNames: ['topic', 'partition'],
     registers: [this.registry],
   });
+  readonly endToEndLatency = new Histogram({
+    name: 'rnnstream_end_to_end_latency_seconds',
+    help: "From an input record's timestamp to its output being durable: acknowledged by the broker (at least once) or committed in its transaction (exactly once)",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly restoreSeconds = new Gauge({ name: 'rnnstream_restore_seconds', help: 'Duration of the last state restore', registers: [this.registry] });
   readonly restoredKeys = new Counter({ name: 'rnnstream_restored_keys_total', help: 'Keys restored from the changelog', registers: [this.registry] });
+  readonly restoreRecords = new Counter({ name: 'rnnstream_restore_records_total', help: 'Changelog records read by restores, as they are read', registers: [this.registry] });
+  readonly restoreBytes = new Counter({ name: 'rnnstream_restore_bytes_total', help: 'Bytes of changelog records read by restores, as they are read', registers: [this.registry] });
+  readonly restoreRemainingRecords = new Gauge({
+    name: 'rnnstream_restore_remaining_records',
+    help: 'Changelog records (offsets) restores still have to read before their partitions serve; 0 when none is under way',
+    registers: [this.registry],
+  });
+  readonly restoresInProgress = new Gauge({ name: 'rnnstream_restore_partitions_in_progress', help: 'Input partitions whose state is being restored now (they serve nothing until it ends); 0: done', registers: [this.registry] });
+  readonly stateBytes = new Gauge({
+    name: 'rnnstream_state_bytes',
+    help: "Bytes of the key state store's columns (every key's state, carry and bookkeeping; allocated 4,096 keys at a time)",
+    registers: [this.registry],
+  });
+  readonly modelInfo = new Gauge({ name: 'rnnstream_model_info', help: 'The model being served (always 1): its pipeline, name and sha256', labelNames: ['pipeline', 'model', 'hash'], registers: [this.registry] });
   readonly restoreRefusedKeys = new Counter({
     name: 'rnnstream_restore_refused_keys_total',
     help: "Keys whose latest changelog record was refused in a restore (written by another model, or unreadable): each started again from zero state",
@@ -80,21 +100,27 @@ export class ServiceMetrics {
   });
   readonly consumerRestarts = new Counter({ name: 'rnnstream_consumer_restarts_total', help: 'Times the consumer crashed with an error kafkajs does not retry and was rejoined', registers: [this.registry] });
 
-  /** What /healthz would answer now; the service sets it (reportHealthFrom). */
-  private healthNow: () => HealthStatus = () => 'ok';
+  /** What /healthz and /readyz would answer now; the service sets it (reportHealthFrom). */
+  private healthNow: () => Pick<Health, 'status' | 'ready'> = () => ({ status: 'ok', ready: false });
   readonly health = new Gauge({
     name: 'rnnstream_health_status',
     help: '0 ok, 1 degraded (e.g. a broker down, partitions under-replicated), 2 unhealthy; as /healthz',
     registers: [this.registry],
     // Read at each scrape, so /metrics says the same as /healthz whether or not anyone asked it.
     collect: () => {
-      const status = this.healthNow();
+      const { status } = this.healthNow();
       this.health.set(status === 'ok' ? 0 : status === 'degraded' ? 1 : 2);
     },
   });
+  readonly ready: Gauge = new Gauge({
+    name: 'rnnstream_ready',
+    help: '1 when doing its job (consuming and producing), else 0; as /readyz',
+    registers: [this.registry],
+    collect: (): void => this.ready.set(this.healthNow().ready ? 1 : 0),
+  });
 
-  reportHealthFrom(status: () => HealthStatus): void {
-    this.healthNow = status;
+  reportHealthFrom(health: () => Pick<Health, 'status' | 'ready'>): void {
+    this.healthNow = health;
   }
 
   constructor() {

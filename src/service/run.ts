@@ -174,6 +174,11 @@ function onWritten(metrics: ServiceMetrics, store: KeyStateStore, prequential: P
     metrics.deadLetters.inc(counts.deadLetters);
     metrics.skipped.inc(counts.skipped);
     metrics.keysResident.set(store.size);
+    metrics.stateBytes.set(store.columnBytes);
+    if (counts.inputTimes && counts.inputTimes.length > 0) {
+      const now = Date.now();
+      for (const t of counts.inputTimes) metrics.endToEndLatency.observe(Math.max(0, now - t) / 1000);
+    }
     const s = store.stats;
     metrics.evictions.set(s.evictedByCapacity + s.evictedByTtl);
     if (prequential) {
@@ -238,6 +243,7 @@ function createRestorer(config: Config, clients: Clients, store: KeyStateStore, 
   const report = (r: { seconds: number; keys: number }): void => {
     metrics.restoreSeconds.set(r.seconds);
     metrics.restoredKeys.inc(r.keys);
+    metrics.stateBytes.set(store.columnBytes);
   };
   return new ChangelogRestorer({
     kafka: clients.kafka,
@@ -247,6 +253,12 @@ function createRestorer(config: Config, clients: Clients, store: KeyStateStore, 
     store,
     logger,
     onRestored: report,
+    onProgress: (p) => {
+      metrics.restoreRecords.inc(p.records);
+      metrics.restoreBytes.inc(p.bytes);
+      metrics.restoreRemainingRecords.set(p.remainingRecords);
+      metrics.restoresInProgress.set(p.partitionsInProgress);
+    },
     onRefused: () => metrics.restoreRefusedKeys.inc(),
     adminCalls: clients.adminCalls,
   });
@@ -398,12 +410,13 @@ async function start(parts: StartParts): Promise<RunningService> {
   const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
   const prequential = prequentialFor(pipeline, model);
   const outOfScope = outOfScopeRule(pipeline, model, config.outOfScopeThreshold);
+  metrics.modelInfo.set({ pipeline: pipeline.name, model: model.name, hash: model.hash }, 1);
   const queue = new BoundedQueue(config.queueCapacity);
   const stalls = new StallWatch();
   const connection: KafkaConnection = { brokers: config.brokers, clientId: config.clientId, ssl: config.ssl, sasl: config.sasl, saslPassword: resolved.saslPassword };
 
   let health: () => Health = () => ({ status: 'ok', ready: false, reasons: ['starting'], detail: { pipeline: pipeline.name } });
-  metrics.reportHealthFrom(() => health().status);
+  metrics.reportHealthFrom(() => health());
   const { server, httpAddress } = await listen(config, metrics, () => health());
   startUp.add(() => closeServer(server));
 

@@ -133,6 +133,14 @@ export class KeyStateStore {
     return this.slots.size;
   }
 
+  /** Bytes of the slot columns allocated (a chunk of CHUNK_SLOTS keys at a time); key strings and the index are not counted. */
+  get columnBytes(): number {
+    const c = this.chunks[0];
+    if (!c) return 0;
+    const perChunk = [c.state, c.carry, c.steps, c.lastSeen, c.partition, c.offset, c.sequence, c.lastClass, c.residence, c.older, c.newer].reduce((n, a) => n + a.byteLength, 0);
+    return perChunk * this.chunks.length;
+  }
+
   get stats(): StoreCounters {
     return { ...this.counters };
   }

@@ -43,6 +43,15 @@ export interface RestoreReport {
   readonly seconds: number;
 }
 
+export interface RestoreProgress {
+  /** Changelog records and bytes read since the last report. */
+  readonly records: number;
+  readonly bytes: number;
+  /** Offsets still to read, over every partition being restored. */
+  readonly remainingRecords: number;
+  readonly partitionsInProgress: number;
+}
+
 interface Job {
   /** The high watermark when the restore began: the last record below it is never compacted away (it is in the active segment). */
   readonly end: bigint;
@@ -64,6 +73,8 @@ export interface ChangelogRestorerParts {
   readonly logger: Logger;
   /** After each restore, what it read. */
   readonly onRestored?: (r: RestoreReport) => void;
+  /** As restores read: records and bytes since the last call, and what is left (for the metrics). */
+  readonly onProgress?: (p: RestoreProgress) => void;
   /** A key whose latest changelog record was refused (another model's, or unreadable): it starts from zero state. */
   readonly onRefused?: (key: string) => void;
   /** Admin calls one at a time (shared with the service's other admin calls). */
@@ -82,12 +93,14 @@ export class ChangelogRestorer implements StateRestorer {
   private readonly store: KeyStateStore;
   private readonly logger: Logger;
   private readonly onRestored: (r: RestoreReport) => void;
+  private readonly onProgress: (p: RestoreProgress) => void;
   private readonly onRefused: (key: string) => void;
   private readonly adminCalls: Serial;
 
   constructor(parts: ChangelogRestorerParts) {
     ({ kafka: this.kafka, admin: this.admin, changelogTopic: this.changelogTopic, group: this.group, store: this.store, logger: this.logger } = parts);
     this.onRestored = parts.onRestored ?? (() => {});
+    this.onProgress = parts.onProgress ?? (() => {});
     this.onRefused = parts.onRefused ?? (() => {});
     this.adminCalls = parts.adminCalls ?? createSerial();
   }
@@ -133,11 +146,15 @@ export class ChangelogRestorer implements StateRestorer {
       return;
     }
     if (BigInt(batch.fetchedOffset) > job.next) return;
+    let records = 0;
+    let bytes = 0;
     for (const m of messages) {
       const offset = BigInt(m.offset);
       if (offset < job.next) continue;
       if (offset >= job.end) break;
       job.next = offset + 1n;
+      records++;
+      bytes += (m.value?.length ?? 0) + (m.key?.length ?? 0);
       if (!m.value) {
         if (m.key) this.store.delete(m.key.toString());
         continue;
@@ -157,6 +174,14 @@ export class ChangelogRestorer implements StateRestorer {
       if (last > job.next) job.next = last;
     }
     if (job.next >= job.end) this.finish(partition);
+    this.progress(records, bytes);
+  }
+
+  /** Reports what was read, and what is left over every partition being restored. */
+  private progress(records: number, bytes: number): void {
+    let remaining = 0n;
+    for (const j of this.jobs.values()) remaining += j.end > j.next ? j.end - j.next : 0n;
+    this.onProgress({ records, bytes, remainingRecords: Number(remaining), partitionsInProgress: this.jobs.size });
   }
 
   /**
@@ -188,6 +213,7 @@ export class ChangelogRestorer implements StateRestorer {
     const last = BigInt(lastOffset) + 1n;
     if (last > job.next) job.next = last;
     if (job.next >= job.end) this.finish(partition);
+    this.progress(0, 0);
   }
 
   private finish(partition: number): void {
@@ -244,7 +270,10 @@ export class ChangelogRestorer implements StateRestorer {
       this.reader!.seek({ topic: this.changelogTopic, partition, offset: String(low) });
       this.reader!.resume([{ topic: this.changelogTopic, partitions: [partition] }]);
     }
-    if (waits.length) this.logger.info({ partitions: [...ends.keys()], topic: this.changelogTopic }, 'restoring state');
+    if (waits.length) {
+      this.logger.info({ partitions: [...ends.keys()], topic: this.changelogTopic }, 'restoring state');
+      this.progress(0, 0);
+    }
     await Promise.all(waits);
     const report = { partitions, keys: keys.size, messages, refused, seconds: (performance.now() - started) / 1000 };
     this.logger.info(report, 'state restored');

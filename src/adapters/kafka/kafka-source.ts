@@ -268,7 +268,7 @@ export class KafkaSource implements Source {
           }
           queue.admit(1);
           admitted++;
-          const source: SourcePosition = { kind: 'kafka', topic, partition, offset: m.offset };
+          const source: SourcePosition = { kind: 'kafka', topic, partition, offset: m.offset, timestamp: Number(m.timestamp) };
           const value = m.value ?? new Uint8Array(0);
           this.subscriber?.next(m.key ? { value, source, messageKey: m.key.toString() } : { value, source });
           handedOn = m.offset;

@@ -26,6 +26,7 @@ import type { Consumer, Message } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
 import type { Sink, WrittenCounts } from '../../runner/types.js';
+import { InputTimes } from './input-times.js';
 import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
 import { dropCapture } from '../../state/deferred-captures.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
@@ -89,9 +90,21 @@ interface Request {
   sequenceGaps: number;
   deadLetterCount: number;
   skipped: number;
+  inputTimes: InputTimes;
 }
 
-const newRequest = (): Request => ({ outputs: [], deadLetters: [], states: new Map(), ended: new Set(), commits: new Map(), predictions: 0, sequenceGaps: 0, deadLetterCount: 0, skipped: 0 });
+const newRequest = (): Request => ({
+  outputs: [],
+  deadLetters: [],
+  states: new Map(),
+  ended: new Set(),
+  commits: new Map(),
+  predictions: 0,
+  sequenceGaps: 0,
+  deadLetterCount: 0,
+  skipped: 0,
+  inputTimes: new InputTimes(),
+});
 const eventsIn = (r: Request): number => r.predictions + r.deadLetterCount + r.skipped;
 
 export class KafkaSink implements Sink {
@@ -183,7 +196,10 @@ export class KafkaSink implements Sink {
   write(r: PipelineOutput): void {
     if (this.failed) return; // nothing more is committed; the stream is failing already
     const o = this.open;
-    if (r.source.kind === 'kafka') raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+    if (r.source.kind === 'kafka') {
+      raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+      o.inputTimes.add(r.source.timestamp);
+    }
     if (r.kind === 'prediction') {
       const { packer } = this;
       packer.key(r.key);
@@ -273,7 +289,7 @@ export class KafkaSink implements Sink {
     }
     for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += eventsIn(request);
-    this.hooks.onWritten?.({ predictions: request.predictions, sequenceGaps: request.sequenceGaps, deadLetters: request.deadLetterCount, skipped: request.skipped });
+    this.hooks.onWritten?.({ predictions: request.predictions, sequenceGaps: request.sequenceGaps, deadLetters: request.deadLetterCount, skipped: request.skipped, inputTimes: request.inputTimes.view() });
     this.flushing ??= this.flushPending().finally(() => (this.flushing = undefined));
   }
 

@@ -30,6 +30,7 @@ import type { Logger } from '../../observability/logger.js';
 import type { PipelineOutput } from '../../pipeline/predict.js';
 import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
 import type { Sink, WrittenCounts } from '../../runner/types.js';
+import { InputTimes } from './input-times.js';
 import { dropCapture } from '../../state/deferred-captures.js';
 import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
 import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
@@ -76,6 +77,7 @@ class Transaction {
   sequenceGaps = 0;
   deadLetterCount = 0;
   skipped = 0;
+  readonly inputTimes = new InputTimes();
   /** Cut at the interval: no more outputs; it ends with the changelog and the offset. */
   cut = false;
   startedAt = 0;
@@ -147,6 +149,7 @@ export class TransactionalSink implements Sink {
     const t = p.gathering;
     t.firstOffset ??= r.source.offset;
     t.lastOffset = r.source.offset;
+    t.inputTimes.add(r.source.timestamp);
     if (r.kind === 'prediction') {
       t.packer.key(r.key);
       writePredictionJson(r, t.packer.writer);
@@ -261,8 +264,8 @@ export class TransactionalSink implements Sink {
         t.sent = unsent;
         this.closed();
         const seconds = (performance.now() - t.startedAt) / 1000;
-        const counts: WrittenCounts = { predictions: t.predictions, sequenceGaps: t.sequenceGaps, deadLetters: t.deadLetterCount, skipped: t.skipped };
-        this.logger.debug({ partition, offsets: `${t.firstOffset}..${t.lastOffset}`, ...counts, seconds }, 'transaction committed');
+        const counts: WrittenCounts = { predictions: t.predictions, sequenceGaps: t.sequenceGaps, deadLetters: t.deadLetterCount, skipped: t.skipped, inputTimes: t.inputTimes.view() };
+        this.logger.debug({ partition, offsets: `${t.firstOffset}..${t.lastOffset}`, predictions: t.predictions, sequenceGaps: t.sequenceGaps, deadLetters: t.deadLetterCount, skipped: t.skipped, seconds }, 'transaction committed');
         p.current = p.next ?? new Transaction();
         p.next = undefined;
         // What gathered behind the commit is cut at the next interval: no write may come to set one.
