@@ -111,7 +111,7 @@ describe('KeyStateStore', () => {
     store.set({ ...snapshot('ü-key', -0.5), carry: Float64Array.of(1, 2) });
 
     const restored = new KeyStateStore(model, { carrySize: 2 });
-    expect(restored.restore(store.snapshot(['a'])).map((e) => e.key)).toEqual(['a']);
+    expect(restored.restore(store.snapshot(['a']))).toEqual(['a']);
     const r = restored.get('a')!;
     expect([...r.state]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect({ steps: r.steps, lastSeen: r.lastSeen, position: r.position, sequence: r.sequence, carry: [...r.carry], lastClass: r.lastClass }).toEqual({

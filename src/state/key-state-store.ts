@@ -26,7 +26,7 @@
 import { SnapshotError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
 import { z } from 'zod';
-import { decodeSnapshots, encodeSnapshots, type KeySnapshot, type SnapshotShape, type StatePosition } from './snapshot-codec.js';
+import { copyRecordState, encodeSnapshots, readSnapshots, type KeySnapshot, type SnapshotShape, type StatePosition } from './snapshot-codec.js';
 
 export type { KeySnapshot, StatePosition } from './snapshot-codec.js';
 
@@ -308,13 +308,8 @@ export class KeyStateStore {
     const i = slot & SLOT_MASK;
     c.state.set(incoming.state, i * this.stateSize);
     for (let j = 0; j < this.carrySize; j++) c.carry[i * this.carrySize + j] = j < incoming.carry.length ? incoming.carry[j]! : Number.NaN;
-    c.steps[i] = incoming.steps;
-    c.lastSeen[i] = incoming.lastSeen;
-    c.partition[i] = incoming.position ? incoming.position.partition : NONE;
-    c.offset[i] = incoming.position ? incoming.position.offset : 0;
-    c.sequence[i] = incoming.sequence;
-    c.lastClass[i] = incoming.lastClass;
-    c.residence[i] = Residence.HOST;
+    const { position } = incoming;
+    this.writeScalars(c, i, { ...incoming, partition: position ? position.partition : NONE, offset: position ? position.offset : 0 });
     this.link(slot);
   }
 
@@ -331,6 +326,13 @@ export class KeyStateStore {
   }
 
   /** Removes every key whose last event came from input `partition` (it was revoked); returns how many. */
+  /** Resident keys whose last event came from one of `partitions` (a restore's count of the keys it restored). */
+  countInPartitions(partitions: ReadonlySet<number>): number {
+    let n = 0;
+    for (const c of this.chunks) for (let i = 0; i < CHUNK_SLOTS; i++) if (c.keys[i] !== undefined && partitions.has(c.partition[i]!)) n++;
+    return n;
+  }
+
   dropPartition(partition: number): number {
     let n = 0;
     for (let slot = this.oldest; slot !== NONE; ) {
@@ -390,41 +392,47 @@ export class KeyStateStore {
   }
 
   /**
-   * Restores keys from snapshot bytes; returns the restored keys. Refuses another model's state.
-   * `accept`, when given, decides whether an incoming key state may replace one already resident
-   * (a changelog reader keeps the one that reflects the later source position).
+   * Restores keys from snapshot bytes, straight into the columns; returns the restored keys.
+   * Refuses another model's state. `accept`, when given, decides from the two positions whether
+   * an incoming key state may replace one already resident (a changelog reader keeps the one
+   * that reflects the later source position).
    */
-  restore(bytes: Uint8Array, accept?: (incoming: KeySnapshot, resident: KeySnapshot) => boolean): KeySnapshot[] {
-    const restored: KeySnapshot[] = [];
-    for (const s of decodeSnapshots(this.shape, bytes)) {
-      const resident = accept ? this.describe(s.key) : undefined;
-      if (resident && !accept!(s, resident)) continue;
-      this.set(s);
-      restored.push(s);
-    }
+  restore(bytes: Uint8Array, accept?: (incoming: StatePosition | undefined, resident: StatePosition | undefined) => boolean): string[] {
+    const restored: string[] = [];
+    const S = this.stateSize;
+    const C = this.carrySize;
+    readSnapshots(this.shape, bytes, (r) => {
+      let slot = this.slots.get(r.key);
+      if (slot !== undefined && accept && !accept(r.partition >= 0 ? { partition: r.partition, offset: r.offset } : undefined, this.positionAt(slot))) return;
+      if (slot !== undefined) this.unlink(slot);
+      else slot = this.fresh(r.key);
+      const c = this.chunkOf(slot);
+      const i = slot & SLOT_MASK;
+      copyRecordState(r, S, c.state, i * S);
+      for (let j = 0; j < C; j++) c.carry[i * C + j] = r.view.getFloat64(r.carryAt + 8 * j, true);
+      this.writeScalars(c, i, r);
+      this.link(slot);
+      restored.push(r.key);
+    });
     return restored;
   }
 
-  /** The key's snapshot with its state read only if asked for (a restore compares positions). */
-  private describe(key: string): KeySnapshot | undefined {
-    const slot = this.slots.get(key);
-    if (slot === undefined) return undefined;
+  /** A slot's key's position, as positionOf. */
+  private positionAt(slot: number): StatePosition | undefined {
     const c = this.chunkOf(slot);
     const i = slot & SLOT_MASK;
-    const partition = c.partition[i]!;
-    const store = this;
-    return {
-      key,
-      get state(): Float32Array {
-        return store.read(slot).state;
-      },
-      steps: c.steps[i]!,
-      lastSeen: c.lastSeen[i]!,
-      position: partition >= 0 ? { partition, offset: c.offset[i]! } : undefined,
-      sequence: c.sequence[i]!,
-      carry: c.carry.slice(i * this.carrySize, (i + 1) * this.carrySize),
-      lastClass: c.lastClass[i]!,
-    };
+    return c.partition[i]! >= 0 ? { partition: c.partition[i]!, offset: c.offset[i]! } : undefined;
+  }
+
+  /** A key's scalar columns, from a snapshot or a snapshot record; its current state is the host's. */
+  private writeScalars(c: SlotChunk, i: number, from: { steps: number; lastSeen: number; partition: number; offset: number; sequence: number; lastClass: number }): void {
+    c.steps[i] = from.steps;
+    c.lastSeen[i] = from.lastSeen;
+    c.partition[i] = from.partition >= 0 ? from.partition : NONE;
+    c.offset[i] = from.partition >= 0 ? from.offset : 0;
+    c.sequence[i] = from.sequence;
+    c.lastClass[i] = from.lastClass;
+    c.residence[i] = Residence.HOST;
   }
 
   /**

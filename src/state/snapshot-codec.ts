@@ -98,50 +98,115 @@ export function encodeSnapshots(shape: SnapshotShape, snapshots: Iterable<KeySna
   return buf;
 }
 
-export function decodeSnapshots(shape: SnapshotShape, bytes: Uint8Array): KeySnapshot[] {
+/**
+ * One key of snapshot bytes as readSnapshots visits it: its scalars, and where its state and
+ * carry are in `bytes` (little-endian f32 and f64), so that a reader can copy them where it wants
+ * them without a KeySnapshot in between. Valid only during the visit.
+ */
+export interface SnapshotRecord {
+  key: string;
+  steps: number;
+  lastSeen: number;
+  /** -1: no position. */
+  partition: number;
+  offset: number;
+  sequence: number;
+  lastClass: number;
+  /** Byte offsets in `bytes` of the key's state (stateSize f32) and carry (carrySize f64). */
+  stateAt: number;
+  carryAt: number;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+}
+
+/** This host's byte order is the format's: state floats can be copied as bytes. */
+export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+const MAGIC_BYTES = encoder.encode(MAGIC);
+const hashBytesOf = new Map<string, Uint8Array>();
+const sameBytes = (a: Uint8Array, from: number, b: Uint8Array): boolean => {
+  for (let i = 0; i < b.length; i++) if (a[from + i] !== b[i]) return false;
+  return true;
+};
+
+/**
+ * Checks the header of snapshot bytes against `shape` (refusing another model's state, another
+ * layout and the older format, with the reason), then calls `visit` with each key in order. One
+ * reader for decodeSnapshots and the store's restore, which copies straight into its columns:
+ * a changelog restore of 1M keys allocated a KeySnapshot, a position and two typed arrays per key.
+ */
+export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r: SnapshotRecord) => void): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const need = (n: number, o: number, what: string): void => {
     if (o + n > bytes.length) throw new SnapshotError(`snapshot truncated at byte ${o} while reading ${what}`);
   };
   need(4, 0, 'the header');
-  const magic = decoder.decode(bytes.subarray(0, 4));
-  if (magic === 'RNS1') throw new SnapshotError('state written by an older rnnstream (format RNS1, the previous event as JSON); this one reads RNS2');
-  if (magic !== MAGIC) throw new SnapshotError('not an rnnstream state snapshot (bad magic)');
+  if (!sameBytes(bytes, 0, MAGIC_BYTES)) {
+    if (decoder.decode(bytes.subarray(0, 4)) === 'RNS1') throw new SnapshotError('state written by an older rnnstream (format RNS1, the previous event as JSON); this one reads RNS2');
+    throw new SnapshotError('not an rnnstream state snapshot (bad magic)');
+  }
   need(HEADER_BYTES, 0, 'the header');
-  const hash = Buffer.from(bytes.subarray(4, 36)).toString('hex');
-  if (hash !== shape.hash) {
-    throw new SnapshotError(`snapshot was taken with model ${hash.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
+  let hash = hashBytesOf.get(shape.hash);
+  if (!hash) hashBytesOf.set(shape.hash, (hash = Uint8Array.from(Buffer.from(shape.hash, 'hex'))));
+  if (!sameBytes(bytes, 4, hash)) {
+    const theirs = Buffer.from(bytes.subarray(4, 36)).toString('hex');
+    throw new SnapshotError(`snapshot was taken with model ${theirs.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
   }
   const S = view.getUint32(36, true);
   if (S !== shape.stateSize) throw new SnapshotError(`snapshot state size ${S} != model state size ${shape.stateSize}`);
   const C = view.getUint32(40, true);
   if (C !== shape.carrySize) throw new SnapshotError(`snapshot remembers ${C} value(s) of each key's last event; this pipeline remembers ${shape.carrySize}`);
   const count = view.getUint32(44, true);
-  const out: KeySnapshot[] = [];
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const r: SnapshotRecord = { key: '', steps: 0, lastSeen: 0, partition: -1, offset: 0, sequence: 0, lastClass: -1, stateAt: 0, carryAt: 0, bytes, view };
   let o = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     need(4, o, `key ${i}`);
     const n = view.getUint32(o, true);
     need(n, o + 4, `key ${i}`);
-    const key = decoder.decode(bytes.subarray(o + 4, o + 4 + n));
+    r.key = text.toString('utf8', o + 4, o + 4 + n);
     o += 4 + n;
-    need(SCALAR_BYTES + 4 * S + 8 * C, o, `state of key "${key}"`);
-    const partition = view.getInt32(o + 16, true);
-    const snapshot = {
-      key,
-      steps: view.getFloat64(o, true),
-      lastSeen: view.getFloat64(o + 8, true),
-      position: partition >= 0 ? { partition, offset: view.getFloat64(o + 20, true) } : undefined,
-      sequence: view.getFloat64(o + 28, true),
-      lastClass: view.getInt32(o + 36, true),
-      state: new Float32Array(S),
-      carry: new Float64Array(C),
-    };
-    o += SCALAR_BYTES;
-    for (let j = 0; j < S; j++, o += 4) snapshot.state[j] = view.getFloat32(o, true);
-    for (let j = 0; j < C; j++, o += 8) snapshot.carry[j] = view.getFloat64(o, true);
-    out.push(snapshot);
+    need(SCALAR_BYTES + 4 * S + 8 * C, o, `state of key "${r.key}"`);
+    r.steps = view.getFloat64(o, true);
+    r.lastSeen = view.getFloat64(o + 8, true);
+    r.partition = view.getInt32(o + 16, true);
+    r.offset = view.getFloat64(o + 20, true);
+    r.sequence = view.getFloat64(o + 28, true);
+    r.lastClass = view.getInt32(o + 36, true);
+    r.stateAt = o + SCALAR_BYTES;
+    r.carryAt = r.stateAt + 4 * S;
+    o = r.carryAt + 8 * C;
+    visit(r);
   }
+}
+
+/** Copies a record's state floats into `into` from `at` (a memcpy where the host is little-endian). */
+export function copyRecordState(r: SnapshotRecord, stateSize: number, into: Float32Array, at: number): void {
+  if (LITTLE_ENDIAN_HOST) {
+    new Uint8Array(into.buffer, into.byteOffset + 4 * at, 4 * stateSize).set(r.bytes.subarray(r.stateAt, r.stateAt + 4 * stateSize));
+    return;
+  }
+  for (let j = 0; j < stateSize; j++) into[at + j] = r.view.getFloat32(r.stateAt + 4 * j, true);
+}
+
+export function decodeSnapshots(shape: SnapshotShape, bytes: Uint8Array): KeySnapshot[] {
+  const out: KeySnapshot[] = [];
+  readSnapshots(shape, bytes, (r) => {
+    const state = new Float32Array(shape.stateSize);
+    copyRecordState(r, shape.stateSize, state, 0);
+    const carry = new Float64Array(shape.carrySize);
+    for (let j = 0; j < shape.carrySize; j++) carry[j] = r.view.getFloat64(r.carryAt + 8 * j, true);
+    out.push({
+      key: r.key,
+      steps: r.steps,
+      lastSeen: r.lastSeen,
+      position: r.partition >= 0 ? { partition: r.partition, offset: r.offset } : undefined,
+      sequence: r.sequence,
+      lastClass: r.lastClass,
+      state,
+      carry,
+    });
+  });
   return out;
 }
 
