@@ -14,7 +14,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
@@ -51,9 +51,12 @@ interface Sample {
   readonly produced: number;
 }
 
+/** Each instance's log goes to a file beside the report too (soak-instance-N.log), for what the page cannot say. */
 function startInstance(name: string, flags: string[]): Instance {
   const child = spawn(process.execPath, ['--max-semi-space-size=64', projectPath('dist', 'src', 'cli', 'main.js'), 'run', ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
   const instance: Instance = { name, child, log: '' };
+  const file = createWriteStream(`${out.replace(/\.html$/, '')}-${name.replace(/\s+/g, '-')}.log`);
+  child.stderr!.pipe(file);
   child.stderr!.on('data', (d: Buffer) => {
     instance.log = (instance.log + d.toString()).slice(-200_000);
     const started = instance.http ? undefined : instance.log.split('\n').find((l) => l.includes('"msg":"service started"'));
