@@ -31,12 +31,8 @@ export interface TensorSpec {
   readonly dims: readonly number[];
 }
 
-/**
- * Runs the sequence graph on `slab` (its tensors described by specs), writing the outputs into
- * it; a promise where the run is asynchronous. A slab rather than arrays, so that a run can be
- * handed to another thread whole (a transferred ArrayBuffer).
- */
-export type RunSlab = (slab: ArrayBuffer, feeds: readonly TensorSpec[], fetches: readonly TensorSpec[]) => ArrayBuffer | Promise<ArrayBuffer>;
+/** Runs the sequence graph on `slab` (its tensors described by specs), writing the outputs into it. */
+export type RunSlab = (slab: ArrayBuffer, feeds: readonly TensorSpec[], fetches: readonly TensorSpec[]) => void;
 
 /** Each key's number of events: key b is in waves 0..n-1 where waveSizes[n-1] > b. */
 export function keyLengths(waveSizes: Int32Array, keys: number): Int32Array {
@@ -59,7 +55,7 @@ export function lengthRuns(lengths: Int32Array): [number, number][] {
 }
 
 export class SequenceStepper {
-  /** The slab of the last run, reused: [x | lengths | state | y | final state]. */
+  /** Every run's memory, reused: [x | lengths | state | y | final state]. */
   private slab = new ArrayBuffer(0);
 
   constructor(
@@ -69,22 +65,14 @@ export class SequenceStepper {
   ) {}
 
   /** Every wave of `mb` (without `states`), written as stepWavesOneByOne writes them. */
-  step(mb: MicroBatch): void | Promise<void> {
+  step(mb: MicroBatch): void {
     const lengths = keyLengths(mb.waveSizes, mb.keys);
     const { starts } = waveStarts(mb.waveSizes);
-    const runs = lengthRuns(lengths);
-    const from = (r: number): void | Promise<void> => {
-      for (; r < runs.length; r++) {
-        const [a, b] = runs[r]!;
-        const pending = this.stepKeys(mb, { lengths, starts, from: a, to: b });
-        if (pending) return pending.then(() => from(r + 1));
-      }
-    };
-    return from(0);
+    for (const [from, to] of lengthRuns(lengths)) this.stepKeys(mb, { lengths, starts, from, to });
   }
 
   /** Keys [from, to) of `mb` in one run. */
-  private stepKeys(mb: MicroBatch, at: { lengths: Int32Array; starts: Int32Array; from: number; to: number }): void | Promise<void> {
+  private stepKeys(mb: MicroBatch, at: { lengths: Int32Array; starts: Int32Array; from: number; to: number }): void {
     const { model, graph } = this;
     const { lengths, starts, from, to } = at;
     const I = model.inputSize;
@@ -114,19 +102,14 @@ export class SequenceStepper {
       feeds.push(spec(graph.stateInputs[s]!, layout.state + n * seg.offset, n * seg.size, [1, n, seg.size]));
       fetches.push(spec(graph.stateOutputs[s]!, layout.final + n * seg.offset, n * seg.size, [1, n, seg.size]));
     }
-    const finish = (back: ArrayBuffer): void => {
-      this.slab = back;
-      const y = new Float32Array(back, 4 * layout.y, T * n * O);
-      // Outputs back to wave order: step t of these keys is wave t's rows from..from+present-1.
-      for (let t = 0; t < T; t++) {
-        const present = Math.min(Math.max(mb.waveSizes[t]! - from, 0), n);
-        mb.output.set(y.subarray(t * n * O, (t * n + present) * O), (starts[t]! + from) * O);
-      }
-      for (const seg of model.stateSegments) rowsOf(mb.finalState, seg.offset, seg.size).set(new Float32Array(back, 4 * (layout.final + n * seg.offset), n * seg.size));
-    };
-    const back = this.runSlab(slab, feeds, fetches);
-    if (back instanceof Promise) return back.then(finish);
-    finish(back);
+    this.runSlab(slab, feeds, fetches);
+    const y = new Float32Array(slab, 4 * layout.y, T * n * O);
+    // Outputs back to wave order: step t of these keys is wave t's rows from..from+present-1.
+    for (let t = 0; t < T; t++) {
+      const present = Math.min(Math.max(mb.waveSizes[t]! - from, 0), n);
+      mb.output.set(y.subarray(t * n * O, (t * n + present) * O), (starts[t]! + from) * O);
+    }
+    for (const seg of model.stateSegments) rowsOf(mb.finalState, seg.offset, seg.size).set(new Float32Array(slab, 4 * (layout.final + n * seg.offset), n * seg.size));
   }
 }
 
@@ -139,9 +122,12 @@ export function inThreadRunner(
   return (slab, feedSpecs, fetchSpecs) => {
     const feeds: Record<string, unknown> = {};
     for (const t of feedSpecs) feeds[t.name] = tensor(t.type, view(slab, t), t.dims);
-    const outputs = fetchSpecs.map((t) => [t.name, view(slab, t)] as const);
     const fetches: Record<string, unknown> = {};
-    for (const [name, into] of outputs) fetches[name] = tensor('float32', into, fetchSpecs.find((t) => t.name === name)!.dims);
+    const outputs = fetchSpecs.map((t) => {
+      const into = view(slab, t);
+      fetches[t.name] = tensor(t.type, into, t.dims);
+      return [t.name, into] as const;
+    });
     const results = run(feeds, fetches);
     // onnxruntime-node writes pre-allocated outputs in place; a version that hands back copies
     // instead has them copied.
@@ -149,6 +135,5 @@ export function inThreadRunner(
       const got = results[name]?.data as Float32Array | undefined;
       if (got && got.buffer !== slab) into.set(got.subarray(0, into.length));
     }
-    return slab;
   };
 }

@@ -155,23 +155,37 @@ export function toPredictionRecord(
     step.previousClass >= 0 ? names[step.previousClass] : undefined,
     step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined,
   ) ?? (step.ended && pipeline.outcomeAtEnd && typeof prediction === 'string' ? prequential?.score(prediction, pipeline.outcomeAtEnd(item.event)) : undefined);
+  const top = pipeline.topK !== undefined && model.head.kind === 'softmax' ? topIndices(out, pipeline.topK) : undefined;
+  return recordOf(pipeline, step, item, { prediction, topClass, top, head: model.head.kind, names, score, final: undefined });
+}
+
+/**
+ * The record both kinds of prediction share: every field always present (undefined where it does
+ * not apply), so that every record has one shape, and no spread per event.
+ */
+function recordOf(
+  pipeline: PipelineDefinition,
+  step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
+  item: Extract<Decoded<unknown>, { kind: 'event' }>,
+  made: Pick<PredictionRecord, 'prediction' | 'topClass' | 'top' | 'head' | 'names' | 'final'> & { readonly score: PrequentialScore | undefined },
+): PredictionRecord {
   return {
     kind: 'prediction',
     key: step.key,
     seq: step.seq,
-    prediction,
-    // Always present (undefined without a rule or topK): one record shape, and no spread per event.
-    topClass,
-    top: pipeline.topK !== undefined && model.head.kind === 'softmax' ? topIndices(out, pipeline.topK) : undefined,
-    head: model.head.kind,
-    names,
-    output: out,
+    prediction: made.prediction,
+    topClass: made.topClass,
+    top: made.top,
+    head: made.head,
+    names: made.names,
+    output: step.output,
     label: pipeline.label?.(item.event),
-    prequential: score,
+    prequential: made.score,
     state: step.captured,
     ended: step.ended,
     source: item.source,
     sequenceGap: step.gap,
+    final: made.final,
   };
 }
 
@@ -184,24 +198,7 @@ function transcriptRecord(
 ): PredictionRecord {
   const { text, final } = step.decoded as { text: string; final: boolean };
   const score = step.ended && pipeline.outcomeAtEnd ? prequential?.score(text, pipeline.outcomeAtEnd(item.event)) : undefined;
-  return {
-    kind: 'prediction',
-    key: step.key,
-    seq: step.seq,
-    prediction: text,
-    topClass: undefined,
-    top: undefined,
-    head: 'ctc',
-    names: [],
-    output: step.output,
-    label: pipeline.label?.(item.event),
-    prequential: score,
-    state: step.captured,
-    ended: step.ended,
-    source: item.source,
-    sequenceGap: step.gap,
-    final,
-  };
+  return recordOf(pipeline, step, item, { prediction: text, topClass: undefined, top: undefined, head: 'ctc', names: [], score, final });
 }
 
 /** The indices of the k largest values, largest first (ties: the lower index first). */
