@@ -17,6 +17,7 @@ import { createSerial } from '../src/adapters/kafka/serial.js';
 import { createRng } from '../src/core/prng.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
 import {
+  assignedTo,
   brokerControl,
   comparePredictions,
   exited,
@@ -152,16 +153,6 @@ async function expectExactlyOnce(t: Topics, harness = h, input = mixed): Promise
   expect(deadSources.size).toBe(input.bad);
   return { predictions: predictions.length, deadLetters: dead.messages.length };
 }
-
-/** The partitions of the instance's latest assignment, from its log. */
-const assignedTo = (service: { output: () => string }): number[] | undefined => {
-  const last = service
-    .output()
-    .split('\n')
-    .filter((l) => l.includes('"msg":"partitions assigned"'))
-    .at(-1);
-  return last ? (JSON.parse(last) as { partitions: number[] }).partitions : undefined;
-};
 
 /** Exactly once, throttled so that each test acts mid-stream (about 100 events/s). */
 const exactlyOnce = (t: Topics, extra: Record<string, unknown> = {}): string => h.throttled(t, { guarantee: 'exactly-once', ...extra });

@@ -5,19 +5,12 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { exited, freshTopics, spawnService, splitFixture, topicSize, waitFor } from './support/kafka.js';
+import { assignedTo, exited, freshTopics, spawnService, splitFixture, topicSize, waitFor } from './support/kafka.js';
 
 let h: BallHarness;
 beforeAll(async () => {
   h = await ballHarness();
 }, 60_000);
-
-/** The partitions of the instance's latest assignment, from its log. */
-const assignedTo = (service: { output: () => string }): number[] | undefined => {
-  const lines = service.output().split('\n').filter((l) => l.includes('"msg":"partitions assigned"'));
-  const last = lines.at(-1);
-  return last ? (JSON.parse(last) as { partitions: number[] }).partitions : undefined;
-};
 
 describe('rebalancing a real consumer group', () => {
   it('1 instance, then 3, then 1 again, mid-stream: state follows partitions and the output equals replay', async () => {
@@ -32,10 +25,15 @@ describe('rebalancing a real consumer group', () => {
       await waitFor('instance a to predict', async () => (await topicSize(h.brokers, t.outputTopic)) > 100, 60_000);
       extra.push(spawnService(['--config', config]), spawnService(['--config', config]));
       h.produceFixture(t, second);
-      // Scaled out: all three own partitions, so each has a share of the input's four.
-      await waitFor('the group to spread over three instances', async () => [a, ...extra].every((s) => (assignedTo(s)?.length ?? 0) > 0), 60_000);
-      const spread = [a, ...extra].map((s) => assignedTo(s)!);
-      expect(spread.flat().sort()).toEqual([0, 1, 2, 3]);
+      // Scaled out: all three own partitions, so each has a share of the input's four. Two
+      // newcomers mean up to two rebalances, and each instance logs its own assignment when its
+      // part of a rebalance ends: read the logs only once they agree (every partition owned
+      // exactly once, by three owners), or the earlier generation is read beside the later one.
+      const spreadNow = (): number[][] => [a, ...extra].map((s) => assignedTo(s) ?? []);
+      const settled = (spread: number[][]): boolean =>
+        spread.every((p) => p.length > 0) && JSON.stringify(spread.flat().sort()) === JSON.stringify([0, 1, 2, 3]);
+      await waitFor('the group to spread over three instances', async () => settled(spreadNow()), 60_000);
+      expect(spreadNow().flat().sort()).toEqual([0, 1, 2, 3]);
       await waitFor('the three to work on the second part', async () => (await topicSize(h.brokers, t.outputTopic)) > h.events / 2, 90_000);
       // Scaled in: two leave gracefully; a takes every partition back with its state.
       for (const s of extra) s.kill('SIGTERM');

@@ -288,6 +288,16 @@ export function healthOf(httpAddress: string, path: '/healthz' | '/readyz' = '/h
   });
 }
 
+/** The partitions of a service's latest assignment, from its log (undefined before its first). */
+export function assignedTo(service: { output: () => string }): number[] | undefined {
+  const last = service
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"msg":"partitions assigned"'))
+    .at(-1);
+  return last ? (JSON.parse(last) as { partitions: number[] }).partitions : undefined;
+}
+
 /** The http address a spawned service logged at start-up, once it has. */
 export async function httpAddressOf(service: { output: () => string }, timeoutMs = 60_000): Promise<string> {
   let address: string | undefined;
