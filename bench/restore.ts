@@ -24,6 +24,7 @@ import { projectPath } from '../src/paths.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
 import { decodeSnapshots, type KeySnapshot } from '../src/state/snapshot-codec.js';
 import { benchBroker } from './broker.js';
+import { writeChangelog } from './changelog-fixture.js';
 import { median } from './stats.js';
 
 const args = process.argv.slice(2);
@@ -35,43 +36,6 @@ const PARTITIONS = 4;
 const model = loadModelFile(projectPath('pipelines', 'ball-direction', 'model.json'));
 // The ball pipeline's store: its carry is (x, y).
 const storeOf = (): KeyStateStore => new KeyStateStore(model, { capacity: keys + 1, carrySize: 2 });
-
-/** The changelog as the service writes it: every key's latest snapshot, one record each. */
-async function writeChangelog(kafka: Kafka, topic: string): Promise<{ seconds: number; bytes: number }> {
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] });
-  await admin.disconnect();
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
-  await producer.connect();
-  const encoder = storeOf();
-  const rng = createRng(26);
-  const started = performance.now();
-  let bytes = 0;
-  const BATCH = 5000;
-  for (let from = 0; from < keys; from += BATCH) {
-    const messages = [];
-    for (let k = from; k < Math.min(keys, from + BATCH); k++) {
-      const partition = k % PARTITIONS;
-      const snapshot: KeySnapshot = {
-        key: `ball-${k}`,
-        state: Float32Array.from({ length: model.stateSize }, () => rng.normal() * 0.5),
-        steps: 1 + (k % 70),
-        lastSeen: 0,
-        position: { partition, offset: k },
-        sequence: k % 70,
-        carry: Float64Array.of(rng.next(), rng.next()),
-        lastClass: k % 8,
-      };
-      const value = Buffer.from(encoder.encode([snapshot]));
-      bytes += value.length;
-      messages.push({ key: snapshot.key, value, partition });
-    }
-    await producer.send({ topic, messages, acks: -1 });
-  }
-  await producer.disconnect();
-  return { seconds: (performance.now() - started) / 1000, bytes };
-}
 
 interface Run {
   readonly seconds: number;
@@ -128,7 +92,9 @@ async function main(): Promise<void> {
     const kafka = new Kafka({ clientId: 'rnnstream-bench-restore', brokers: broker.list.split(','), logLevel: logLevel.NOTHING });
     const given = args.includes('--topic') ? args[args.indexOf('--topic') + 1]! : undefined;
     const topic = given ?? `restore-bench-${randomUUID()}.changelog`;
-    const written = given ? { seconds: 0, bytes: Number.NaN } : await writeChangelog(kafka, topic);
+    const written = given
+      ? { seconds: 0, bytes: Number.NaN }
+      : await writeChangelog({ kafka, topic, keys, partitions: PARTITIONS, store: storeOf(), position: (k) => ({ partition: k % PARTITIONS, offset: k }) });
     if (!given) process.stderr.write(`wrote ${keys} keys (${(written.bytes / 1e6).toFixed(1)} MB of snapshots) to ${topic} in ${written.seconds.toFixed(1)} s\n`);
     const results: Run[] = [];
     for (let r = 0; r < runs; r++) {

@@ -105,6 +105,49 @@ describe('KeyStateStore', () => {
     expect(store.positionOf('p1-a')).toEqual({ partition: 1, offset: 5 });
   });
 
+  it("adopts a standby copy's keys whole (its chunks), every field intact, and goes on allocating without touching them", () => {
+    const copy = new KeyStateStore(model, { carrySize: 2 });
+    const active = new KeyStateStore(model, { carrySize: 2 });
+    const full = { ...snapshot('a', 0), state: Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8), steps: 3, lastSeen: 10, position: { partition: 1, offset: 17 }, sequence: 41, carry: Float64Array.of(0.25, -3), lastClass: 5 };
+    copy.set(full);
+    for (let k = 0; k < CHUNK_SLOTS + 10; k++) copy.set(snapshot(`c${k}`, k % 7, { position: { partition: 1, offset: k } }));
+    copy.delete('c3'); // a free slot inside the copy's chunks
+    active.set(snapshot('d', 4, { position: { partition: 0, offset: 1 } }));
+    const n = copy.size;
+    expect(active.adopt(copy)).toBe(n);
+    expect(copy.size).toBe(0);
+    expect(active.size).toBe(n + 1);
+    expect(active.get('a')).toEqual(full);
+    expect([...active.get(`c${CHUNK_SLOTS + 9}`)!.state]).toEqual(new Array(8).fill((CHUNK_SLOTS + 9) % 7));
+    // Recency: this store's keys first, then the copy's in its order.
+    const order = [...active.keys()];
+    expect(order.slice(0, 3)).toEqual(['d', 'a', 'c0']);
+    expect(order.at(-1)).toBe(`c${CHUNK_SLOTS + 9}`);
+    // New keys take free slots, never an adopted key's.
+    for (let k = 0; k < 2 * CHUNK_SLOTS; k++) active.set(snapshot(`new${k}`, 1));
+    expect(active.size).toBe(n + 1 + 2 * CHUNK_SLOTS);
+    expect(active.get('a')).toEqual(full);
+    expect([...active.get('d')!.state]).toEqual(new Array(8).fill(4));
+    expect(active.dropPartition(1)).toBe(n);
+    expect(() => new KeyStateStore(other, { carrySize: 2 }).adopt(active)).toThrow(SnapshotError);
+  });
+
+  it('adopts key by key when a key is in both stores (the copy wins) or the capacity would be passed', () => {
+    const copy = new KeyStateStore(model);
+    const active = new KeyStateStore(model, { capacity: 3 });
+    copy.set(snapshot('b', 2, { position: { partition: 1, offset: 18 } }));
+    copy.set(snapshot('c', 3, { position: { partition: 1, offset: 19 } }));
+    active.set(snapshot('b', 9, { position: { partition: 1, offset: 2 } }));
+    active.set(snapshot('d', 4, { position: { partition: 0, offset: 1 } }));
+    expect(active.adopt(copy)).toBe(2);
+    expect([...active.keys()]).toEqual(['d', 'b', 'c']);
+    expect(active.positionOf('b')).toEqual({ partition: 1, offset: 18 });
+    const more = new KeyStateStore(model);
+    more.set(snapshot('e', 5, { position: { partition: 1, offset: 20 } }));
+    expect(active.adopt(more)).toBe(1);
+    expect([...active.keys()]).toEqual(['b', 'c', 'e']); // d, the least recently used, evicted
+  });
+
   it('round-trips one key or all keys through snapshot bytes, with position, sequence, carry and class', () => {
     const store = new KeyStateStore(model, { carrySize: 2 });
     store.set({ ...snapshot('a', 0), state: Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8), steps: 3, lastSeen: 10, position: { partition: 1, offset: 17 }, sequence: 41, carry: Float64Array.of(0.25, -3), lastClass: 5 });

@@ -184,6 +184,31 @@ describe('TransactionalSink', () => {
     await expect(sink.flush()).resolves.toBeUndefined();
   });
 
+  it('after abort(), flush() ends and nothing is pumped again: no loop of microtasks that starves the timers', async () => {
+    const { store, tx, sink } = setup();
+    await sink.prepare(0);
+    await sink.prepare(1);
+    sink.write(prediction(store, 'k1', 0, 10));
+    sink.write(prediction(store, 'k2', 1, 20));
+    await settle();
+    const open = tx.gate(); // the commits hang, as through a dead coordinator
+    const flushing = sink.flush();
+    await settle();
+    sink.abort();
+    // The hung commit then fails retriably: its transaction stays cut, and was pumped again.
+    tx.failNext(new TransactionError('The group coordinator is not available', 0, false, true));
+    open();
+    // A timer must get its turn: before the fix flush() looped on microtasks for ever (100 % CPU).
+    let timerRan = false;
+    setTimeout(() => (timerRan = true), 0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(timerRan).toBe(true);
+    await expect(flushing).resolves.toBeUndefined();
+    const calls = tx.log.length;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(tx.log.length).toBe(calls);
+  });
+
   it('a record the broker can never take fails the sink', async () => {
     const { store, tx, sink } = setup();
     await sink.prepare(0);

@@ -23,7 +23,7 @@ import type { SourcePosition } from '../operators/records.js';
 import type { PipelineDefinition } from '../pipeline/define.js';
 import { predict, type PipelineOutput, type PredictOptions } from '../pipeline/predict.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
-import type { PartitionHost, Sink, Source, StateRestorer } from './types.js';
+import type { PartitionHost, Rejoin, Sink, Source, StateRestorer } from './types.js';
 
 export interface RunnerParts {
   readonly source: Source;
@@ -35,6 +35,11 @@ export interface RunnerParts {
   /** The operator chain's options (the store is the one above). */
   readonly predict: Omit<PredictOptions, 'store'>;
   readonly logger?: Logger;
+  /**
+   * How long a rejoin after lost partitions may take to drain what is in flight (see
+   * Source.restart); past it the run fails. Unset: no deadline.
+   */
+  readonly rejoinDrainTimeoutMs?: number;
   /** Partitions whose outputs the sink dropped (see Sink.onLost), for metrics. */
   readonly onLost?: (partitions: readonly number[]) => void;
 }
@@ -144,12 +149,17 @@ export function runPipeline(parts: RunnerParts): PipelineRun {
       failed?.(new RnnStreamError(`outputs of partitions ${lost.join(', ')} were dropped (${reason}) and this source cannot rejoin`));
       return;
     }
-    const whenDrained = async (): Promise<void> => {
-      await inFlight.idle(-1);
-      await sink.flush();
-      for (const p of lost) store.dropPartition(p);
+    const rejoin: Rejoin = {
+      drain: async () => {
+        await inFlight.idle(-1);
+        await sink.flush();
+      },
+      forget: (partitions) => {
+        for (const p of partitions) store.dropPartition(p);
+      },
+      drainTimeoutMs: parts.rejoinDrainTimeoutMs ?? Number.POSITIVE_INFINITY,
     };
-    source.restart(lost, whenDrained).catch((err: Error) => failed?.(err));
+    source.restart(lost, rejoin).catch((err: Error) => failed?.(err));
   };
 
   const chain = predict(parts.pipeline, parts.model, { ...parts.predict, store });

@@ -46,9 +46,20 @@ export interface Source {
   /**
    * Leaves and rejoins (a Kafka consumer group): every partition is assigned anew, and the
    * partitions in `lost` (whose outputs were dropped) are prepared again from their committed
-   * position. Resolves when the source is consuming again.
+   * position. Resolves when the source is consuming again; rejects if the drain outlasts its
+   * deadline. Partitions lost while a restart is under way join it.
    */
-  restart?(lost: readonly number[], whenDrained: () => Promise<void>): Promise<void>;
+  restart?(lost: readonly number[], rejoin: Rejoin): Promise<void>;
+}
+
+/** What a source's restart asks of the runner. */
+export interface Rejoin {
+  /** Resolves once what is in flight has been stepped and made durable (or dropped). */
+  drain(): Promise<void>;
+  /** After the drain: forgets the state of every partition lost up to then (also those lost while draining). */
+  forget(partitions: readonly number[]): void;
+  /** The drain's deadline (ms); past it the restart rejects rather than stay paused, owning partitions it does not serve. */
+  readonly drainTimeoutMs: number;
 }
 
 /** Counts of one batch of outputs made durable, by kind (each is one input event). */

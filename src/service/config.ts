@@ -122,6 +122,13 @@ export const serviceConfigSchema = z
      */
     producerThread: z.boolean().default(true),
     fromBeginning: z.boolean().default(true),
+    /**
+     * Standby replicas (Kafka Streams' num.standby.replicas): each input partition's state is
+     * kept warm by this many other members, which tail its changelog; when its owner dies, the
+     * member that takes it over reads only the changelog's tail. Each copy costs the memory of
+     * the keys it holds. 0: none (a new owner reads the whole changelog partition).
+     */
+    standbyReplicas: z.int().min(0).max(8).default(0),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),
     /** How often the service checks the cluster for /healthz (brokers gone, partitions offline or under-replicated). */
@@ -131,6 +138,13 @@ export const serviceConfigSchema = z
      * this long: /healthz says degraded and /readyz not ready, with the reason.
      */
     stallTimeoutMs: z.int().min(100).default(30_000),
+    /**
+     * Exactly once, a partition whose producer was fenced is lost: the service drains what is in
+     * flight and rejoins the group. A drain that takes longer (outputs that cannot be made
+     * durable) stops the service with the reason (exit 1): a restart resumes from what is
+     * committed, where staying paused would hold partitions and serve none.
+     */
+    rejoinDrainTimeoutMs: z.int().min(1000).default(120_000),
     /**
      * The most a stop (SIGTERM) takes, outage or not: it flushes and commits what it can in that
      * time; the process then exits 0 if everything was flushed, 1 if not.
@@ -217,6 +231,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_REPLICATION_FACTOR: (v) => ({ replicationFactor: Number(v) }),
   RNNSTREAM_BACKEND: (v) => ({ backend: v }),
   RNNSTREAM_KEY_CAPACITY: (v) => ({ keyCapacity: Number(v) }),
+  RNNSTREAM_STANDBY_REPLICAS: (v) => ({ standbyReplicas: envNumber(v) }),
   RNNSTREAM_OOS_THRESHOLD: (v) => ({ outOfScopeThreshold: envNumber(v) }),
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),

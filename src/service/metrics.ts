@@ -62,6 +62,13 @@ export class ServiceMetrics {
     registers: [this.registry],
   });
   readonly modelInfo = new Gauge({ name: 'rnnstream_model_info', help: 'The model being served (always 1): its pipeline, name and sha256', labelNames: ['pipeline', 'model', 'hash'], registers: [this.registry] });
+  private standbyKeysNow: () => number = () => 0;
+  readonly standbyKeys: Gauge = new Gauge({
+    name: 'rnnstream_standby_keys',
+    help: 'Keys held as standby copies of partitions other members own (--standby-replicas), warm for a failover',
+    registers: [this.registry],
+    collect: (): void => this.standbyKeys.set(this.standbyKeysNow()),
+  });
   readonly restoreRefusedKeys = new Counter({
     name: 'rnnstream_restore_refused_keys_total',
     help: "Keys whose latest changelog record was refused in a restore (written by another model, or unreadable): each started again from zero state",
@@ -121,6 +128,11 @@ export class ServiceMetrics {
 
   reportHealthFrom(health: () => Pick<Health, 'status' | 'ready'>): void {
     this.healthNow = health;
+  }
+
+  /** Where rnnstream_standby_keys reads its count when scraped. */
+  standbyKeysFrom(count: () => number): void {
+    this.standbyKeysNow = count;
   }
 
   constructor() {

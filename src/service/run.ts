@@ -14,6 +14,7 @@ import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backe
 import { RnnStreamError } from '../core/errors.js';
 import { loadModelFile } from '../core/model.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
+import { StandbyPlacement } from '../adapters/kafka/standby.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import { ConsumerLagMonitor } from '../adapters/kafka/consumer-lag.js';
@@ -239,7 +240,8 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
 }
 
 /** The changelog reader; its start (joining a group of its own) is part of the service's start. */
-function createRestorer(config: Config, clients: Clients, store: KeyStateStore, logger: Logger, metrics: ServiceMetrics): ChangelogRestorer {
+function createRestorer(config: Config, clients: Clients, stores: { store: KeyStateStore; standbyStore: (() => KeyStateStore) | undefined }, logger: Logger, metrics: ServiceMetrics): ChangelogRestorer {
+  const { store, standbyStore } = stores;
   const report = (r: { seconds: number; keys: number }): void => {
     metrics.restoreSeconds.set(r.seconds);
     metrics.restoredKeys.inc(r.keys);
@@ -251,6 +253,7 @@ function createRestorer(config: Config, clients: Clients, store: KeyStateStore, 
     changelogTopic: config.changelogTopic,
     group: config.group,
     store,
+    standbyStore,
     logger,
     onRestored: report,
     onProgress: (p) => {
@@ -297,7 +300,8 @@ function watchCluster(config: Config, clients: Clients, adminCalls: Serial, logg
 }
 
 /** Consumer lag of every owned partition, into the metrics (a partition no longer owned loses its series). */
-function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: () => readonly number[], metrics: ServiceMetrics, logger: Logger): ConsumerLagMonitor {
+function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: () => readonly number[], parts: { metrics: ServiceMetrics; stalls: StallWatch; logger: Logger }): ConsumerLagMonitor {
+  const { metrics, stalls, logger } = parts;
   return new ConsumerLagMonitor({
     admin: clients.healthAdmin,
     adminCalls,
@@ -308,7 +312,8 @@ function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: (
     logger,
     onLag: (lag) => {
       metrics.consumerLag.reset();
-      for (const [partition, records] of lag) metrics.consumerLag.set({ topic: config.inputTopic, partition: String(partition) }, records);
+      for (const [partition, { records }] of lag) metrics.consumerLag.set({ topic: config.inputTopic, partition: String(partition) }, records);
+      stalls.lagPolled(lag);
     },
   });
 }
@@ -408,6 +413,10 @@ async function start(parts: StartParts): Promise<RunningService> {
   const { resolved, logger, metrics, pipeline, model, backend, startUp } = parts;
   const { config } = resolved;
   const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
+  // Standby copies are kept apart, one store per partition: their keys are not served, and
+  // dropping a revoked partition from the service's store must not touch them. Never evicted by
+  // idleness: they see no events.
+  const standbyStore = config.standbyReplicas > 0 ? () => stateStoreFor(pipeline, model, { capacity: config.keyCapacity }) : undefined;
   const prequential = prequentialFor(pipeline, model);
   const outOfScope = outOfScopeRule(pipeline, model, config.outOfScopeThreshold);
   metrics.modelInfo.set({ pipeline: pipeline.name, model: model.name, hash: model.hash }, 1);
@@ -441,7 +450,12 @@ async function start(parts: StartParts): Promise<RunningService> {
   };
   const healthCalls = createSerial();
   const clusterHealth = watchCluster(config, clients, healthCalls, logger, onBroken);
-  const restorer = createRestorer(config, clients, store, logger, metrics);
+  const restorer = createRestorer(config, clients, { store, standbyStore }, logger, metrics);
+  metrics.standbyKeysFrom(() => restorer.standbyKeys);
+  const placement = standbyStore
+    ? new StandbyPlacement({ admin: clients.admin, adminCalls: clients.adminCalls, group: config.group, topic: config.inputTopic, replicas: config.standbyReplicas, logger, onPlaced: (partitions) => restorer.standbyFor(partitions) })
+    : undefined;
+  startUp.add(() => placement?.stop());
   startUp.add(() => clusterHealth.stop());
   startUp.add(() => restorer.stop());
   await allOrFirstFailure([clusterHealth.start(), restorer.start()]);
@@ -454,7 +468,10 @@ async function start(parts: StartParts): Promise<RunningService> {
   const source = new KafkaSource(consumer, { topic: config.inputTopic, fromBeginning: config.fromBeginning, queue }, logger, {
     onFetch: () => stalls.fetched(),
     onEventsIn: (n) => metrics.eventsIn.inc(n),
-    onAssigned: (partitions) => (owned = partitions),
+    onAssigned: (partitions, memberId) => {
+      owned = partitions;
+      placement?.joined(memberId);
+    },
     onConsumerDown: (err) => {
       consumerDown = err;
       if (err) metrics.consumerRestarts.inc();
@@ -472,6 +489,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     store,
     logger,
     onLost: (partitions) => metrics.partitionsLost.inc(partitions.length),
+    rejoinDrainTimeoutMs: config.rejoinDrainTimeoutMs,
     predict: {
       backend,
       prequential,
@@ -516,9 +534,9 @@ async function start(parts: StartParts): Promise<RunningService> {
     stalls,
     stallTimeoutMs: config.stallTimeoutMs,
     cluster: clusterHealth,
-    detail: () => ({ pipeline: pipeline.name, backend: backend.name, guarantee: config.guarantee, keys: store.size, inFlight: queue.size }),
+    detail: () => ({ pipeline: pipeline.name, backend: backend.name, guarantee: config.guarantee, keys: store.size, standbyKeys: restorer.standbyKeys, inFlight: queue.size }),
   });
-  const lag = watchLag(config, clients, healthCalls, () => owned, metrics, logger);
+  const lag = watchLag(config, clients, healthCalls, () => owned, { metrics, stalls, logger });
   lag.start();
   const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress, ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}) }, 'service started');
@@ -535,6 +553,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     disconnect: () => {
       clusterHealth.stop();
       lag.stop();
+      placement?.stop();
       return Promise.allSettled([disconnectClients(), sink.disconnect(), restorer.stop()]);
     },
     dispose: () => backend.dispose(),

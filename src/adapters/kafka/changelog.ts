@@ -11,6 +11,11 @@
  * (a consumer in a group of its own, owning every changelog partition) is started with the
  * service and kept: a restore seeks a partition to its beginning, resumes it, reads to the end
  * offset taken when the restore began, and pauses it again.
+ *
+ * Standby copies (see standby.ts) use the same reader: a standby partition is read without end
+ * into a store of its own (one per partition, as Kafka Streams has one per standby task). When
+ * the group gives this member that partition, its restore reads only what the copy has not read
+ * yet, then the copy's columns become part of the service's store, chunk by chunk.
  */
 import { randomUUID } from 'node:crypto';
 import type { Admin, Batch, Consumer, Kafka } from 'kafkajs';
@@ -37,6 +42,8 @@ type FetchedBatch = Batch & { readonly fetchedOffset: string; isEmptyIncludingFi
 
 export interface RestoreReport {
   readonly partitions: readonly number[];
+  /** Those of `partitions` that were standby copies here: only their changelog's tail was read. */
+  readonly fromStandby: readonly number[];
   /** Keys of the restored partitions resident after the restore. */
   readonly keys: number;
   readonly messages: number;
@@ -58,14 +65,23 @@ export interface RestoreProgress {
  * second, 285 years). BigInt per record was a tenth of a restore's time.
  */
 interface Job {
-  /** The high watermark when the restore began: the last record below it is never compacted away (it is in the active segment). */
-  readonly end: number;
+  /**
+   * The high watermark when the restore began: the last record below it is never compacted away
+   * (it is in the active segment). Infinity for a standby copy, which reads on until a restore
+   * of its partition gives it an end.
+   */
+  end: number;
   /** The next offset to apply: batches fetched before the seek to 0 are recognised and skipped. */
   next: number;
+  /** Where its records go: the service's store, or the partition's standby store. */
+  readonly target: KeyStateStore;
   messages: number;
   refused: number;
   resolve(): void;
 }
+
+/** A job that reads on without end: a standby copy no restore has claimed. */
+const isStandby = (job: Job): boolean => job.end === Number.POSITIVE_INFINITY;
 
 export interface ChangelogRestorerParts {
   readonly kafka: Kafka;
@@ -74,6 +90,8 @@ export interface ChangelogRestorerParts {
   /** The service's consumer group; the reader joins a group of its own named after it. */
   readonly group: string;
   readonly store: KeyStateStore;
+  /** Makes a store for one partition's standby copy (the same model and carry as `store`); absent: no standbys. */
+  readonly standbyStore?: () => KeyStateStore;
   readonly logger: Logger;
   /** After each restore, what it read. */
   readonly onRestored?: (r: RestoreReport) => void;
@@ -95,6 +113,13 @@ export class ChangelogRestorer implements StateRestorer {
   private readonly changelogTopic: string;
   private readonly group: string;
   private readonly store: KeyStateStore;
+  private readonly standbyStore: (() => KeyStateStore) | undefined;
+  /** Each standby partition's copy. */
+  private readonly standbys = new Map<number, KeyStateStore>();
+  /** The input partitions this member owns now (never tailed as standbys). */
+  private owned = new Set<number>();
+  /** The partitions this member should keep standby copies of. */
+  private standbyWanted = new Set<number>();
   private readonly logger: Logger;
   private readonly onRestored: (r: RestoreReport) => void;
   private readonly onProgress: (p: RestoreProgress) => void;
@@ -102,7 +127,7 @@ export class ChangelogRestorer implements StateRestorer {
   private readonly adminCalls: Serial;
 
   constructor(parts: ChangelogRestorerParts) {
-    ({ kafka: this.kafka, admin: this.admin, changelogTopic: this.changelogTopic, group: this.group, store: this.store, logger: this.logger } = parts);
+    ({ kafka: this.kafka, admin: this.admin, changelogTopic: this.changelogTopic, group: this.group, store: this.store, standbyStore: this.standbyStore, logger: this.logger } = parts);
     this.onRestored = parts.onRestored ?? (() => {});
     this.onProgress = parts.onProgress ?? (() => {});
     this.onRefused = parts.onRefused ?? (() => {});
@@ -150,6 +175,7 @@ export class ChangelogRestorer implements StateRestorer {
       return;
     }
     if (Number(batch.fetchedOffset) > job.next) return;
+    const { target } = job;
     let records = 0;
     let bytes = 0;
     for (const m of messages) {
@@ -160,12 +186,12 @@ export class ChangelogRestorer implements StateRestorer {
       records++;
       bytes += (m.value?.length ?? 0) + (m.key?.length ?? 0);
       if (!m.value) {
-        if (m.key) this.store.delete(m.key.toString());
+        if (m.key) target.delete(m.key.toString());
         continue;
       }
       job.messages++;
       try {
-        this.store.restore(m.value, notBehind);
+        target.restore(m.value, notBehind);
       } catch (err) {
         if (!(err instanceof SnapshotError)) throw err;
         this.refuse(job, m.key?.toString(), m.value, err);
@@ -184,8 +210,13 @@ export class ChangelogRestorer implements StateRestorer {
   /** Reports what was read, and what is left over every partition being restored. */
   private progress(records: number, bytes: number): void {
     let remaining = 0;
-    for (const j of this.jobs.values()) remaining += Math.max(0, j.end - j.next);
-    this.onProgress({ records, bytes, remainingRecords: remaining, partitionsInProgress: this.jobs.size });
+    let restoring = 0;
+    for (const j of this.jobs.values()) {
+      if (isStandby(j)) continue;
+      remaining += Math.max(0, j.end - j.next);
+      restoring++;
+    }
+    this.onProgress({ records, bytes, remainingRecords: remaining, partitionsInProgress: restoring });
   }
 
   /**
@@ -197,9 +228,9 @@ export class ChangelogRestorer implements StateRestorer {
   private refuse(job: Job, messageKey: string | undefined, bytes: Buffer, err: SnapshotError): void {
     const peeked = peekSnapshotPositions(bytes) ?? (messageKey === undefined ? [] : [{ key: messageKey, position: undefined }]);
     for (const { key, position } of peeked) {
-      const resident = this.store.positionOf(key);
+      const resident = job.target.positionOf(key);
       if (resident && statePositionAtLeast(position, resident) === false) continue; // an older record: changes nothing
-      this.store.delete(key);
+      job.target.delete(key);
       job.refused++;
       this.onRefused(key);
       if (job.refused === 1) this.logger.warn({ key, reason: err.message }, 'changelog state refused: the key starts again from zero state (counted in rnnstream_restore_refused_keys_total)');
@@ -227,9 +258,64 @@ export class ChangelogRestorer implements StateRestorer {
     job.resolve();
   }
 
-  /** Reads `partition`'s changelog partition into the store, from its start to its end now. */
+  /**
+   * Reads `partition`'s changelog partition into the store, from its start to its end now; or,
+   * when this member kept a standby copy of it, from where the copy has read to its end now.
+   */
   restore(partition: number): Promise<void> {
     return this.read([partition]);
+  }
+
+  /** The input partitions this member owns now: a standby copy of one of them waits for its restore. */
+  assigned(partitions: readonly number[]): void {
+    this.owned = new Set(partitions);
+  }
+
+  /**
+   * The partitions to keep standby copies of from now on (see standby.ts). A new one is read
+   * from its start into the standby store; one no longer wanted is dropped from it. One this
+   * member owns, or whose restore is under way, is left to the restore: a member given the
+   * partitions it kept copies of is placed no copies of them, and that placement comes before
+   * their restores, which would then have read everything.
+   */
+  standbyFor(partitions: readonly number[]): void {
+    const standbyStore = this.standbyStore;
+    if (!standbyStore) return;
+    this.standbyWanted = new Set(partitions);
+    for (const [p, job] of [...this.jobs]) {
+      if (!isStandby(job) || this.standbyWanted.has(p) || this.owned.has(p)) continue;
+      this.jobs.delete(p);
+      this.reader?.pause([{ topic: this.changelogTopic, partitions: [p] }]);
+      this.standbys.delete(p);
+    }
+    for (const p of this.standbyWanted) if (!this.jobs.has(p) && !this.owned.has(p)) void this.tail(p, standbyStore);
+  }
+
+  /** Keys held as standby copies (not serving). */
+  get standbyKeys(): number {
+    let n = 0;
+    for (const s of this.standbys.values()) n += s.size;
+    return n;
+  }
+
+  /** Starts reading changelog partition `partition` without end into a standby store of its own. */
+  private async tail(partition: number, standbyStore: () => KeyStateStore): Promise<void> {
+    try {
+      await this.start();
+      const offsets = await this.adminCalls(() => this.admin.fetchTopicOffsets(this.changelogTopic));
+      const low = offsets.find((o) => o.partition === partition)?.low;
+      // Placed elsewhere, owned or being restored meanwhile: nothing to start.
+      if (low === undefined || this.jobs.has(partition) || !this.standbyWanted.has(partition) || this.owned.has(partition)) return;
+      const standby = standbyStore();
+      this.standbys.set(partition, standby);
+      this.jobs.set(partition, { end: Number.POSITIVE_INFINITY, next: Number(low), target: standby, messages: 0, refused: 0, resolve: () => {} });
+      this.reader!.seek({ topic: this.changelogTopic, partition, offset: low });
+      this.reader!.resume([{ topic: this.changelogTopic, partitions: [partition] }]);
+      this.logger.info({ partition, topic: this.changelogTopic }, 'keeping a standby copy');
+    } catch (err) {
+      // The next placement (a rebalance) tries again; meanwhile the partition has no warm copy.
+      this.logger.warn({ partition, err: (err as Error).message }, 'a standby copy could not be started');
+    }
   }
 
   private async read(partitions: number[]): Promise<void> {
@@ -250,24 +336,32 @@ export class ChangelogRestorer implements StateRestorer {
     let messages = 0;
     let refused = 0;
     const waits: Promise<void>[] = [];
+    const fromStandby: number[] = [];
     for (const [partition, { low, end }] of ends) {
-      if (end <= low) continue;
+      const tailing = this.jobs.get(partition);
+      const standby = tailing && isStandby(tailing) ? tailing : undefined;
+      if (standby) {
+        fromStandby.push(partition);
+        // This restore's report counts what it reads, not what the copy read before.
+        standby.messages = standby.refused = 0;
+      }
+      if (end <= (standby?.next ?? low)) {
+        if (standby) this.finish(partition);
+        continue;
+      }
       waits.push(
         new Promise<void>((resolve) => {
-          const job: Job = {
-            end,
-            next: low,
-            messages: 0,
-            refused: 0,
-            resolve: () => {
-              messages += job.messages;
-              refused += job.refused;
-              resolve();
-            },
+          const job: Job = standby ?? { end, next: low, target: this.store, messages: 0, refused: 0, resolve: () => {} };
+          job.end = end;
+          job.resolve = () => {
+            messages += job.messages;
+            refused += job.refused;
+            resolve();
           };
           this.jobs.set(partition, job);
         }),
       );
+      if (standby) continue; // its reader reads on from where it is
       this.reader!.seek({ topic: this.changelogTopic, partition, offset: String(low) });
       this.reader!.resume([{ topic: this.changelogTopic, partitions: [partition] }]);
     }
@@ -276,10 +370,16 @@ export class ChangelogRestorer implements StateRestorer {
       this.progress(0, 0);
     }
     await Promise.all(waits);
+    // The standby copies, caught up, become the partitions' state.
+    for (const p of fromStandby) {
+      const copy = this.standbys.get(p);
+      this.standbys.delete(p);
+      if (copy) this.store.adopt(copy);
+    }
     // The restored partitions' keys now resident: a Set of every key restored cost as much as the
     // store's own index (a million string hashes), for one number.
     const keys = this.store.countInPartitions(new Set(ends.keys()));
-    const report = { partitions, keys, messages, refused, seconds: (performance.now() - started) / 1000 };
+    const report = { partitions, fromStandby, keys, messages, refused, seconds: (performance.now() - started) / 1000 };
     this.logger.info(report, 'state restored');
     this.onRestored(report);
   }

@@ -19,25 +19,33 @@ export interface ConsumerLagParts {
   readonly intervalMs: number;
   /** The input partitions this member owns now. */
   readonly owned: () => readonly number[];
-  /** Each owned partition's lag in records, every poll (partitions not in the map are not owned). */
-  readonly onLag: (lag: ReadonlyMap<number, number>) => void;
+  /** Each owned partition's lag, every poll (partitions not in the map are not owned). */
+  readonly onLag: (lag: ReadonlyMap<number, PartitionLag>) => void;
   readonly logger: Logger;
 }
 
+/** One owned partition's lag in one poll. */
+export interface PartitionLag {
+  /** Records after the committed offset: the log end minus the committed offset. */
+  readonly records: number;
+  /** The group's committed offset (the log start where nothing is committed): whether it moves tells progress. */
+  readonly committed: number;
+}
+
 /** One poll: lag per owned partition. */
-export async function consumerLag(parts: Pick<ConsumerLagParts, 'admin' | 'adminCalls' | 'group' | 'topic' | 'owned'>): Promise<Map<number, number>> {
+export async function consumerLag(parts: Pick<ConsumerLagParts, 'admin' | 'adminCalls' | 'group' | 'topic' | 'owned'>): Promise<Map<number, PartitionLag>> {
   const owned = parts.owned();
   if (owned.length === 0) return new Map();
   // Committed offsets first: read the other way, a commit between the two reads could make the lag negative.
   const committed = await fetchCommittedOffsets(parts.admin, { group: parts.group, topic: parts.topic }, { adminCalls: parts.adminCalls, deadlineMs: 0 });
   const ends = await parts.adminCalls(() => parts.admin.fetchTopicOffsets(parts.topic));
   const byPartition = new Map(ends.map((o) => [o.partition, o]));
-  const lag = new Map<number, number>();
+  const lag = new Map<number, PartitionLag>();
   for (const p of owned) {
     const end = byPartition.get(p);
     if (!end) continue;
     const from = committed.get(p) ?? Number(end.low);
-    lag.set(p, Math.max(0, Number(end.high) - from));
+    lag.set(p, { records: Math.max(0, Number(end.high) - from), committed: from });
   }
   return lag;
 }

@@ -23,7 +23,7 @@ import { RnnStreamError } from '../../core/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { BoundedQueue } from '../../operators/bounded-queue.js';
 import type { RawRecord, SourcePosition } from '../../operators/records.js';
-import type { PartitionHost, Source } from '../../runner/types.js';
+import type { PartitionHost, Rejoin, Source } from '../../runner/types.js';
 import { TransactionError } from './transactions.js';
 
 export interface KafkaSourceOptions {
@@ -38,8 +38,8 @@ export interface KafkaSourceHooks {
   onFetch?(): void;
   /** Records handed on (counted per batch). */
   onEventsIn?(count: number): void;
-  /** The partitions this member owns now (after each rebalance). */
-  onAssigned?(partitions: readonly number[]): void;
+  /** The partitions this member owns now, and its member id in the group (after each rebalance). */
+  onAssigned?(partitions: readonly number[], memberId: string): void;
   /** The consumer stopped on an error kafkajs does not retry (rejoining), or is back (undefined). */
   onConsumerDown?(err: Error | undefined): void;
 }
@@ -75,6 +75,8 @@ export class KafkaSource implements Source {
   private stopping = false;
   /** Not handing on (a rejoin is draining what is in flight). */
   private holding = false;
+  /** Partitions lost and not yet forgotten by a restart (see `restart`). */
+  private readonly lostPending = new Set<number>();
   private restartDelayMs = 1000;
   /** Resolves once the consumer has joined and is running (rejects if the first run fails). */
   readonly started: Promise<void>;
@@ -111,7 +113,7 @@ export class KafkaSource implements Source {
 
   private async begin(): Promise<void> {
     const { consumer } = this;
-    consumer.on(consumer.events.GROUP_JOIN, (e) => this.assign(e.payload.memberAssignment[this.options.topic] ?? []));
+    consumer.on(consumer.events.GROUP_JOIN, (e) => this.assign(e.payload.memberAssignment[this.options.topic] ?? [], e.payload.memberId));
     consumer.on(consumer.events.FETCH, () => this.hooks.onFetch?.());
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart || this.stopping) return;
@@ -146,7 +148,7 @@ export class KafkaSource implements Source {
   }
 
   /** A rebalance's outcome: the partitions owned now. */
-  private assign(partitions: readonly number[]): void {
+  private assign(partitions: readonly number[], memberId: string): void {
     const now = new Set(partitions);
     for (const p of this.owned) {
       if (now.has(p)) continue;
@@ -158,7 +160,7 @@ export class KafkaSource implements Source {
     this.owned = now;
     this.logger.info({ partitions, added }, 'partitions assigned');
     this.host!.assigned(partitions);
-    this.hooks.onAssigned?.(partitions);
+    this.hooks.onAssigned?.(partitions, memberId);
     for (const p of added) this.prepare(p);
   }
 
@@ -192,10 +194,10 @@ export class KafkaSource implements Source {
     const failures = (this.backoff.get(partition)?.failures ?? 0) + 1;
     const delay = Math.min(PREPARE_RETRY_MS * 2 ** (failures - 1), PREPARE_RETRY_CAP_MS);
     this.clearBackoff(partition);
-    this.consumer.pause([{ topic: this.options.topic, partitions: [partition] }]);
+    this.pause([partition]);
     const timer = setTimeout(() => {
       // Fetched again after the pause; its next batch tries the preparation again.
-      if (this.owned.has(partition) && !this.stopping && !this.holding) this.consumer.resume([{ topic: this.options.topic, partitions: [partition] }]);
+      if (this.owned.has(partition) && !this.stopping && !this.holding) this.resume([partition]);
     }, delay);
     timer.unref();
     this.backoff.set(partition, { failures, retryAt: Date.now() + delay, reason: err.message, timer });
@@ -292,8 +294,7 @@ export class KafkaSource implements Source {
    */
   private async waitForRoom(heartbeat: () => Promise<void>): Promise<boolean> {
     const { queue } = this.options;
-    const all = [{ topic: this.options.topic }];
-    this.consumer.pause(all);
+    this.pause();
     try {
       while (!queue.hasRoom() && !this.stopping && !this.holding) {
         await Promise.race([queue.whenReady(), tick(1000)]);
@@ -301,13 +302,37 @@ export class KafkaSource implements Source {
       }
     } finally {
       if (!this.holding) {
-        this.consumer.resume(all);
+        this.resume();
         // Partitions backing off stay paused until their own timers resume them.
         const now = Date.now();
-        for (const [partition, b] of this.backoff) if (b.retryAt > now) this.consumer.pause([{ topic: this.options.topic, partitions: [partition] }]);
+        for (const [partition, b] of this.backoff) if (b.retryAt > now) this.pause([partition]);
       }
     }
     return queue.hasRoom();
+  }
+
+  /**
+   * Pauses `partitions` (all when omitted). Between two runs of the consumer (kafkajs restarting
+   * it after a crash, in its own time) kafkajs refuses; nothing is fetched then, and a new run
+   * fetches anew, so there is nothing to pause. Refused, it threw out of a rejoin, and the
+   * failure that followed left a process spinning (see TransactionalSink.pump).
+   */
+  private pause(partitions?: number[]): void {
+    this.betweenRuns(() => this.consumer.pause([partitions ? { topic: this.options.topic, partitions } : { topic: this.options.topic }]));
+  }
+
+  /** Resumes `partitions` (all when omitted); nothing to do between runs (see pause). */
+  private resume(partitions?: number[]): void {
+    this.betweenRuns(() => this.consumer.resume([partitions ? { topic: this.options.topic, partitions } : { topic: this.options.topic }]));
+  }
+
+  private betweenRuns(call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      if (!(err instanceof Error && /not initialized/.test(err.message))) throw err;
+      this.logger.debug({ err: err.message }, 'the consumer is between runs: nothing to pause or resume');
+    }
   }
 
   async stop(): Promise<void> {
@@ -319,28 +344,60 @@ export class KafkaSource implements Source {
 
   /**
    * Leaves the group and joins again. First nothing more is handed on and what is in flight is
-   * drained (`whenDrained`: stepped, and made durable or dropped); the `lost` partitions are
-   * then forgotten, so that if the group gives them back they are prepared from what is
-   * committed. The others, if given back, go on from where they were.
+   * drained (`rejoin.drain`: stepped, and made durable or dropped); the lost partitions are then
+   * forgotten, so that if the group gives them back they are prepared from what is committed. The
+   * others, if given back, go on from where they were.
+   *
+   * A partition lost while a restart is under way joins it: it is forgotten with the others.
+   * (Ignoring it, as before, left the source handing on its records from where it was, past the
+   * outputs the sink had dropped.) A drain that outlasts its deadline rejects: a consumer paused
+   * for good, owning partitions it does not serve, is the one outcome worse than stopping, which
+   * resumes from what is committed.
    */
-  async restart(lost: readonly number[], whenDrained: () => Promise<void>): Promise<void> {
-    if (this.holding || this.stopping) return;
+  async restart(lost: readonly number[], rejoin: Rejoin): Promise<void> {
+    if (this.stopping) return;
+    for (const p of lost) this.lostPending.add(p);
+    if (this.holding) return;
     this.holding = true;
     try {
-      this.consumer.pause([{ topic: this.options.topic }]);
-      await whenDrained();
-      for (const p of lost) {
+      this.pause();
+      const drained = (async () => {
+        await rejoin.drain();
+        await this.consumer.stop();
+      })();
+      await withDeadline(drained, rejoin.drainTimeoutMs, () => {
+        const partitions = [...this.lostPending].sort((a, b) => a - b).join(', ');
+        return new RnnStreamError(
+          `rejoining after input partition(s) ${partitions} were lost: what was in flight was not made durable within ${rejoin.drainTimeoutMs} ms (rejoinDrainTimeoutMs); stopping, so that a restart resumes from what is committed`,
+        );
+      });
+      // After the stop, so that no partition lost meanwhile is left out.
+      const forget = [...this.lostPending];
+      this.lostPending.clear();
+      for (const p of forget) {
         this.owned.delete(p);
         this.next.delete(p);
         this.prepared.delete(p);
         this.clearBackoff(p);
       }
-      await this.consumer.stop();
+      rejoin.forget(forget);
     } finally {
       this.holding = false;
     }
     if (this.stopping) return;
     // A stopped consumer forgets what was paused: the next run fetches every partition.
     await this.rejoin();
+  }
+}
+
+/** `work`, or the error `expired` makes if it has not settled within `ms` (Infinity: no deadline). */
+async function withDeadline<T>(work: Promise<T>, ms: number, expired: () => Error): Promise<T> {
+  if (!Number.isFinite(ms)) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(expired()), ms)));
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -231,7 +231,10 @@ export class TransactionalSink implements Sink {
     p.pumping ??= this.sendAndCommit(partition, p).finally(() => {
       p.pumping = undefined;
       // What came meanwhile: chunks to send, or a cut to commit.
-      if (this.partitions.get(partition) === p && !this.failed && (p.current.sent < p.current.chunks.length || p.current.cut)) this.pump(partition, p);
+      // Not after a hard stop or a failure: sendAndCommit returns at once then, and pumping again
+      // from here would be a loop of microtasks that starves every timer (a soak found a
+      // process spinning at 100 % CPU, deaf to SIGTERM, after its abort).
+      if (this.partitions.get(partition) === p && !this.failed && !this.aborted && (p.current.sent < p.current.chunks.length || p.current.cut)) this.pump(partition, p);
     });
   }
 
@@ -327,9 +330,13 @@ export class TransactionalSink implements Sink {
     this.onFailure?.(err);
   }
 
-  /** Commits everything gathered so far, now; resolves when every partition's transactions are done. */
+  /**
+   * Commits everything gathered so far, now; resolves when every partition's transactions are
+   * done; rejects if the sink failed. After abort() it resolves at once, as the at-least-once
+   * sink does: the stop that aborted knows what it left uncommitted.
+   */
   async flush(): Promise<void> {
-    for (;;) {
+    while (!this.failed && !this.aborted) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
       for (const p of this.partitions.values()) p.gathering.chunk(this.topics);

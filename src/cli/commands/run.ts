@@ -30,6 +30,7 @@ export function registerRun(program: Command): void {
       .option('--guarantee <g>', 'at-least-once or exactly-once (RNNSTREAM_GUARANTEE; default at-least-once)')
       .option('--commit-interval <ms>', 'how often state and offsets are committed, in ms (RNNSTREAM_COMMIT_INTERVAL_MS; default 1000, exactly-once 100)', nonNegativeInt('--commit-interval'))
       .option('--oos-threshold <p>', "predict the out-of-scope class when the top probability is under p (RNNSTREAM_OOS_THRESHOLD; default: the model's; 0: off)", probability('--oos-threshold'))
+      .option('--standby-replicas <n>', "keep this many warm copies of each partition's state on other instances, for fast failover (RNNSTREAM_STANDBY_REPLICAS; default 0)", nonNegativeInt('--standby-replicas')),
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -48,6 +49,7 @@ export function registerRun(program: Command): void {
         guarantee: opts.guarantee,
         commitIntervalMs: opts.commitInterval,
         outOfScopeThreshold: opts.oosThreshold,
+        standbyReplicas: opts.standbyReplicas,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };

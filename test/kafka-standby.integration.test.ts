@@ -1,0 +1,73 @@
+/**
+ * Standby replicas on a real broker: with --standby-replicas 1 each of two instances keeps a warm
+ * copy of the other's partitions; after a kill -9 the survivor serves the dead one's partitions
+ * from its copies, reading only the changelog's tail, and the output equals replay.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ballHarness, type BallHarness } from './support/harness.js';
+import { assignedTo, exited, freshTopics, httpAddressOf, spawnService, splitFixture, topicSize, waitFor } from './support/kafka.js';
+
+let h: BallHarness;
+beforeAll(async () => {
+  h = await ballHarness();
+}, 60_000);
+
+interface Restore {
+  readonly partitions: number[];
+  readonly fromStandby: number[];
+  readonly keys: number;
+  readonly messages: number;
+}
+
+const restoresOf = (s: { output: () => string }): Restore[] =>
+  s
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"msg":"state restored"'))
+    .map((l) => JSON.parse(l) as Restore);
+
+const standbysOf = (s: { output: () => string }): number[] | undefined => {
+  const last = s.output().split('\n').filter((l) => l.includes('"msg":"standby partitions placed"')).at(-1);
+  return last ? (JSON.parse(last) as { partitions: number[] }).partitions : undefined;
+};
+
+describe('standby replicas', () => {
+  it("--standby-replicas 1, two instances, one killed -9 mid-stream: the survivor serves the dead one's partitions from warm copies, reading only the changelog's tail; output equals replay", async () => {
+    const t = freshTopics('standby');
+    const config = h.throttled(t, { standbyReplicas: 1 });
+    const [first, second] = splitFixture(h.fixture, 0.5);
+    h.produceFixture(t, first);
+    const a = spawnService(['--config', config]);
+    const b = spawnService(['--config', config]);
+    try {
+      // Placed once the group is stable: each keeps copies of exactly the partitions the other owns.
+      const placed = async (): Promise<boolean> => {
+        const [ownA, ownB, copyA, copyB] = [assignedTo(a), assignedTo(b), standbysOf(a), standbysOf(b)];
+        return !!(ownA?.length && ownB?.length && JSON.stringify(copyA) === JSON.stringify(ownB) && JSON.stringify(copyB) === JSON.stringify(ownA));
+      };
+      await waitFor('both to own partitions and keep copies of the other one’s', placed, 60_000);
+      const aOwned = assignedTo(a)!;
+      // Mid-stream, with a's state in b's copies (a may not have reached every partition).
+      await waitFor('both to be working', async () => (await topicSize(h.brokers, t.outputTopic)) > h.events / 4, 60_000);
+      const bHttp = await httpAddressOf(b);
+      const standbyKeys = async (): Promise<number> => Number(/^rnnstream_standby_keys (\S+)$/m.exec(await (await fetch(`${bHttp}/metrics`)).text())?.[1] ?? 0);
+      await waitFor("b's copies to hold some of a's keys", async () => (await standbyKeys()) > 0, 60_000);
+      a.kill('SIGKILL');
+      await waitFor('b to own every partition', async () => (assignedTo(b)?.length ?? 0) === 4, 60_000);
+      h.produceFixture(t, second);
+      await waitFor('every event to have a prediction', async () => (await h.distinctPredictions(t)) === h.events, 120_000);
+      // a's partitions came from b's copies: the restores that took them read fewer changelog
+      // records than they restored keys (a full read reads at least one per key).
+      const taken = restoresOf(b).filter((r) => r.fromStandby.length > 0);
+      expect(taken.flatMap((r) => r.fromStandby).sort()).toEqual([...aOwned].sort());
+      const keys = taken.reduce((n, r) => n + r.keys, 0);
+      expect(keys).toBeGreaterThan(0);
+      expect(taken.reduce((n, r) => n + r.messages, 0)).toBeLessThan(keys);
+    } finally {
+      a.kill('SIGKILL');
+      b.kill('SIGTERM');
+      expect(await exited(b)).toBe(0);
+    }
+    await h.expectOutputEqualsReplay(t);
+  }, 240_000);
+});
