@@ -15,7 +15,7 @@ import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
 import { KafkaSink } from '../src/adapters/kafka/sink.js';
 import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName } from '../src/backends/types.js';
-import { loadModelFile } from '../src/core/model.js';
+import { loadModelFile } from '../src/adapters/model-file.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { BoundedQueue } from '../src/operators/bounded-queue.js';
 import { stateStoreFor } from '../src/pipeline/predict.js';

@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { ChangelogRestorer } from '../src/adapters/kafka/changelog.js';
-import { loadModelFile } from '../src/core/model.js';
+import { loadModelFile } from '../src/adapters/model-file.js';
 import { createRng } from '../src/core/prng.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { projectPath } from '../src/paths.js';

@@ -1,5 +1,6 @@
 /** rnnstream's public API: the model, backends, state, operators and the shared pipeline chain. */
-export { parseModel, loadModelFile, describeModel, GATE_COUNT, CELL_KINDS, type RnnModel, type ModelFile, type CellKind } from './core/model.js';
+export { parseModel, describeModel, GATE_COUNT, CELL_KINDS, type RnnModel, type ModelFile, type CellKind } from './core/model.js';
+export { loadModelFile, writeModelFile } from './adapters/model-file.js';
 export { stepNetwork, stepLayer, applyHead, normalize } from './core/cells.js';
 export { randomModel, randomModelFile, type RandomModelSpec } from './core/random-model.js';
 export * from './core/errors.js';

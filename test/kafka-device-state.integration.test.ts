@@ -13,7 +13,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/observability/logger.js';
 import { resolveServiceConfig } from '../src/service/config.js';
 import { startService } from '../src/service/run.js';
-import { loadModelFile } from '../src/core/model.js';
+import { loadModelFile } from '../src/adapters/model-file.js';
 import { decodeSnapshots } from '../src/state/snapshot-codec.js';
 import { loadPipeline } from '../src/pipeline/registry.js';
 import { ballHarness, type BallHarness } from './support/harness.js';

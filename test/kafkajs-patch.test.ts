@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
+import { checkKafkajsFixes, missingKafkajsFixes } from '../src/adapters/kafka/kafkajs-fixes.js';
 
 const require = createRequire(import.meta.url);
 type Group = (args: { topic: string; partitionMetadata: unknown[]; messages: { key: string }[]; partitioner: (a: { message: { key: string } }) => number }) => Record<string, { key: string }[]>;
@@ -31,5 +32,25 @@ describe('kafkajs patch: linear groupMessagesPerPartition', () => {
     expect(Object.keys(grouped)).toEqual(['0', '1', '2', '3']);
     for (const p of [0, 1, 2, 3]) expect(grouped[p]).toEqual(messages.filter((m) => partitioner({ message: m }) === p));
     expect(group({ topic: 't', partitionMetadata: [], messages, partitioner })).toEqual({});
+  });
+});
+
+describe('the start-up check of the fixes in the kafkajs that is loaded', () => {
+  it('finds none missing in this install; in an unpatched one, finds both, and exactly once is refused with what to do', () => {
+    expect(missingKafkajsFixes()).toEqual([]);
+    // kafkajs 2.2.4 as published: none of the fixed lines.
+    const missing = missingKafkajsFixes(() => 'module.exports = () => Promise.all(requests)');
+    expect(missing.map((m) => [m.file, m.neededForExactlyOnce])).toEqual([
+      ['kafkajs/src/producer/sendMessages.js', true],
+      ['kafkajs/src/producer/groupMessagesPerPartition.js', false],
+    ]);
+    expect(missing[0]!.path).toMatch(/node_modules\/kafkajs\/src\/producer\/sendMessages\.js$/);
+    const warned: string[] = [];
+    const logger = { debug: () => {}, info: () => {}, error: () => {}, warn: (o: object, msg: string) => warned.push(msg) };
+    expect(() => checkKafkajsFixes({ guarantee: 'exactly-once', logger, missing })).toThrow(
+      /^exactly-once needs rnnstream's fix to kafkajs 2\.2\.4 in .*sendMessages\.js, which this install lacks .*npx patch-package --patch-dir node_modules\/rnnstream\/patches\), or run at-least-once$/,
+    );
+    checkKafkajsFixes({ guarantee: 'at-least-once', logger, missing });
+    expect(warned).toHaveLength(2);
   });
 });

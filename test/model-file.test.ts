@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelFileError } from '../src/core/errors.js';
-import { loadModelFile, parseModel, type ModelFile } from '../src/core/model.js';
+import { parseModel, type ModelFile } from '../src/core/model.js';
+import { loadModelFile } from '../src/adapters/model-file.js';
 import { randomModelFile } from '../src/core/random-model.js';
 
 const good = (): ModelFile =>

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadModelFile } from '../src/core/model.js';
+import { loadModelFile } from '../src/adapters/model-file.js';
 import { headlessChromium, renderedDom } from './support/chromium.js';
 import { cli } from './support/cli.js';
 

@@ -14,6 +14,7 @@ import { createGunzip } from 'node:zlib';
 import { Observable, type Subscription } from 'rxjs';
 import { UsageError } from '../core/errors.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
+import { sleep } from './sleep.js';
 import type { RawRecord } from '../operators/records.js';
 import type { PartitionHost, Source } from '../runner/types.js';
 
@@ -38,7 +39,6 @@ export function fixtureSize(file: string): number {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Opens a fixture for reading: the file stream (whose bytesRead measures progress) and the

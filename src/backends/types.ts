@@ -224,5 +224,3 @@ export async function stepWavesOneByOne(model: RnnModel, step: StepBackend['step
   }
 }
 
-/** Offset of segment `s` (by its per-key offset) in a segment-major batch state of `batch` keys. */
-export const segmentBlockOffset = (batch: number, segmentOffset: number): number => batch * segmentOffset;

@@ -145,6 +145,16 @@ export function stepLayer(layer: LayerWeights, x: ArrayLike<number>, state: Laye
   return layer.cell === 'lstm' ? { h, c } : { h };
 }
 
+/**
+ * The index of the largest of `count` values starting at `from` (the first on a tie): a
+ * softmax head's class, a CTC frame's symbol, a training example's guess.
+ */
+export function argmax(values: ArrayLike<number>, from = 0, count = values.length - from): number {
+  let best = 0;
+  for (let k = 1; k < count; k++) if (values[from + k]! > values[from + best]!) best = k;
+  return best;
+}
+
 /** (x - mean) / std per feature. */
 export function normalize(model: RnnModel, features: ArrayLike<number>, out: Float64Array | Float32Array): void {
   const { mean, std } = model.normalization;

@@ -6,6 +6,7 @@
  *
  *   [0] the previous frame's symbol (the blank at first) | [1] symbols kept (T) | [2 .. 2 + MAX) them
  */
+import { argmax } from './cells.js';
 
 /** The CTC blank is class 0 of a CTC head. */
 export const CTC_BLANK = 0;
@@ -29,8 +30,7 @@ export function ctcGreedyStep(outputs: Float32Array, rows: number, classes: numb
   let kept = state[1]!;
   let dropped = 0;
   for (let r = 0; r < rows; r++) {
-    let best = 0;
-    for (let k = 1; k < classes; k++) if (outputs[r * classes + k]! > outputs[r * classes + best]!) best = k;
+    const best = argmax(outputs, r * classes, classes);
     if (best !== CTC_BLANK && best !== previous) {
       if (kept < room) state[2 + kept++] = best;
       else dropped++;

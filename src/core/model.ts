@@ -25,14 +25,13 @@
  * The table is large (thousands of rows), so it lives in a binary file beside the JSON,
  * float32 little-endian, row-major, named with its sha256 by the JSON.
  *
- * This module is part of the pure numeric core: it imports no rxjs, kafkajs or gpu.js.
+ * This module is part of the pure numeric core: it imports no rxjs, kafkajs, gpu.js or node:
+ * module. Reading and writing model files is src/adapters/model-file.ts.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ModelFileError } from './errors.js';
-import { describeJsonError, formatZodIssues } from './validation.js';
+import { sha256Hex } from './sha256.js';
+import { formatZodIssues } from './validation.js';
 
 export const CELL_KINDS = ['rnn', 'lstm', 'gru'] as const;
 export type CellKind = (typeof CELL_KINDS)[number];
@@ -77,7 +76,7 @@ const headSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, { message: 'expected a sha256 as 64 lower-case hex digits' });
+const sha256Field = z.string().regex(/^[0-9a-f]{64}$/, { message: 'expected a sha256 as 64 lower-case hex digits' });
 
 /** Word input: an embedding of normalised words and their hashed character n-grams. */
 const wordInputSchema = z
@@ -96,7 +95,7 @@ const wordInputSchema = z
      * the last row is for a word with no row of its own (only possible with buckets = 0). `file`
      * is relative to the model file.
      */
-    table: z.object({ file: z.string().min(1), sha256: sha256Hex }).strict(),
+    table: z.object({ file: z.string().min(1), sha256: sha256Field }).strict(),
   })
   .strict();
 
@@ -278,7 +277,7 @@ function wordInputOf(input: WordInputFile, tables: ReadonlyMap<string, Uint8Arra
   const rows = wordTableRows(input);
   const expected = rows * input.dim * 4;
   if (bytes.byteLength !== expected) return `input.table.file: expected ${expected} bytes (${rows} rows of ${input.dim} float32s), "${input.table.file}" has ${bytes.byteLength}`;
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const sha256 = sha256Hex(bytes);
   if (sha256 !== input.table.sha256) return `input.table.sha256: "${input.table.file}" has sha256 ${sha256}, the model names ${input.table.sha256} (a table from another model?)`;
   const table = new Float32Array(rows * input.dim);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -305,7 +304,7 @@ function contentHash(doc: ModelFile): string {
     layers: doc.layers.map((l) => [l.cell, l.inputSize, l.hiddenSize, l.weightIh, l.weightHh, l.biasIh, l.biasHh]),
     head: doc.head,
   };
-  return createHash('sha256').update(JSON.stringify(numeric)).digest('hex');
+  return sha256Hex(JSON.stringify(numeric));
 }
 
 /**
@@ -359,49 +358,6 @@ export function parseModel(json: unknown, source = '<model>', tables: ReadonlyMa
   });
 }
 
-/** Reads and validates a model file; every failure is a `ModelFileError` naming the file. */
-export function loadModelFile(path: string): RnnModel {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ModelFileError(path, [`cannot read the file: ${(err as Error).message}`]);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new ModelFileError(path, [`not valid JSON: ${describeJsonError(text, err)}`]);
-  }
-  const tables = new Map<string, Uint8Array>();
-  const file = (json as { input?: { table?: { file?: unknown } } } | null)?.input?.table?.file;
-  if (typeof file === 'string') {
-    // Only a name beside the model: a model file cannot make rnnstream read elsewhere.
-    if (basename(file) !== file) throw new ModelFileError(path, [`input.table.file: expected a file name beside the model, got a path ("${file}")`]);
-    try {
-      tables.set(file, readFileSync(join(dirname(path), file)));
-    } catch {
-      // parseModel names the missing file.
-    }
-  }
-  return parseModel(json, path, tables);
-}
-
-/**
- * Writes a model file; with word input, its table goes to `<name>.words.f32` beside it, and the
- * JSON names that file and its sha256. The table is float32 little-endian, row-major.
- */
-export function writeModelFile(path: string, doc: ModelFile, table?: Float32Array): void {
-  if (!doc.input) {
-    writeFileSync(path, JSON.stringify(doc) + '\n');
-    return;
-  }
-  if (!table) throw new ModelFileError(path, ['input: a model with word input needs its table to be written']);
-  const named = withWordTable(doc, `${basename(path).replace(/\.json$/, '')}.words.f32`, table);
-  writeFileSync(join(dirname(path), named.doc.input!.table.file), named.bytes);
-  writeFileSync(path, JSON.stringify(named.doc) + '\n');
-}
-
 /** The table's bytes as the model file stores them (float32 little-endian). */
 export function wordTableBytes(table: Float32Array): Uint8Array {
   const bytes = new Uint8Array(table.length * 4);
@@ -414,7 +370,7 @@ export function wordTableBytes(table: Float32Array): Uint8Array {
 export function withWordTable(doc: ModelFile, file: string, table: Float32Array): { doc: ModelFile; bytes: Uint8Array; tables: Map<string, Uint8Array> } {
   if (!doc.input) throw new ModelFileError(file, ['input: the model has no word input to name a table for']);
   const bytes = wordTableBytes(table);
-  const named = { ...doc, input: { ...doc.input, table: { file, sha256: createHash('sha256').update(bytes).digest('hex') } } };
+  const named = { ...doc, input: { ...doc.input, table: { file, sha256: sha256Hex(bytes) } } };
   return { doc: named, bytes, tables: new Map([[file, bytes]]) };
 }
 

@@ -5,7 +5,7 @@
  * predict). Predictions come from the very replay path users run; events are re-read to score.
  */
 import { RnnStreamError } from '../core/errors.js';
-import { loadModelFile } from '../core/model.js';
+import { loadModelFile } from '../adapters/model-file.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import type { PredictionRecord } from '../pipeline/predict.js';
 import { replay, type ReplayOptions, type ReplaySummary } from '../replay/replay.js';

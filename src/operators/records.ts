@@ -57,4 +57,3 @@ export interface DeadLetter {
 
 export type Decoded<E> = EventRecord<E> | DeadLetter;
 
-export const isDeadLetter = (r: { readonly kind: string }): r is DeadLetter => r.kind === 'dead-letter';

@@ -4,6 +4,7 @@ import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type KeptSta
 import { CaptureLedger } from '../state/deferred-captures.js';
 import { WaveStateCapture } from '../state/lazy-snapshot.js';
 import type { Carried } from '../pipeline/define.js';
+import { argmax } from '../core/cells.js';
 import { formatZodIssues } from '../core/validation.js';
 import { RnnStreamError } from '../core/errors.js';
 import { CHUNK_SLOTS, Residence, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
@@ -558,8 +559,7 @@ class WaveStepper<In, E> {
         const n = batch.waveSizes[w]!;
         const at = starts[w]! + u;
         const out = batch.output.slice(at * O, (at + 1) * O);
-        let best = 0;
-        for (let k = 1; k < O; k++) if (out[k]! > out[best]!) best = k;
+        const best = argmax(out);
         const previousClass = c.lastClass[x]!;
         if (classify) c.lastClass[x] = best;
         const item = items[row.i]!;
@@ -684,12 +684,8 @@ class WaveStepper<In, E> {
     if (sequence) c.sequence[x] = sequence.of(event);
     for (let k = 0; k < C; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
     // A small typed array of its own lives on V8's heap and is cheaper than a view.
-    const out = new Float32Array(O);
-    let best = 0;
-    for (let k = 0; k < O; k++) {
-      out[k] = output[b * O + k]!;
-      if (out[k]! > out[best]!) best = k;
-    }
+    const out = output.slice(b * O, (b + 1) * O);
+    const best = argmax(out);
     const previousClass = c.lastClass[x]!;
     if (classify) c.lastClass[x] = best;
     const key = c.keys[x]!;

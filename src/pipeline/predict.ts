@@ -5,6 +5,7 @@
 import { map, pipe, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { StepBackend } from '../backends/types.js';
 import { RnnStreamError } from '../core/errors.js';
+import { argmax } from '../core/cells.js';
 import type { RnnModel } from '../core/model.js';
 import { utf8LengthOver } from '../core/validation.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
@@ -141,8 +142,7 @@ export function toPredictionRecord(
   let prediction: string | number;
   let topClass: string | undefined;
   if (model.head.kind === 'softmax') {
-    let best = 0;
-    for (let k = 1; k < out.length; k++) if (out[k]! > out[best]!) best = k;
+    const best = argmax(out);
     prediction = names[best]!;
     if (outOfScope) {
       topClass = prediction;

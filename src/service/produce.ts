@@ -4,6 +4,7 @@
  */
 import type { Producer } from 'kafkajs';
 import { readJsonLines, type LineValue } from '../adapters/fixture-source.js';
+import { sleep } from '../adapters/sleep.js';
 import { eventOfLine, type PipelineDefinition } from '../pipeline/define.js';
 
 export interface ProduceOptions {
@@ -20,7 +21,6 @@ export interface ProduceOptions {
 /** A request well below Kafka's default max.message.bytes (1,048,588), headers and keys included. */
 const DEFAULT_BATCH_BYTES = 900_000;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function produceFixture(producer: Producer, pipeline: PipelineDefinition, file: string, options: ProduceOptions): Promise<{ messages: number; seconds: number }> {
   const started = performance.now();

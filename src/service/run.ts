@@ -12,9 +12,10 @@ import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
 import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
 import { RnnStreamError } from '../core/errors.js';
-import { loadModelFile } from '../core/model.js';
+import { loadModelFile } from '../adapters/model-file.js';
 import { ChangelogRestorer } from '../adapters/kafka/changelog.js';
 import { StandbyPlacement } from '../adapters/kafka/standby.js';
+import { checkKafkajsFixes } from '../adapters/kafka/kafkajs-fixes.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
 import { ConsumerLagMonitor } from '../adapters/kafka/consumer-lag.js';
@@ -378,6 +379,7 @@ function stopControl(pipelineDone: Promise<unknown>, markStopping: () => void, s
 
 export async function startService(resolved: ResolvedConfig, logger: Logger): Promise<RunningService> {
   const { config } = resolved;
+  checkKafkajsFixes({ guarantee: config.guarantee, logger });
   const metrics = new ServiceMetrics();
   const pipeline = await loadPipeline(config.pipeline);
   const model = loadModelFile(config.model ?? pipeline.modelFile);

@@ -6,7 +6,7 @@
  * with; the gate order is PyTorch's, so a trained network exports to a model file with no
  * conversion.
  */
-import { activateCell, cellGradient } from '../core/cells.js';
+import { activateCell, argmax, cellGradient } from '../core/cells.js';
 import { GATE_COUNT, wordTableRows, type CellKind, type ModelFile } from '../core/model.js';
 
 export interface LayerShape {
@@ -289,11 +289,8 @@ export class TrainableNetwork {
       }
       let sum = 0;
       for (let q = 0; q < K; q++) sum += probs[q] = Math.exp(probs[q]! - max);
-      let best = 0;
-      for (let q = 0; q < K; q++) {
-        probs[q]! /= sum;
-        if (probs[q]! > probs[best]!) best = q;
-      }
+      for (let q = 0; q < K; q++) probs[q]! /= sum;
+      const best = argmax(probs, 0, K);
       const y = labels[t]!;
       if (y >= 0 && (options.lossAt === undefined || options.lossAt === t)) {
         result.loss -= (1 - smoothing) * Math.log(Math.max(probs[y]!, 1e-300));

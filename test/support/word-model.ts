@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { wordTableRows, writeModelFile, type ModelFile } from '../../src/core/model.js';
+import { wordTableRows, type ModelFile } from '../../src/core/model.js';
+import { writeModelFile } from '../../src/adapters/model-file.js';
 import { createRng } from '../../src/core/prng.js';
 import { randomModelFile } from '../../src/core/random-model.js';
 import { INTENTS } from '../../pipelines/intent-from-words/intents.js';

@@ -1,5 +1,6 @@
 import type { Admin } from 'kafkajs';
 import { createSerial, type Serial } from './serial.js';
+import { sleep } from '../sleep.js';
 
 /** How long a committed-offset read keeps trying through retriable errors before it gives up. */
 export const COMMITTED_OFFSET_DEADLINE_MS = 60_000;
@@ -40,7 +41,7 @@ export async function fetchCommittedOffsets(
       const wait = Math.min(100 * 2 ** attempt, 5_000);
       if ((err as RetriableError).retriable !== true || Date.now() + wait > deadline) throw err;
       options.onRetry?.(err as Error);
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      await sleep(wait);
     }
   }
 }

@@ -25,6 +25,7 @@ import type { BoundedQueue } from '../../operators/bounded-queue.js';
 import type { RawRecord, SourcePosition } from '../../operators/records.js';
 import type { PartitionHost, Rejoin, Source } from '../../runner/types.js';
 import { TransactionError } from './transactions.js';
+import { sleep } from '../sleep.js';
 
 export interface KafkaSourceOptions {
   readonly topic: string;
@@ -43,8 +44,6 @@ export interface KafkaSourceHooks {
   /** The consumer stopped on an error kafkajs does not retry (rejoining), or is back (undefined). */
   onConsumerDown?(err: Error | undefined): void;
 }
-
-const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A partition whose preparation failed: it is paused until `retryAt`, then tried again. */
 interface Backoff {
@@ -227,7 +226,7 @@ export class KafkaSource implements Source {
       () => (settled = true),
     );
     while (!settled) {
-      await Promise.race([work, tick(1000)]).catch(() => undefined);
+      await Promise.race([work, sleep(1000)]).catch(() => undefined);
       if (!settled) await heartbeat();
     }
     await work;
@@ -297,7 +296,7 @@ export class KafkaSource implements Source {
     this.pause();
     try {
       while (!queue.hasRoom() && !this.stopping && !this.holding) {
-        await Promise.race([queue.whenReady(), tick(1000)]);
+        await Promise.race([queue.whenReady(), sleep(1000)]);
         await heartbeat();
       }
     } finally {

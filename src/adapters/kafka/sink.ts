@@ -34,7 +34,7 @@ import { offsetAtLeast } from './offsets.js';
 import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
 import type { RecordProducer } from './producer-thread.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
-import { wakeableSleep } from './sleep.js';
+import { wakeableSleep } from '../sleep.js';
 
 export interface SinkTopics {
   readonly outputTopic: string;
@@ -75,7 +75,7 @@ function raiseCommit(commits: Map<number, Commit>, topic: string, partition: num
 }
 
 /** The input partition a captured state belongs to: that of the event it reflects (its position). */
-const partitionOf = (s: KeySnapshot): number | undefined => s.position?.partition;
+const partitionOfState = (s: KeySnapshot): number | undefined => s.position?.partition;
 
 /** A produce request being filled (predictions in the packer) or waiting to be sent. */
 interface Request {
@@ -157,7 +157,7 @@ export class KafkaSink implements Sink {
     this.owned = new Set(partitions);
     let dropped = 0;
     for (const [key, s] of this.pendingState) {
-      if (this.owns(partitionOf(s))) continue;
+      if (this.owns(partitionOfState(s))) continue;
       dropCapture(s);
       this.pendingState.delete(key);
       this.pendingEnded.delete(key);
@@ -278,7 +278,7 @@ export class KafkaSink implements Sink {
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
     for (const [key, s] of request.states) {
-      if (!this.owns(partitionOf(s))) {
+      if (!this.owns(partitionOfState(s))) {
         dropCapture(s);
         continue;
       }
@@ -325,7 +325,7 @@ export class KafkaSink implements Sink {
     // A rebalance may have come while this flush waited for its interval.
     const owned: [string, KeySnapshot][] = [];
     for (const [key, s] of lastState) {
-      if (this.owns(partitionOf(s))) owned.push([key, s]);
+      if (this.owns(partitionOfState(s))) owned.push([key, s]);
       else dropCapture(s);
     }
     await readChangelogStates(owned, ended);

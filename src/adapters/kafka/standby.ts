@@ -13,6 +13,7 @@
 import { AssignerProtocol, type Admin } from 'kafkajs';
 import type { Logger } from '../../observability/logger.js';
 import type { Serial } from './serial.js';
+import { sleep } from '../sleep.js';
 
 export interface StandbyPlacementInput {
   /** Each member's owned partitions of the input topic. */
@@ -89,7 +90,7 @@ export class StandbyPlacement {
       } catch (err) {
         logger.debug({ err: (err as Error).message }, 'group not described this time; placing standbys later');
       }
-      await new Promise((r) => setTimeout(r, Math.min(FIRST_RETRY_MS * 2 ** attempt, MOST_RETRY_MS)).unref());
+      await sleep(Math.min(FIRST_RETRY_MS * 2 ** attempt, MOST_RETRY_MS));
     }
   }
 }

@@ -36,7 +36,7 @@ import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js'
 import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
 import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
 import type { SinkTopics } from './sink.js';
-import { wakeableSleep } from './sleep.js';
+import { wakeableSleep } from '../sleep.js';
 import { TransactionError, type PartitionTransactions } from './transactions.js';
 
 export interface TransactionalSinkHooks {

@@ -4,7 +4,7 @@ import { listBackends, resolveBackend } from '../../backends/registry.js';
 import { type BackendName } from '../../backends/types.js';
 import { checkConformance, CONFORMANCE_SUITE, conformanceModel } from '../../backends/conformance.js';
 import { RnnStreamError } from '../../core/errors.js';
-import { loadModelFile } from '../../core/model.js';
+import { loadModelFile } from '../../adapters/model-file.js';
 import { loadPipeline } from '../../pipeline/registry.js';
 
 export function registerBackends(program: Command): void {

@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { RnnStreamError, UsageError } from '../../core/errors.js';
-import { loadModelFile } from '../../core/model.js';
+import { loadModelFile } from '../../adapters/model-file.js';
 import { exportStepGraph } from '../../export/onnx-export.js';
 import { verifyExport } from '../../export/verify-export.js';
 

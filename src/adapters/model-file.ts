@@ -1,0 +1,53 @@
+/**
+ * Model files on disk: reading one (its JSON and, for word input, the table file beside it) and
+ * writing one. The model itself, its checks and its hash are the pure core's (core/model.ts).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { ModelFileError } from '../core/errors.js';
+import { parseModel, withWordTable, type ModelFile, type RnnModel } from '../core/model.js';
+import { describeJsonError } from '../core/validation.js';
+
+/** Reads and validates a model file; every failure is a `ModelFileError` naming the file. */
+export function loadModelFile(path: string): RnnModel {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ModelFileError(path, [`cannot read the file: ${(err as Error).message}`]);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ModelFileError(path, [`not valid JSON: ${describeJsonError(text, err)}`]);
+  }
+  const tables = new Map<string, Uint8Array>();
+  const file = (json as { input?: { table?: { file?: unknown } } } | null)?.input?.table?.file;
+  if (typeof file === 'string') {
+    // Only a name beside the model: a model file cannot make rnnstream read elsewhere.
+    if (basename(file) !== file) throw new ModelFileError(path, [`input.table.file: expected a file name beside the model, got a path ("${file}")`]);
+    try {
+      tables.set(file, readFileSync(join(dirname(path), file)));
+    } catch {
+      // parseModel names the missing file.
+    }
+  }
+  return parseModel(json, path, tables);
+}
+
+/**
+ * Writes a model file; with word input, its table goes to `<name>.words.f32` beside it, and the
+ * JSON names that file and its sha256. The table is float32 little-endian, row-major.
+ */
+export function writeModelFile(path: string, doc: ModelFile, table?: Float32Array): void {
+  if (!doc.input) {
+    writeFileSync(path, JSON.stringify(doc) + '\n');
+    return;
+  }
+  if (!table) throw new ModelFileError(path, ['input: a model with word input needs its table to be written']);
+  const named = withWordTable(doc, `${basename(path).replace(/\.json$/, '')}.words.f32`, table);
+  writeFileSync(join(dirname(path), named.doc.input!.table.file), named.bytes);
+  writeFileSync(path, JSON.stringify(named.doc) + '\n');
+}
+
