@@ -11,8 +11,8 @@
  */
 import type { Consumer } from 'kafkajs';
 import { FixtureSource } from '../src/adapters/fixture-source.js';
-import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
-import { KafkaSink } from '../src/adapters/kafka/sink.js';
+import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
 import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName } from '../src/backends/types.js';
 import { loadModelFile } from '../src/adapters/model-file.js';

@@ -16,7 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import { ChangelogRestorer } from '../src/adapters/kafka/changelog.js';
+import { ChangelogRestorer } from '../src/adapters/kafka/state/changelog.js';
 import { loadModelFile } from '../src/adapters/model-file.js';
 import { createRng } from '../src/core/prng.js';
 import { silentLogger } from '../src/observability/logger.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { fetchCommittedOffset } from '../src/adapters/kafka/committed-offsets.js';
-import { createSerial } from '../src/adapters/kafka/serial.js';
+import { fetchCommittedOffset } from '../src/adapters/kafka/consumer/committed-offsets.js';
+import { createSerial } from '../src/adapters/kafka/cluster/serial.js';
 
 const protocolError = (message: string, retriable: boolean): Error => Object.assign(new Error(message), { name: 'KafkaJSProtocolError', retriable });
 

@@ -9,9 +9,9 @@
 import { asyncScheduler, from, lastValueFrom, toArray, type SchedulerLike } from 'rxjs';
 import type { Consumer } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { unpackMessages } from '../src/adapters/kafka/record-packer.js';
-import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
-import { KafkaSink } from '../src/adapters/kafka/sink.js';
+import { unpackMessages } from '../src/adapters/kafka/producer/record-packer.js';
+import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
 import { cpuProvider, gpuProvider } from '../src/backends/gpujs.js';
 import type { BackendProvider, StepBackend } from '../src/backends/types.js';
 import { createRng } from '../src/core/prng.js';

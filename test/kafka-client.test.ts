@@ -1,6 +1,6 @@
 /** kafkajs's ERROR entries, sorted: retried broker errors are debug, kafkajs's restarts warnings, the rest errors. */
 import { describe, expect, it } from 'vitest';
-import { kafkajsErrorLevel, RETRIABLE_BROKER_ERRORS } from '../src/adapters/kafka/client.js';
+import { kafkajsErrorLevel, RETRIABLE_BROKER_ERRORS } from '../src/adapters/kafka/cluster/client.js';
 
 const LOADING = "The coordinator is loading and hence can't process requests for this group";
 

@@ -12,8 +12,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { fetchCommittedOffset } from '../src/adapters/kafka/committed-offsets.js';
-import { createSerial } from '../src/adapters/kafka/serial.js';
+import { fetchCommittedOffset } from '../src/adapters/kafka/consumer/committed-offsets.js';
+import { createSerial } from '../src/adapters/kafka/cluster/serial.js';
 import { createRng } from '../src/core/prng.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
 import {

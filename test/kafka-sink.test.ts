@@ -8,10 +8,10 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { Consumer } from 'kafkajs';
-import { refusedRecordDeadLetter } from '../src/adapters/kafka/output-records.js';
-import type { RecordProducer } from '../src/adapters/kafka/producer-thread.js';
-import { unpackMessages } from '../src/adapters/kafka/record-packer.js';
-import { KafkaSink } from '../src/adapters/kafka/sink.js';
+import { refusedRecordDeadLetter } from '../src/adapters/kafka/sinks/output-records.js';
+import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
+import { unpackMessages } from '../src/adapters/kafka/producer/record-packer.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
 import type { DeadLetter } from '../src/operators/records.js';
 import { deadLetterJson, predictionJson } from '../src/pipeline/serialize.js';
 import { randomModel } from '../src/core/random-model.js';

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Consumer } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { KafkaSource } from '../src/adapters/kafka/kafka-source.js';
+import { KafkaSource } from '../src/adapters/kafka/consumer/kafka-source.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { BoundedQueue } from '../src/operators/bounded-queue.js';
 import type { PartitionHost, Rejoin } from '../src/runner/types.js';

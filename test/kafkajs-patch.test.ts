@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { checkKafkajsFixes, missingKafkajsFixes } from '../src/adapters/kafka/kafkajs-fixes.js';
+import { checkKafkajsFixes, missingKafkajsFixes } from '../src/adapters/kafka/cluster/kafkajs-fixes.js';
 
 const require = createRequire(import.meta.url);
 type Group = (args: { topic: string; partitionMetadata: unknown[]; messages: { key: string }[]; partitioner: (a: { message: { key: string } }) => number }) => Record<string, { key: string }[]>;

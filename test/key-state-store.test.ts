@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { SnapshotError } from '../src/core/errors.js';
 import { randomModel } from '../src/core/random-model.js';
 import { CHUNK_SLOTS, KeyStateStore, Residence, type KeySnapshot } from '../src/state/key-state-store.js';
-import { notBehind } from '../src/adapters/kafka/changelog.js';
+import { notBehind } from '../src/adapters/kafka/state/changelog.js';
 
 const spec = { features: 2, layers: [{ cell: 'lstm' as const, hiddenSize: 3 }, { cell: 'gru' as const, hiddenSize: 2 }], head: { kind: 'linear' as const, outputs: ['y'] } };
 const model = randomModel({ ...spec, seed: 1 });

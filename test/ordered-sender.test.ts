@@ -5,8 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { TopicMessages } from 'kafkajs';
-import { halves, OrderedSender, RECORD_OVERHEAD_BYTES, splitByBytes, type RefusalNotice, type RefusedRecords, type RetryNotice } from '../src/adapters/kafka/ordered-sender.js';
-import { packMessages } from '../src/adapters/kafka/record-packer.js';
+import { halves, OrderedSender, RECORD_OVERHEAD_BYTES, splitByBytes, type RefusalNotice, type RefusedRecords, type RetryNotice } from '../src/adapters/kafka/producer/ordered-sender.js';
+import { packMessages } from '../src/adapters/kafka/producer/record-packer.js';
 
 const req = (topic: string, ...keys: string[]) => [packMessages(topic, keys.map((k) => ({ key: k, value: `v${k}` })))];
 const describeSend = (t: TopicMessages[]): string => t.map((x) => `${x.topic}:${x.messages.map((m) => String(m.key)).join(',')}`).join(' ');

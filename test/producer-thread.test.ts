@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Message } from 'kafkajs';
-import { packMessages, unpackMessages } from '../src/adapters/kafka/record-packer.js';
+import { packMessages, unpackMessages } from '../src/adapters/kafka/producer/record-packer.js';
 
 const bytesOf = (v: Message['value'] | Message['key']): string | null => (v == null ? null : Buffer.from(v as string | Buffer).toString('hex'));
 

@@ -1,6 +1,6 @@
 /** Standby placement: every member computes the same copies from the group's assignments. */
 import { describe, expect, it } from 'vitest';
-import { standbyPartitions } from '../src/adapters/kafka/standby.js';
+import { standbyPartitions } from '../src/adapters/kafka/state/standby.js';
 
 const owners = new Map<string, number[]>([
   ['m-c', [4, 5]],

@@ -9,9 +9,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { randomModel } from '../src/core/random-model.js';
 import { silentLogger } from '../src/observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
-import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/record-packer.js';
-import { TransactionalSink } from '../src/adapters/kafka/transactional-sink.js';
-import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/transactions.js';
+import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/producer/record-packer.js';
+import { TransactionalSink } from '../src/adapters/kafka/sinks/transactional-sink.js';
+import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/producer/transactions.js';
 import { CaptureLedger } from '../src/state/deferred-captures.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
 

@@ -7,7 +7,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ModelFileError, RnnStreamError, UsageError } from '../core/errors.js';
-import { explainKafkaError } from '../adapters/kafka/errors.js';
+import { explainKafkaError } from '../adapters/kafka/cluster/errors.js';
 import { registerReplay } from './commands/replay.js';
 import { registerFixtures } from './commands/fixtures.js';
 import { registerTrain } from './commands/train.js';

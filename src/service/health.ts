@@ -4,7 +4,7 @@
  * (still 200) when an operator must look (a broker down, a stall); not ready while it cannot
  * consume and produce.
  */
-import type { ClusterHealthMonitor } from '../adapters/kafka/cluster-health.js';
+import type { ClusterHealthMonitor } from '../adapters/kafka/cluster/cluster-health.js';
 import type { Health } from './http.js';
 import type { StallWatch } from './stall-watch.js';
 

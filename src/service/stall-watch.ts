@@ -10,7 +10,7 @@
  * Progress is judged from the outside, as an operator's lag alert does, not from which of the
  * service's own waits is under way.
  */
-import type { PartitionLag } from '../adapters/kafka/consumer-lag.js';
+import type { PartitionLag } from '../adapters/kafka/consumer/consumer-lag.js';
 
 interface PartitionProgress {
   /** The committed offset last seen. */

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { loadPipeline, pipelineNames } from '../../pipeline/registry.js';
 import { fixtureSize } from '../../adapters/fixture-source.js';
-import { createKafka, PRODUCER_CONFIG } from '../../adapters/kafka/client.js';
+import { createKafka, PRODUCER_CONFIG } from '../../adapters/kafka/cluster/client.js';
 import { defaultTopics, resolveServiceConfig } from '../../service/config.js';
 import { createServiceLogger } from '../../service/logger.js';
 import { produceFixture } from '../../service/produce.js';

@@ -8,8 +8,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { RnnStreamError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
+import { RnnStreamError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
 
 export interface KafkajsFix {
   /** The kafkajs file it changes. */

@@ -7,7 +7,7 @@
  * per record on the service's thread.
  */
 import type { Message } from 'kafkajs';
-import { ByteWriter } from '../../pipeline/json-bytes.js';
+import { ByteWriter } from '../../../pipeline/json-bytes.js';
 
 /** One topic's records, packed. Headers, rare (dead letters only), travel as they are. */
 export interface WireTopicMessages {

@@ -14,9 +14,9 @@
  * configured factor, or the broker's `default.replication.factor`.
  */
 import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
-import { RnnStreamError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
-import { fetchCommittedOffsets } from './committed-offsets.js';
+import { RnnStreamError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
+import { fetchCommittedOffsets } from '../consumer/committed-offsets.js';
 
 // Node's CommonJS interop does not see this export by name; the package's default object has it.
 const { ConfigResourceTypes } = kafkajs;

@@ -5,11 +5,11 @@
  */
 import { createHash } from 'node:crypto';
 import type { Message, TopicMessages } from 'kafkajs';
-import { utf8LengthOver } from '../../core/validation.js';
-import type { DeadLetter } from '../../operators/records.js';
-import { deadLetterJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
-import { dropCapture, resolveCaptures } from '../../state/deferred-captures.js';
-import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
+import { utf8LengthOver } from '../../../core/validation.js';
+import type { DeadLetter } from '../../../operators/records.js';
+import { deadLetterJson, type DeadLetterLimits } from '../../../pipeline/serialize.js';
+import { dropCapture, resolveCaptures } from '../../../state/deferred-captures.js';
+import type { KeySnapshot, KeyStateStore } from '../../../state/key-state-store.js';
 
 /** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
 const MAX_DEAD_LETTER_KEY_BYTES = 1024;

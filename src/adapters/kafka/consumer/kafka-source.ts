@@ -19,13 +19,13 @@
  */
 import type { Consumer, EachBatchPayload } from 'kafkajs';
 import { Observable, type Subscriber } from 'rxjs';
-import { RnnStreamError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
-import type { BoundedQueue } from '../../operators/bounded-queue.js';
-import type { RawRecord, SourcePosition } from '../../operators/records.js';
-import type { PartitionHost, Rejoin, Source } from '../../runner/types.js';
-import { TransactionError } from './transactions.js';
-import { sleep } from '../sleep.js';
+import { RnnStreamError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
+import type { BoundedQueue } from '../../../operators/bounded-queue.js';
+import type { RawRecord, SourcePosition } from '../../../operators/records.js';
+import type { PartitionHost, Rejoin, Source } from '../../../runner/types.js';
+import { TransactionError } from '../producer/transactions.js';
+import { sleep } from '../../sleep.js';
 
 export interface KafkaSourceOptions {
   readonly topic: string;

@@ -1,6 +1,6 @@
 import type { Admin } from 'kafkajs';
-import { createSerial, type Serial } from './serial.js';
-import { sleep } from '../sleep.js';
+import { createSerial, type Serial } from '../cluster/serial.js';
+import { sleep } from '../../sleep.js';
 
 /** How long a committed-offset read keeps trying through retriable errors before it gives up. */
 export const COMMITTED_OFFSET_DEADLINE_MS = 60_000;

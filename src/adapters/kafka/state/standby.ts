@@ -11,9 +11,9 @@
  * n - 1 copies. Kafka Streams weighs hosts and racks; one process per host is assumed here.
  */
 import { AssignerProtocol, type Admin } from 'kafkajs';
-import type { Logger } from '../../observability/logger.js';
-import type { Serial } from './serial.js';
-import { sleep } from '../sleep.js';
+import type { Logger } from '../../../observability/logger.js';
+import type { Serial } from '../cluster/serial.js';
+import { sleep } from '../../sleep.js';
 
 export interface StandbyPlacementInput {
   /** Each member's owned partitions of the input topic. */

@@ -21,12 +21,12 @@
  *   (MESSAGE_TOO_LARGE): the partition is lost, or the service must stop.
  */
 import { Partitioners } from 'kafkajs';
-import { RnnStreamError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
+import { RnnStreamError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
 import type { Kafka, Message, Producer, ProducerConfig, TopicMessages } from 'kafkajs';
-import { isRetriableSendError, recordRefusal } from './errors.js';
+import { isRetriableSendError, recordRefusal } from '../cluster/errors.js';
 import { innermostMessage, recordBytes, splitByBytes, unpackTopics, type RefusalNotice } from './ordered-sender.js';
-import { refusedRecordDeadLetter, type RefusalTopics } from './output-records.js';
+import { refusedRecordDeadLetter, type RefusalTopics } from '../sinks/output-records.js';
 import type { WireTopicMessages } from './record-packer.js';
 
 /** How an input partition's open transaction ends: its last records (packed) and the offset to commit with them. */

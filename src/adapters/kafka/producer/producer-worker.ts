@@ -5,8 +5,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Producer } from 'kafkajs';
-import type { Logger } from '../../observability/logger.js';
-import { createKafka, PRODUCER_CONFIG } from './client.js';
+import type { Logger } from '../../../observability/logger.js';
+import { createKafka, PRODUCER_CONFIG } from '../cluster/client.js';
 import { OrderedSender } from './ordered-sender.js';
 import { refusedRecords, type ProducerThreadOptions, type WireReply, type WireRequest } from './producer-thread.js';
 import { KafkajsTransactions, TransactionError } from './transactions.js';

@@ -19,13 +19,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Admin, Batch, Consumer, Kafka } from 'kafkajs';
-import { RnnStreamError, SnapshotError } from '../../core/errors.js';
-import { INPUT_REPARTITIONED_HELP } from './topics.js';
-import type { Logger } from '../../observability/logger.js';
-import type { StateRestorer } from '../../runner/types.js';
-import type { KeyStateStore } from '../../state/key-state-store.js';
-import { peekSnapshotPositions, statePositionAtLeast, type StatePosition } from '../../state/snapshot-codec.js';
-import { createSerial, type Serial } from './serial.js';
+import { RnnStreamError, SnapshotError } from '../../../core/errors.js';
+import { INPUT_REPARTITIONED_HELP } from '../cluster/topics.js';
+import type { Logger } from '../../../observability/logger.js';
+import type { StateRestorer } from '../../../runner/types.js';
+import type { KeyStateStore } from '../../../state/key-state-store.js';
+import { peekSnapshotPositions, statePositionAtLeast, type StatePosition } from '../../../state/snapshot-codec.js';
+import { createSerial, type Serial } from '../cluster/serial.js';
 
 /**
  * A changelog record may replace a key's restored state only if it reflects the same or a later

@@ -22,10 +22,10 @@
  * service's thread (InProcessProducer).
  */
 import type { Message, TopicMessages } from 'kafkajs';
-import { RnnStreamError } from '../../core/errors.js';
+import { RnnStreamError } from '../../../core/errors.js';
 import { unpackMessages, type WireTopicMessages } from './record-packer.js';
-import { isRetriableSendError, recordRefusal } from './errors.js';
-import { wakeableSleep } from '../sleep.js';
+import { isRetriableSendError, recordRefusal } from '../cluster/errors.js';
+import { wakeableSleep } from '../../sleep.js';
 
 /** What a failed attempt looks like to the caller's hooks (logs, a retry counter). */
 export interface RetryNotice {

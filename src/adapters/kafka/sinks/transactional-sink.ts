@@ -26,18 +26,18 @@
  * reason.
  */
 import type { Message } from 'kafkajs';
-import type { Logger } from '../../observability/logger.js';
-import type { PipelineOutput } from '../../pipeline/predict.js';
-import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
-import type { Sink, WrittenCounts } from '../../runner/types.js';
+import type { Logger } from '../../../observability/logger.js';
+import type { PipelineOutput } from '../../../pipeline/predict.js';
+import { writePredictionJson, type DeadLetterLimits } from '../../../pipeline/serialize.js';
+import type { Sink, WrittenCounts } from '../../../runner/types.js';
 import { InputTimes } from './input-times.js';
-import { dropCapture } from '../../state/deferred-captures.js';
-import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
+import { dropCapture } from '../../../state/deferred-captures.js';
+import type { KeySnapshot, KeyStateStore } from '../../../state/key-state-store.js';
 import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
-import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
+import { packMessages, RecordPacker, type WireTopicMessages } from '../producer/record-packer.js';
 import type { SinkTopics } from './sink.js';
-import { wakeableSleep } from '../sleep.js';
-import { TransactionError, type PartitionTransactions } from './transactions.js';
+import { wakeableSleep } from '../../sleep.js';
+import { TransactionError, type PartitionTransactions } from '../producer/transactions.js';
 
 export interface TransactionalSinkHooks {
   /** A transaction committed: its events' outputs are durable and visible. */

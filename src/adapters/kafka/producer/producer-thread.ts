@@ -17,12 +17,12 @@ import { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Producer } from 'kafkajs';
-import { RnnStreamError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
-import { projectPath } from '../../paths.js';
-import type { KafkaConnection } from './client.js';
+import { RnnStreamError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
+import { projectPath } from '../../../paths.js';
+import type { KafkaConnection } from '../cluster/client.js';
 import { OrderedSender, type RefusalNotice, type RefusedRecords, type RequestLimits, type RetryNotice } from './ordered-sender.js';
-import { refusedRecordDeadLetter, type RefusalTopics } from './output-records.js';
+import { refusedRecordDeadLetter, type RefusalTopics } from '../sinks/output-records.js';
 import type { WireTopicMessages } from './record-packer.js';
 import { TransactionError, type PartitionTransactions, type TransactionContent, type TransactionSettings } from './transactions.js';
 

@@ -6,9 +6,9 @@
  * never fetched, which is where an operator most needs to look.
  */
 import type { Admin } from 'kafkajs';
-import type { Logger } from '../../observability/logger.js';
+import type { Logger } from '../../../observability/logger.js';
 import { fetchCommittedOffsets } from './committed-offsets.js';
-import type { Serial } from './serial.js';
+import type { Serial } from '../cluster/serial.js';
 
 export interface ConsumerLagParts {
   readonly admin: Pick<Admin, 'fetchTopicOffsets' | 'fetchOffsets'>;

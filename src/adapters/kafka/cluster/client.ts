@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, Partitioners, type KafkaConfig, type LogEntry, type ProducerConfig, type SASLOptions } from 'kafkajs';
-import { UsageError } from '../../core/errors.js';
-import type { Logger } from '../../observability/logger.js';
-import { RepeatLimiter } from '../../observability/repeat-limiter.js';
+import { UsageError } from '../../../core/errors.js';
+import type { Logger } from '../../../observability/logger.js';
+import { RepeatLimiter } from '../../../observability/repeat-limiter.js';
 
 export interface KafkaConnection {
   readonly brokers: readonly string[];

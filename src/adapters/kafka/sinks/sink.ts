@@ -23,18 +23,18 @@
  * exponential backoff until it succeeds or the service is stopped; it never skips.
  */
 import type { Consumer, Message } from 'kafkajs';
-import type { Logger } from '../../observability/logger.js';
-import type { PipelineOutput } from '../../pipeline/predict.js';
-import type { Sink, WrittenCounts } from '../../runner/types.js';
+import type { Logger } from '../../../observability/logger.js';
+import type { PipelineOutput } from '../../../pipeline/predict.js';
+import type { Sink, WrittenCounts } from '../../../runner/types.js';
 import { InputTimes } from './input-times.js';
-import { writePredictionJson, type DeadLetterLimits } from '../../pipeline/serialize.js';
-import { dropCapture } from '../../state/deferred-captures.js';
-import type { KeySnapshot, KeyStateStore } from '../../state/key-state-store.js';
-import { offsetAtLeast } from './offsets.js';
+import { writePredictionJson, type DeadLetterLimits } from '../../../pipeline/serialize.js';
+import { dropCapture } from '../../../state/deferred-captures.js';
+import type { KeySnapshot, KeyStateStore } from '../../../state/key-state-store.js';
+import { offsetAtLeast } from '../consumer/offsets.js';
 import { changelogMessage, deadLetterMessage, readChangelogStates } from './output-records.js';
-import type { RecordProducer } from './producer-thread.js';
-import { packMessages, RecordPacker, type WireTopicMessages } from './record-packer.js';
-import { wakeableSleep } from '../sleep.js';
+import type { RecordProducer } from '../producer/producer-thread.js';
+import { packMessages, RecordPacker, type WireTopicMessages } from '../producer/record-packer.js';
+import { wakeableSleep } from '../../sleep.js';
 
 export interface SinkTopics {
   readonly outputTopic: string;
