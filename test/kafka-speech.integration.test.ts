@@ -73,13 +73,26 @@ describe('speech-digits on a real broker', () => {
       const file = config(t, { guarantee });
       const first = spawnService(['--config', file]);
       await waitFor('a third of the transcripts', async () => (await topicSize(brokers, t.outputTopic)) >= events / 3, 90_000);
-      first.kill('SIGKILL');
+      // Killed only while some stream is mid-utterance: frozen (SIGSTOP) so that what it wrote
+      // stops changing, checked, and killed -9 there, or let go on and tried again. A kill at a
+      // fixed output count could land where every stream begun had ended (one CI run in many).
+      const midUtterance = (seen: Map<string, Transcribed>): string[] =>
+        [...expected.keys()].filter((key) => {
+          const chunks = [...seen.values()].filter((x) => x.key === key);
+          return chunks.length > 0 && !chunks.some((x) => x.final);
+        });
+      let before = new Map<string, Transcribed>();
+      let cut: string[] = [];
+      await waitFor('a stream mid-utterance to kill it in', async () => {
+        first.kill('SIGSTOP');
+        await new Promise((r) => setTimeout(r, 300));
+        before = await transcripts(t);
+        cut = midUtterance(before);
+        if (cut.length > 0) first.kill('SIGKILL');
+        else first.kill('SIGCONT');
+        return cut.length > 0;
+      }, 60_000);
       await exited(first);
-      const before = await transcripts(t);
-      const cut = [...expected.keys()].filter((key) => {
-        const seen = [...before.values()].filter((x) => x.key === key);
-        return seen.length > 0 && !seen.some((x) => x.final);
-      });
       process.stderr.write(`speech ${guarantee}: killed after ${before.size} of ${events} chunks, ${cut.length} streams mid-utterance\n`);
       expect(cut.length).toBeGreaterThan(0);
 

@@ -1,7 +1,8 @@
 /**
  * Standby replicas on a real broker: with --standby-replicas 1 each of two instances keeps a warm
  * copy of the other's partitions; after a kill -9 the survivor serves the dead one's partitions
- * from its copies, reading only the changelog's tail, and the output equals replay.
+ * from its copies, reading only the changelog's tail, and the output equals replay. On the way,
+ * per-key queries: the owner answers GET /keys/{key}, the other instance redirects to it.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ballHarness, type BallHarness } from './support/harness.js';
@@ -52,6 +53,22 @@ describe('standby replicas', () => {
       const bHttp = await httpAddressOf(b);
       const standbyKeys = async (): Promise<number> => Number(/^rnnstream_standby_keys (\S+)$/m.exec(await (await fetch(`${bHttp}/metrics`)).text())?.[1] ?? 0);
       await waitFor("b's copies to hold some of a's keys", async () => (await standbyKeys()) > 0, 60_000);
+      // Per-key queries (issue 25, item 6): a answers for a key it holds; b names a (307 to a's /keys).
+      const aHttp = await httpAddressOf(a);
+      const held = await (async () => {
+        for (const key of h.expected.keys()) {
+          const r = await fetch(`${aHttp}/keys/${encodeURIComponent(key)}`);
+          if (r.status === 200) return { key, body: (await r.json()) as { partition: number; steps: number; model: { hash: string } } };
+        }
+        return undefined;
+      })();
+      expect(held, 'a holds state for some key').toBeDefined();
+      expect(aOwned).toContain(held!.body.partition);
+      expect(held!.body.steps).toBeGreaterThan(0);
+      const viaB = await fetch(`${bHttp}/keys/${encodeURIComponent(held!.key)}`, { redirect: 'manual' });
+      expect(viaB.status).toBe(307);
+      expect(viaB.headers.get('location')).toBe(`${aHttp}/keys/${encodeURIComponent(held!.key)}`);
+      expect(((await viaB.json()) as { owner: { endpoint: string } }).owner.endpoint).toBe(aHttp);
       a.kill('SIGKILL');
       await waitFor('b to own every partition', async () => (assignedTo(b)?.length ?? 0) === 4, 60_000);
       h.produceFixture(t, second);

@@ -154,6 +154,11 @@ export const serviceConfigSchema = z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
         port: z.int().min(0).max(65535).default(9464),
+        /**
+         * The URL the other members of the group send a /keys query to when this member owns
+         * the key (Kafka Streams' application.server). Unset: the address bound.
+         */
+        advertised: z.url().optional(),
       })
       .strict()
       .default({ host: '127.0.0.1', port: 9464 }),
@@ -237,6 +242,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_MODEL: (v) => ({ model: v }),
   RNNSTREAM_HTTP_HOST: (v) => ({ http: { host: v } }),
   RNNSTREAM_HTTP_PORT: (v) => ({ http: { port: envNumber(v) } }),
+  RNNSTREAM_HTTP_ADVERTISED: (v) => ({ http: { advertised: v } }),
   RNNSTREAM_LOG_LEVEL: (v) => ({ logLevel: v }),
   RNNSTREAM_SSL: (v) => ({ ssl: { enabled: v === 'true' || v === '1' } }),
   RNNSTREAM_SSL_CA: (v) => ({ ssl: { ca: v } }),

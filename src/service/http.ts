@@ -1,6 +1,7 @@
 /** The operations endpoint: GET /metrics (Prometheus text) and GET /healthz. */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import type { KeyAnswer } from './key-query.js';
 
 /**
  * ok: all is well. degraded: still consuming and producing, but something an operator must
@@ -18,9 +19,25 @@ export interface Health {
   readonly detail: Record<string, unknown>;
 }
 
-export function startHttpServer(host: string, port: number, registry: Registry, health: () => Health): Promise<Server> {
+export interface HttpRoutes {
+  readonly host: string;
+  readonly port: number;
+  readonly registry: Registry;
+  readonly health: () => Health;
+  /** GET /keys/{key} (see key-query.ts); undefined until the service has started. */
+  readonly keys: () => ((key: string) => KeyAnswer) | undefined;
+}
+
+export function startHttpServer(routes: HttpRoutes): Promise<Server> {
+  const { host, port, registry, health } = routes;
   const server = createServer((req, res) => {
     const url = req.url?.split('?')[0];
+    if (req.method === 'GET' && url?.startsWith('/keys/')) {
+      const answer = answerKey(routes.keys(), url.slice('/keys/'.length));
+      res.writeHead(answer.status, { 'content-type': 'application/json', ...(answer.location ? { location: answer.location } : {}) });
+      res.end(JSON.stringify(answer.body));
+      return;
+    }
     if (req.method === 'GET' && url === '/metrics') {
       registry.metrics().then(
         (text) => {
@@ -44,10 +61,22 @@ export function startHttpServer(host: string, port: number, registry: Registry, 
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found: try /metrics, /healthz or /readyz\n');
+    res.end('not found: try /metrics, /healthz, /readyz or /keys/{key}\n');
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
   });
+}
+
+/** The answer to GET /keys/{encoded}: a key that does not decode is a 400, one asked before the start a 503. */
+function answerKey(query: ((key: string) => KeyAnswer) | undefined, encoded: string): KeyAnswer {
+  if (!query) return { status: 503, body: { error: 'starting: keys are answered once the service has joined its group' } };
+  let key: string;
+  try {
+    key = decodeURIComponent(encoded);
+  } catch {
+    return { status: 400, body: { error: 'key: not a valid percent-encoded UTF-8 string' } };
+  }
+  return query(key);
 }

@@ -14,7 +14,8 @@ import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backe
 import { RnnStreamError } from '../core/errors.js';
 import { loadModelFile } from '../adapters/model-file.js';
 import { ChangelogRestorer } from '../adapters/kafka/state/changelog.js';
-import { StandbyPlacement } from '../adapters/kafka/state/standby.js';
+import { standbyPartitionsIn } from '../adapters/kafka/state/standby.js';
+import { advertisingAssigner, GroupWatch } from '../adapters/kafka/consumer/group-watch.js';
 import { checkKafkajsFixes } from '../adapters/kafka/cluster/kafkajs-fixes.js';
 import { createKafka, PRODUCER_CONFIG, type KafkaConnection } from '../adapters/kafka/cluster/client.js';
 import { ClusterHealthMonitor } from '../adapters/kafka/cluster/cluster-health.js';
@@ -41,7 +42,8 @@ import type { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
 import { fetchCommittedOffset } from '../adapters/kafka/consumer/committed-offsets.js';
 import { serviceHealth } from './health.js';
-import { startHttpServer, type Health } from './http.js';
+import { startHttpServer, type Health, type HttpRoutes } from './http.js';
+import { keyQuery, type KeyAnswer } from './key-query.js';
 import { ServiceMetrics } from './metrics.js';
 import { stopWithin, type StopParts, type StopResult } from './shutdown.js';
 import { StallWatch } from './stall-watch.js';
@@ -124,12 +126,21 @@ interface Clients {
  * Connects, makes and checks the topics, and (at least once) starts the producer. A failed start
  * (a wrong password, no broker, a refused changelog) leaves nothing running.
  */
-async function connect(config: Config, connection: KafkaConnection, logger: Logger, producerHooks: ProducerHooks): Promise<Clients> {
+async function connect(config: Config, connection: KafkaConnection, parts: { logger: Logger; producerHooks: ProducerHooks; endpoint: string | undefined }): Promise<Clients> {
+  const { logger, producerHooks } = parts;
   const kafka = createKafka(connection, logger);
   const admin = kafka.admin();
   const healthAdmin = kafka.admin();
   // A short fetch wait: after a pause for backpressure the next fetch must not idle for seconds.
-  const consumer = kafka.consumer({ groupId: config.group, allowAutoTopicCreation: false, maxWaitTimeInMs: 100, sessionTimeout: config.sessionTimeoutMs, heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)) });
+  const consumer = kafka.consumer({
+    groupId: config.group,
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 100,
+    sessionTimeout: config.sessionTimeoutMs,
+    heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)),
+    // The other members learn where this one answers /keys from its subscription.
+    partitionAssigners: [advertisingAssigner(parts.endpoint)],
+  });
   let producer: RecordProducer | undefined;
   try {
     // allSettled, then the first failure: every client must have finished trying before the
@@ -269,12 +280,12 @@ function createRestorer(config: Config, clients: Clients, stores: { store: KeySt
 }
 
 /** The HTTP endpoint (/metrics, /healthz, /readyz), bound first: a port in use fails the start before anything connects. */
-async function listen(config: Config, metrics: ServiceMetrics, health: () => Health): Promise<{ server: Server; httpAddress: string | undefined }> {
+async function listen(config: Config, metrics: ServiceMetrics, answers: Pick<HttpRoutes, 'health' | 'keys'>): Promise<{ server: Server; httpAddress: string | undefined }> {
   const { host, port } = config.http;
   let server: Server;
   try {
     // Port 0 picks a free port (tests); the address is logged and returned.
-    server = await startHttpServer(host, port, metrics.registry, health);
+    server = await startHttpServer({ host, port, registry: metrics.registry, ...answers });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EADDRINUSE' ? 'the address is in use (another process listens there; choose another port with --http-port or RNNSTREAM_HTTP_PORT)' : `${code ?? ''} ${(err as Error).message}`.trim();
@@ -428,16 +439,18 @@ async function start(parts: StartParts): Promise<RunningService> {
 
   let health: () => Health = () => ({ status: 'ok', ready: false, reasons: ['starting'], detail: { pipeline: pipeline.name } });
   metrics.reportHealthFrom(() => health());
-  const { server, httpAddress } = await listen(config, metrics, () => health());
+  let keys: ((key: string) => KeyAnswer) | undefined;
+  const { server, httpAddress } = await listen(config, metrics, { health: () => health(), keys: () => keys });
   startUp.add(() => closeServer(server));
 
-  const clients = await connect(config, connection, logger, {
+  const producerHooks: ProducerHooks = {
     onRetry: () => {
       metrics.produceRetries.inc();
       stalls.sendFailed();
     },
     onRefused: () => metrics.recordsRefused.inc(),
-  });
+  };
+  const clients = await connect(config, connection, { logger, producerHooks, endpoint: config.http.advertised ?? httpAddress });
   const { admin, consumer, healthAdmin } = clients;
   const disconnectClients = (): Promise<unknown> => Promise.allSettled([consumer.disconnect(), clients.producer?.disconnect(), admin.disconnect(), healthAdmin.disconnect()]);
   startUp.add(disconnectClients);
@@ -454,10 +467,22 @@ async function start(parts: StartParts): Promise<RunningService> {
   const clusterHealth = watchCluster(config, clients, healthCalls, logger, onBroken);
   const restorer = createRestorer(config, clients, { store, standbyStore }, logger, metrics);
   metrics.standbyKeysFrom(() => restorer.standbyKeys);
-  const placement = standbyStore
-    ? new StandbyPlacement({ admin: clients.admin, adminCalls: clients.adminCalls, group: config.group, topic: config.inputTopic, replicas: config.standbyReplicas, logger, onPlaced: (partitions) => restorer.standbyFor(partitions) })
-    : undefined;
-  startUp.add(() => placement?.stop());
+  // After every rebalance: who owns what and where it answers (per-key queries), and this
+  // member's standby copies.
+  const group = new GroupWatch({
+    admin: clients.admin,
+    adminCalls: clients.adminCalls,
+    group: config.group,
+    topic: config.inputTopic,
+    logger,
+    onDescribed: (view) => {
+      if (!standbyStore) return;
+      const partitions = standbyPartitionsIn(view, config.standbyReplicas);
+      logger.info({ partitions, members: view.members.length }, 'standby partitions placed');
+      restorer.standbyFor(partitions);
+    },
+  });
+  startUp.add(() => group.stop());
   startUp.add(() => clusterHealth.stop());
   startUp.add(() => restorer.stop());
   await allOrFirstFailure([clusterHealth.start(), restorer.start()]);
@@ -472,7 +497,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     onEventsIn: (n) => metrics.eventsIn.inc(n),
     onAssigned: (partitions, memberId) => {
       owned = partitions;
-      placement?.joined(memberId);
+      group.joined(memberId);
     },
     onConsumerDown: (err) => {
       consumerDown = err;
@@ -540,6 +565,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   });
   const lag = watchLag(config, clients, healthCalls, () => owned, { metrics, stalls, logger });
   lag.start();
+  keys = keyQuery({ store, model, inputTopic: config.inputTopic, inputPartitions: clients.layout.inputPartitions, owned: () => owned, group: () => group.view });
   const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress, ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}) }, 'service started');
 
@@ -555,7 +581,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     disconnect: () => {
       clusterHealth.stop();
       lag.stop();
-      placement?.stop();
+      group.stop();
       return Promise.allSettled([disconnectClients(), sink.disconnect(), restorer.stop()]);
     },
     dispose: () => backend.dispose(),

@@ -254,6 +254,15 @@ export class KeyStateStore {
     return slot === undefined ? undefined : this.read(slot);
   }
 
+  /** The key's scalars (not its state floats, so nothing is read back from a device); undefined when not resident. */
+  scalarsOf(key: string): Omit<KeySnapshot, 'key' | 'state' | 'carry'> | undefined {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return undefined;
+    const c = this.chunkOf(slot);
+    const i = slot & SLOT_MASK;
+    return { steps: c.steps[i]!, lastSeen: c.lastSeen[i]!, position: this.positionAt(slot), sequence: c.sequence[i]!, lastClass: c.lastClass[i]! };
+  }
+
   /** Where the key's last applied event came from (undefined: not resident, or no position). */
   positionOf(key: string): StatePosition | undefined {
     const slot = this.slots.get(key);
