@@ -39,7 +39,7 @@ const dashboard = {
   __inputs: [{ name: 'DS_PROMETHEUS', label: 'Prometheus', type: 'datasource', pluginId: 'prometheus', pluginName: 'Prometheus' }],
   title: 'rnnstream',
   uid: 'rnnstream',
-  description: 'rnnstream services: throughput, lag, latency, state, restores, health (metrics documented in the README)',
+  description: 'rnnstream services: throughput, lag, latency, state, restores, health (metrics documented in docs/deploy.md)',
   tags: ['rnnstream', 'kafka'],
   timezone: 'browser',
   schemaVersion: 39,

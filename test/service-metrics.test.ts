@@ -24,8 +24,8 @@ describe('rnnstream_health_status', () => {
 });
 
 describe('the metrics an operator reads', () => {
-  it('are each documented in the README, with their units in their names', async () => {
-    const readme = readFileSync(projectPath('README.md'), 'utf8');
+  it('are each documented in docs/deploy.md, with their units in their names', async () => {
+    const readme = readFileSync(projectPath('docs', 'deploy.md'), 'utf8');
     const names = (await new ServiceMetrics().registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => !n.startsWith('rnnstream_process_') && !n.startsWith('rnnstream_nodejs_'));
     expect(names.length).toBeGreaterThan(30);
     expect(names.filter((n) => !readme.includes(`\`${n}`))).toEqual([]);
