@@ -22,7 +22,7 @@ describe('StallWatch', () => {
     let now = 0;
     const w = new StallWatch(() => now);
     const poll = (lag: Record<number, [records: number, committed: number]>): void =>
-      w.lagPolled(new Map(Object.entries(lag).map(([p, [records, committed]]) => [Number(p), { records, committed }])));
+      w.lagPolled(new Map(Object.entries(lag).map(([p, [records, committed]]) => [Number(p), { records, committed, end: committed + records }])));
     poll({ 0: [100, 5_000], 1: [0, 7_000], 2: [50, 9_000] });
     for (let i = 0; i < 31; i++) {
       now += 1_000;
@@ -43,5 +43,22 @@ describe('StallWatch', () => {
     w.fetched();
     poll({ 0: [10, 5_200], 2: [0, 9_081] }); // given back: its clock starts now
     expect(w.problems(30_000)).toEqual([]);
+  });
+
+  it('does not take the commit marker a transactional input ends on (a lag of 1 that never grows) for a stall', () => {
+    let now = 0;
+    const w = new StallWatch(() => now);
+    const poll = (records: number, committed: number, end: number): void => w.lagPolled(new Map([[0, { records, committed, end }]]));
+    for (let i = 0; i < 40; i++, now += 1_000) {
+      w.fetched();
+      poll(1, 700, 701);
+    }
+    expect(w.problems(30_000)).toEqual([]);
+    // One new record after it, never committed: a stall after all.
+    for (let i = 0; i < 31; i++, now += 1_000) {
+      w.fetched();
+      poll(3, 700, 703);
+    }
+    expect(w.problems(30_000)).toEqual(['no progress on input partition(s) 0: 3 record(s) waiting and the committed offset unchanged for 71 s']);
   });
 });

@@ -12,9 +12,20 @@
  */
 import type { PartitionLag } from '../adapters/kafka/consumer/consumer-lag.js';
 
+/**
+ * A lag this small that does not grow is not a stall: an input written in transactions ends on
+ * a commit marker, which takes an offset no consumer commits past (its committed offset stays
+ * before the marker), so an idle partition keeps a lag of 1, or a few.
+ */
+const MARKER_SLACK = 8;
+
 interface PartitionProgress {
   /** The committed offset last seen. */
   readonly committed: number;
+  /** The log end when the committed offset last moved: records that came after it are waiting. */
+  readonly endThen: number;
+  /** The log end last seen. */
+  readonly end: number;
   /** Since when it has not moved with records waiting (the last poll that saw it move or saw none waiting). */
   readonly since: number;
   readonly waiting: number;
@@ -48,10 +59,10 @@ export class StallWatch {
   lagPolled(lag: ReadonlyMap<number, PartitionLag>): void {
     const now = this.now();
     for (const p of [...this.progress.keys()]) if (!lag.has(p)) this.progress.delete(p);
-    for (const [p, { records, committed }] of lag) {
+    for (const [p, { records, committed, end }] of lag) {
       const seen = this.progress.get(p);
       const moved = !seen || seen.committed !== committed || records === 0;
-      this.progress.set(p, { committed, since: moved ? now : seen.since, waiting: records });
+      this.progress.set(p, moved ? { committed, endThen: end, end, since: now, waiting: records } : { ...seen, end, waiting: records });
     }
   }
 
@@ -61,7 +72,7 @@ export class StallWatch {
     const out: string[] = [];
     if (this.sendFailingSince !== undefined && now - this.sendFailingSince > limitMs) out.push(`produce requests failing for ${seconds(now - this.sendFailingSince)} (retrying)`);
     if (now - this.lastFetchAt > limitMs) out.push(`no fetch from the brokers for ${seconds(now - this.lastFetchAt)}`);
-    const stuck = [...this.progress].filter(([, s]) => s.waiting > 0 && now - s.since > limitMs).sort(([a], [b]) => a - b);
+    const stuck = [...this.progress].filter(([, s]) => s.waiting > 0 && (s.end > s.endThen || s.waiting > MARKER_SLACK) && now - s.since > limitMs).sort(([a], [b]) => a - b);
     if (stuck.length) {
       const waiting = stuck.reduce((n, [, s]) => n + s.waiting, 0);
       const longest = Math.max(...stuck.map(([, s]) => now - s.since));

@@ -30,6 +30,8 @@ export interface PartitionLag {
   readonly records: number;
   /** The group's committed offset (the log start where nothing is committed): whether it moves tells progress. */
   readonly committed: number;
+  /** The log end offset (the high watermark). */
+  readonly end: number;
 }
 
 /** One poll: lag per owned partition. */
@@ -45,7 +47,7 @@ export async function consumerLag(parts: Pick<ConsumerLagParts, 'admin' | 'admin
     const end = byPartition.get(p);
     if (!end) continue;
     const from = committed.get(p) ?? Number(end.low);
-    lag.set(p, { records: Math.max(0, Number(end.high) - from), committed: from });
+    lag.set(p, { records: Math.max(0, Number(end.high) - from), committed: from, end: Number(end.high) });
   }
   return lag;
 }
