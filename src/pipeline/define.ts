@@ -7,8 +7,8 @@
 import type { z } from 'zod';
 import type { RandomModelSpec } from '../core/random-model.js';
 import type { RnnModel } from '../core/model.js';
-import type { FrameSteps } from '../operators/frame-stepper.js';
-import type { SequenceRule } from '../operators/sequence-verdict.js';
+import type { FrameSteps } from '../state/frame-stepper.js';
+import type { SequenceRule } from '../state/sequence-verdict.js';
 
 /** Per-key order as a contract (see operators/sequence-verdict.ts). */
 export type SequenceContract<E> = SequenceRule<E>;

@@ -12,7 +12,7 @@ import { loadModelFile } from '../adapters/model-file.js';
 import { formatZodIssues } from '../core/validation.js';
 import { FixtureSource, fixtureSize } from '../adapters/fixture-source.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
-import { microBatchPath, stateResidence } from '../operators/rnn-by-key.js';
+import { microBatchPath, stateResidence } from '../state/keyed-stepper.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../operators/decode-events.js';
 import type { DeadLetter } from '../operators/records.js';
 import { silentLogger, type Logger } from '../observability/logger.js';

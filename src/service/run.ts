@@ -30,7 +30,7 @@ import { TransactionalSink } from '../adapters/kafka/sinks/transactional-sink.js
 import { KafkajsTransactions } from '../adapters/kafka/producer/transactions.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
-import { stateResidence } from '../operators/rnn-by-key.js';
+import { stateResidence } from '../state/keyed-stepper.js';
 import type { SourcePosition } from '../operators/records.js';
 import { stateStoreFor } from '../pipeline/predict.js';
 import { outOfScopeRule } from '../pipeline/out-of-scope.js';

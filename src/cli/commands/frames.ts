@@ -14,7 +14,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { randomModel } from '../../core/random-model.js';
 import { readJsonLines } from '../../adapters/fixture-source.js';
-import { sequenceVerdict } from '../../operators/sequence-verdict.js';
+import { sequenceVerdict } from '../../state/sequence-verdict.js';
 import { loadPipeline, pipelineNames } from '../../pipeline/registry.js';
 
 export function registerFrames(program: Command): void {

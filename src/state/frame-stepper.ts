@@ -22,9 +22,9 @@
  */
 import type { StepBackend } from '../backends/types.js';
 import type { RnnModel } from '../core/model.js';
-import { HeldStateCapture, WaveStateCapture } from '../state/lazy-snapshot.js';
-import { CHUNK_SLOTS, type KeySnapshot, type KeyStateStore, type StatePosition } from '../state/key-state-store.js';
-import type { KeyedStep } from './rnn-by-key.js';
+import { HeldStateCapture, WaveStateCapture } from './lazy-snapshot.js';
+import { CHUNK_SLOTS, type KeySnapshot, type KeyStateStore, type StatePosition } from './key-state-store.js';
+import type { KeyedStep } from './keyed-stepper.js';
 import { sequenceVerdict, type SequenceRule } from './sequence-verdict.js';
 
 /** A pipeline whose events give zero or more model steps each, with state of its own per key. */
