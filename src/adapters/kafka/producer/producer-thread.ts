@@ -135,7 +135,7 @@ export interface ProducerThreadOptions {
 /** The worker's script: next to this module when running from dist, else dist's copy (vitest runs src). */
 function workerScript(): string {
   const here = fileURLToPath(new URL('./producer-worker.js', import.meta.url));
-  return existsSync(here) ? here : projectPath('dist', 'src', 'adapters', 'kafka', 'producer-worker.js');
+  return existsSync(here) ? here : projectPath('dist', 'src', 'adapters', 'kafka', 'producer', 'producer-worker.js');
 }
 
 /** A kafkajs error re-made on this side: its name, message and whether it is retriable. */
