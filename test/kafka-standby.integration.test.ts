@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { assignedTo, exited, freshTopics, httpAddressOf, readToEnd, spawnService, splitFixture, topicSize, waitFor } from './support/kafka.js';
+import { assignedTo, comparePredictions, dedupeByKey, exited, freshTopics, httpAddressOf, readToEnd, spawnService, splitFixture, topicSize, waitFor, type Topics } from './support/kafka.js';
 
 let h: BallHarness;
 beforeAll(async () => {
@@ -26,6 +26,16 @@ const restoresOf = (s: { output: () => string }): Restore[] =>
     .split('\n')
     .filter((l) => l.includes('"msg":"state restored"'))
     .map((l) => JSON.parse(l) as Restore);
+
+/**
+ * Predictions on the output topic, duplicates (by source offset) dropped, read to its end as
+ * read_committed: under exactly once, transaction markers and aborted records take offsets that
+ * no reader sees, so a count of offsets (the harness's way) never matches.
+ */
+async function distinctPredictions(t: Topics): Promise<number> {
+  const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
+  return [...dedupeByKey(out).values()].reduce((n, l) => n + l.length, 0);
+}
 
 const standbysOf = (s: { output: () => string }): number[] | undefined => {
   const last = s.output().split('\n').filter((l) => l.includes('"msg":"standby partitions placed"')).at(-1);
@@ -79,7 +89,7 @@ describe('standby replicas', () => {
         a.kill('SIGKILL');
         await waitFor('b to own every partition', async () => (assignedTo(b)?.length ?? 0) === 4, 60_000);
         h.produceFixture(t, second);
-        await waitFor('every event to have a prediction', async () => (await h.distinctPredictions(t)) === h.events, 120_000);
+        await waitFor('every event to have a prediction', async () => (await distinctPredictions(t)) === h.events, 120_000);
         // a's partitions came from b's copies: the restores that took them read fewer changelog
         // records than they restored keys (a full read reads at least one per key).
         const taken = restoresOf(b).filter((r) => r.fromStandby.length > 0);
@@ -92,9 +102,10 @@ describe('standby replicas', () => {
         b.kill('SIGTERM');
         expect(await exited(b)).toBe(0);
       }
-      await h.expectOutputEqualsReplay(t);
+      const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
+      expect(comparePredictions(dedupeByKey(out), h.expected)).toBeLessThan(1e-5);
       // Exactly once: after the kill and the takeover, one prediction per event, none twice.
-      if (guarantee === 'exactly-once') expect((await readToEnd(h.brokers, t.outputTopic)).messages).toHaveLength(h.events);
+      if (guarantee === 'exactly-once') expect(out).toHaveLength(h.events);
     }, 240_000);
   }
 });

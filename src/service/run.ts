@@ -314,6 +314,7 @@ function watchCluster(config: Config, clients: Clients, adminCalls: Serial, logg
 /** Consumer lag of every owned partition, into the metrics (a partition no longer owned loses its series). */
 function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: () => readonly number[], parts: { metrics: ServiceMetrics; stalls: StallWatch; logger: Logger }): ConsumerLagMonitor {
   const { metrics, stalls, logger } = parts;
+  let stalled = false;
   return new ConsumerLagMonitor({
     admin: clients.healthAdmin,
     adminCalls,
@@ -326,6 +327,11 @@ function watchLag(config: Config, clients: Clients, adminCalls: Serial, owned: (
       metrics.consumerLag.reset();
       for (const [partition, { records }] of lag) metrics.consumerLag.set({ topic: config.inputTopic, partition: String(partition) }, records);
       stalls.lagPolled(lag);
+      // A stall is logged when it starts and when it ends, not only answered on /readyz.
+      const now = stalls.problems(config.stallTimeoutMs).filter((p) => p.startsWith('no progress'));
+      if (now.length > 0 && !stalled) logger.warn({ problems: now }, 'stalled: an owned partition has records waiting and nothing committed');
+      else if (now.length === 0 && stalled) logger.info({}, 'moving again: every owned partition is committing');
+      stalled = now.length > 0;
     },
   });
 }
@@ -470,8 +476,9 @@ async function start(parts: StartParts): Promise<RunningService> {
   // After every rebalance: who owns what and where it answers (per-key queries), and this
   // member's standby copies.
   const group = new GroupWatch({
-    admin: clients.admin,
-    adminCalls: clients.adminCalls,
+    // The health checks' client: a describe stuck in a broker outage must not hold up restores.
+    admin: clients.healthAdmin,
+    adminCalls: healthCalls,
     group: config.group,
     topic: config.inputTopic,
     logger,
