@@ -1,4 +1,4 @@
-/** Waiting: the one `sleep`, and a sleep that can be cut short. */
+/** Waiting: the one `sleep`, a sleep that can be cut short, and a deadline on a promise. */
 
 /** Resolves after `ms`. */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -14,4 +14,15 @@ export function wakeableSleep(ms: number): { readonly done: Promise<void>; wake(
     };
   });
   return { done, wake };
+}
+
+/** `work`'s value, or 'timeout' if it takes longer than `ms`. */
+export async function within<T>(ms: number, work: Promise<T>): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

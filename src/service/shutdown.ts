@@ -5,6 +5,7 @@
  * (and is redelivered), and the result says so.
  */
 import type { Server } from 'node:http';
+import { within } from '../adapters/sleep.js';
 import type { Logger } from '../observability/logger.js';
 
 /** How a stop went. */
@@ -29,17 +30,6 @@ export interface StopParts {
   readonly dispose: () => void;
   readonly server: Server;
   readonly logger: Logger;
-}
-
-/** `work`'s value, or 'timeout' if it takes longer than `ms`. */
-export async function within<T>(ms: number, work: Promise<T>): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export async function stopWithin(parts: StopParts): Promise<StopResult> {

@@ -25,7 +25,7 @@ import type { BoundedQueue } from '../../../operators/bounded-queue.js';
 import type { RawRecord, SourcePosition } from '../../../operators/records.js';
 import type { PartitionHost, Rejoin, Source } from '../../../runner/types.js';
 import { TransactionError } from '../producer/transactions.js';
-import { sleep } from '../../sleep.js';
+import { sleep, within } from '../../sleep.js';
 
 export interface KafkaSourceOptions {
   readonly topic: string;
@@ -364,12 +364,13 @@ export class KafkaSource implements Source {
         await rejoin.drain();
         await this.consumer.stop();
       })();
-      await withDeadline(drained, rejoin.drainTimeoutMs, () => {
+      // Infinity is no deadline (a timer of Infinity ms would fire at once).
+      if ((Number.isFinite(rejoin.drainTimeoutMs) ? await within(rejoin.drainTimeoutMs, drained) : await drained) === 'timeout') {
         const partitions = [...this.lostPending].sort((a, b) => a - b).join(', ');
-        return new RnnStreamError(
+        throw new RnnStreamError(
           `rejoining after input partition(s) ${partitions} were lost: what was in flight was not made durable within ${rejoin.drainTimeoutMs} ms (rejoinDrainTimeoutMs); stopping, so that a restart resumes from what is committed`,
         );
-      });
+      }
       // After the stop, so that no partition lost meanwhile is left out.
       const forget = [...this.lostPending];
       this.lostPending.clear();
@@ -386,17 +387,5 @@ export class KafkaSource implements Source {
     if (this.stopping) return;
     // A stopped consumer forgets what was paused: the next run fetches every partition.
     await this.rejoin();
-  }
-}
-
-/** `work`, or the error `expired` makes if it has not settled within `ms` (Infinity: no deadline). */
-async function withDeadline<T>(work: Promise<T>, ms: number, expired: () => Error): Promise<T> {
-  if (!Number.isFinite(ms)) return work;
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(expired()), ms)));
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
