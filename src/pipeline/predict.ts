@@ -5,7 +5,6 @@
 import { map, pipe, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { StepBackend } from '../backends/types.js';
 import { RnnStreamError } from '../core/errors.js';
-import { argmax } from '../core/cells.js';
 import type { RnnModel } from '../core/model.js';
 import { utf8LengthOver } from '../core/validation.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
@@ -142,7 +141,7 @@ export function toPredictionRecord(
   let prediction: string | number;
   let topClass: string | undefined;
   if (model.head.kind === 'softmax') {
-    const best = argmax(out);
+    const { best } = step;
     prediction = names[best]!;
     if (outOfScope) {
       topClass = prediction;

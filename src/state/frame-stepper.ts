@@ -304,7 +304,7 @@ export class FrameStepper<In, E> {
       left.set(plan.key, { decoder: plan.state.slice(F), hidden });
       const ended = ends?.(event) === true;
       if (ended) store.deleteSlot(plan.slot);
-      results[plan.i] = { kind: 'step', item: items[plan.i]!, key: plan.key, seq: plan.steps, output: plan.outputs, rows: plan.rows, prev: undefined, captured, gap: plan.gap, ended, previousClass: -1, decoded };
+      results[plan.i] = { kind: 'step', item: items[plan.i]!, key: plan.key, seq: plan.steps, output: plan.outputs, best: -1, rows: plan.rows, prev: undefined, captured, gap: plan.gap, ended, previousClass: -1, decoded };
     }
     // A key whose every event was refused holds no state: no slot for junk keys.
     for (const cursor of cursors.values()) if (cursor.accepted === 0 && cursor.steps === 0) store.deleteSlot(cursor.slot);

@@ -86,6 +86,8 @@ export type KeyedStep<In> =
       readonly seq: number;
       /** Head output: probabilities (softmax) or values (linear). */
       readonly output: Float32Array;
+      /** The index of the largest output (a softmax head's class); -1 for a frames pipeline's step. */
+      readonly best: number;
       /** What the key remembered of its previous event (before this one), if it had one. */
       readonly prev: Carried | undefined;
       /** The key's state after this step, when `captureState` is on. */
@@ -319,9 +321,11 @@ export class KeyedStepper<In, E> {
     const c = this.config.store.chunkOf(slot);
     const x = slot & (CHUNK_SLOTS - 1);
     if (this.table && c.residence[x] !== Residence.HOST) return { slot, initial: undefined, inTable: true, rows: [] };
-    const initial = c.state.slice(x * S, (x + 1) * S);
+    // A view, not a copy: microBatchOf (slotMicroBatchOf) reads it right after the admits, before
+    // anything writes the store's state (a copy per key and micro-batch was 2 % of a replay).
+    const initial = c.state.subarray(x * S, (x + 1) * S);
     // A new key's zeros need not go up to the table.
-    return { slot, initial: this.table && initial.every((v) => v === 0) ? undefined : initial, inTable: false, rows: [] };
+    return { slot, initial: this.table && isZero(initial) ? undefined : initial, inTable: false, rows: [] };
   }
 
   /**
@@ -355,7 +359,15 @@ export class KeyedStepper<In, E> {
     for (const chain of ordered) for (let w = 0; w < chain.rows.length; w++) waveSizes[w]!++;
     const { starts, rows } = waveStarts(waveSizes);
     const input = new Float32Array(rows * I);
-    ordered.forEach((chain, u) => chain.rows.forEach((row, w) => input.set(this.staged.subarray(row.staged * I, (row.staged + 1) * I), (starts[w]! + u) * I)));
+    const { staged } = this;
+    // Element by element: a row is a few features, and a view per row to copy it costs more.
+    ordered.forEach((chain, u) =>
+      chain.rows.forEach((row, w) => {
+        const from = row.staged * I;
+        const to = (starts[w]! + u) * I;
+        for (let f = 0; f < I; f++) input[to + f] = staged[from + f]!;
+      }),
+    );
     const output = new Float32Array(rows * model.outputSize);
     return { keys: ordered.length, waveSizes, input, output, ...(withStates ? { states: new Float32Array(rows * model.stateSize) } : {}) };
   }
@@ -366,7 +378,12 @@ export class KeyedStepper<In, E> {
     const U = ordered.length;
     const state = new Float32Array(U * model.stateSize);
     ordered.forEach((chain, u) => {
-      if (chain.initial) for (const seg of model.stateSegments) state.set(chain.initial.subarray(seg.offset, seg.offset + seg.size), U * seg.offset + u * seg.size);
+      const { initial } = chain;
+      if (!initial) return;
+      for (const seg of model.stateSegments) {
+        const to = U * seg.offset + u * seg.size;
+        for (let j = 0; j < seg.size; j++) state[to + j] = initial[seg.offset + j]!;
+      }
     });
     return { ...this.rowsOf(ordered, this.config.captureState === true), state, finalState: new Float32Array(U * model.stateSize) };
   }
@@ -425,7 +442,7 @@ export class KeyedStepper<In, E> {
             ? this.ledger!.capture(block, at, { key, steps: row.steps, lastSeen: c.lastSeen[x]!, position: row.position, sequence: row.sequence, carry: row.carry!, lastClass: c.lastClass[x]! })
             : new WaveStateCapture(batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), n, u, model.stateSegments, S, key, row.steps, c.lastSeen[x]!, row.position, row.sequence, row.carry!, c.lastClass[x]!);
         ended = ends?.(eventOf(item)) === true;
-        results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, prev: row.prev, captured, gap: row.gap, ended, previousClass };
+        results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, best, prev: row.prev, captured, gap: row.gap, ended, previousClass };
       });
       // The key's state after its last event.
       const U = batch.keys;
@@ -550,6 +567,11 @@ export class KeyedStepper<In, E> {
       : undefined;
     const ended = ends?.(event) === true;
     if (ended) store.deleteSlot(slot);
-    results[i] = { kind: 'step', item, key, seq: steps, output: out, prev, captured, gap, ended, previousClass };
+    results[i] = { kind: 'step', item, key, seq: steps, output: out, best, prev, captured, gap, ended, previousClass };
   }
+}
+
+function isZero(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (values[i] !== 0) return false;
+  return true;
 }
