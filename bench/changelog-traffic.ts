@@ -12,7 +12,8 @@
 import type { Consumer } from 'kafkajs';
 import { FixtureSource } from '../src/adapters/fixture-source.js';
 import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
-import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
+import { atLeastOnce } from '../src/adapters/kafka/sinks/at-least-once.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/kafka-sink.js';
 import { resolveBackend } from '../src/backends/registry.js';
 import type { BackendName } from '../src/backends/types.js';
 import { loadModelFile } from '../src/adapters/model-file.js';
@@ -58,7 +59,8 @@ async function once(stateOnDevice: boolean): Promise<RunFigures> {
   };
   const consumer = { commitOffsets: async () => {} } as unknown as Consumer;
   const store = stateStoreFor(pipeline, model);
-  const sink = new KafkaSink(producer, consumer, { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' }, store, silentLogger, {}, { commitIntervalMs, produceBatchSize: 5000, dlqPartitions: 1 });
+  const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
+  const sink = new KafkaSink(atLeastOnce({ producer, consumer, topics, changelog: () => store.changelogBatch(), logger: silentLogger, commitIntervalMs, produceBatchSize: 5000, deadLetters: { partitions: 1 } }));
   const queue = new BoundedQueue(4096 * 4);
   let microBatches = 0;
   let events = 0;

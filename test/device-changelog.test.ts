@@ -11,7 +11,8 @@ import type { Consumer } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { unpackMessages } from '../src/adapters/kafka/producer/record-packer.js';
 import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
-import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
+import { atLeastOnce } from '../src/adapters/kafka/sinks/at-least-once.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/kafka-sink.js';
 import { cpuProvider, gpuProvider } from '../src/backends/gpujs.js';
 import type { BackendProvider, StepBackend } from '../src/backends/types.js';
 import { createRng } from '../src/core/prng.js';
@@ -103,7 +104,9 @@ function sinkWithChangelog(): { sink: KafkaSink; changelog: string[]; batches: {
     },
   };
   const consumer = { commitOffsets: async () => {} } as unknown as Consumer;
-  const sink = new KafkaSink(producer, consumer, { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' }, new KeyStateStore(model), silentLogger, {}, { commitIntervalMs: 0, produceBatchSize: 100, dlqPartitions: 1 });
+  const store = new KeyStateStore(model);
+  const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
+  const sink = new KafkaSink(atLeastOnce({ producer, consumer, topics, changelog: () => store.changelogBatch(), logger: silentLogger, commitIntervalMs: 0, produceBatchSize: 100, deadLetters: { partitions: 1 } }));
   return { sink, changelog, batches };
 }
 

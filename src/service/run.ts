@@ -23,10 +23,11 @@ import { ConsumerLagMonitor } from '../adapters/kafka/consumer/consumer-lag.js';
 import { KafkaSource } from '../adapters/kafka/consumer/kafka-source.js';
 import { InProcessProducer, ProducerThread, refusalReporter, type ProducerHooks, type RecordProducer } from '../adapters/kafka/producer/producer-thread.js';
 import { packMessages } from '../adapters/kafka/producer/record-packer.js';
-import { KafkaSink } from '../adapters/kafka/sinks/sink.js';
+import { KafkaSink } from '../adapters/kafka/sinks/kafka-sink.js';
+import { atLeastOnce } from '../adapters/kafka/sinks/at-least-once.js';
+import { exactlyOnce } from '../adapters/kafka/sinks/exactly-once.js';
 import { createSerial, type Serial } from '../adapters/kafka/cluster/serial.js';
 import { ensureTopics, type TopicLayout } from '../adapters/kafka/cluster/topics.js';
-import { TransactionalSink } from '../adapters/kafka/sinks/transactional-sink.js';
 import { KafkajsTransactions } from '../adapters/kafka/producer/transactions.js';
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
@@ -204,13 +205,36 @@ function onWritten(metrics: ServiceMetrics, store: KeyStateStore, prequential: P
 }
 
 /** The sink for the configured guarantee. */
-function createSink(config: Config, clients: Clients, connection: KafkaConnection, store: KeyStateStore, logger: Logger, written: (counts: WrittenCounts) => void, parts: { metrics: ServiceMetrics; queue: BoundedQueue; stalls: StallWatch }): Sink & { disconnect(): Promise<void> } {
-  const { metrics, queue, stalls } = parts;
-  const deadLetterLimits = { maxRawBytes: config.deadLetterRawBytes, maxBytes: clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES };
+interface SinkParts {
+  readonly config: Config;
+  readonly clients: Clients;
+  readonly connection: KafkaConnection;
+  readonly store: KeyStateStore;
+  readonly logger: Logger;
+  /** Outputs became durable (acknowledged, or committed in their transaction). */
+  readonly written: (counts: WrittenCounts) => void;
+  readonly metrics: ServiceMetrics;
+  readonly queue: BoundedQueue;
+  readonly stalls: StallWatch;
+}
+
+function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
+  const { config, clients, connection, store, logger, written, metrics, queue, stalls } = parts;
+  const deadLetters = { limits: { maxRawBytes: config.deadLetterRawBytes, maxBytes: clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES }, partitions: clients.layout.dlqPartitions };
   if (config.guarantee === 'at-least-once') {
-    const producer = clients.producer!;
-    const sink = new KafkaSink(producer, clients.consumer, config, store, logger, { onCommitted: () => stalls.sendSucceeded(), onWritten: written }, { commitIntervalMs: config.commitIntervalMs, produceBatchSize: config.produceBatchSize, deadLetterLimits, dlqPartitions: clients.layout.dlqPartitions });
-    return Object.assign(sink, { disconnect: () => producer.disconnect() });
+    return new KafkaSink(
+      atLeastOnce({
+        producer: clients.producer!,
+        consumer: clients.consumer,
+        topics: config,
+        changelog: () => store.changelogBatch(),
+        logger,
+        hooks: { onCommitted: () => stalls.sendSucceeded(), onWritten: written },
+        commitIntervalMs: config.commitIntervalMs,
+        produceBatchSize: config.produceBatchSize,
+        deadLetters,
+      }),
+    );
   }
   const settings = {
     applicationId: config.group,
@@ -228,27 +252,30 @@ function createSink(config: Config, clients: Clients, connection: KafkaConnectio
   const transactions = config.producerThread
     ? new ProducerThread({ connection, limits: { maxRecords: config.produceBatchSize, maxBytes: settings.maxRequestBytes }, transactions: settings }, logger, { onRefused })
     : new KafkajsTransactions(createKafka(connection, logger), settings, logger, refusalReporter(logger, { onRefused }));
-  const sink = new TransactionalSink(
-    transactions,
-    config,
-    store,
-    logger,
-    {
-      onWritten: (counts, _partition, seconds) => {
-        metrics.transactions.inc();
-        metrics.transactionSeconds.observe(seconds);
-        written(counts);
+  return new KafkaSink(
+    exactlyOnce({
+      transactions,
+      topics: config,
+      changelog: () => store.changelogBatch(),
+      logger,
+      hooks: {
+        onWritten: (counts, _partition, seconds) => {
+          metrics.transactions.inc();
+          metrics.transactionSeconds.observe(seconds);
+          written(counts);
+        },
+        onDropped: (events) => queue.release(events),
+        onOpen: (open) => metrics.transactionsOpen.set(open),
+        onRetry: () => {
+          metrics.produceRetries.inc();
+          stalls.sendFailed();
+        },
       },
-      onDropped: (events) => queue.release(events),
-      onOpen: (open) => metrics.transactionsOpen.set(open),
-      onRetry: () => {
-        metrics.produceRetries.inc();
-        stalls.sendFailed();
-      },
-    },
-    { commitIntervalMs: config.commitIntervalMs, deadLetterLimits, dlqPartitions: clients.layout.dlqPartitions, committedOffset },
+      commitIntervalMs: config.commitIntervalMs,
+      deadLetters,
+      committedOffset,
+    }),
   );
-  return sink;
 }
 
 /** The changelog reader; its start (joining a group of its own) is part of the service's start. */
@@ -495,7 +522,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   await allOrFirstFailure([clusterHealth.start(), restorer.start()]);
   if (broken) throw broken;
 
-  const sink = createSink(config, clients, connection, store, logger, onWritten(metrics, store, prequential, queue, stalls), { metrics, queue, stalls });
+  const sink = createSink({ config, clients, connection, store, logger, written: onWritten(metrics, store, prequential, queue, stalls), metrics, queue, stalls });
   startUp.add(() => sink.disconnect());
   let consumerDown: Error | undefined;
   let owned: readonly number[] = [];

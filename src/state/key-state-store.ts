@@ -26,6 +26,7 @@
 import { SnapshotError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
 import { z } from 'zod';
+import { ChangelogBatch } from './changelog-batch.js';
 import { copyRecordState, encodeSnapshots, readSnapshots, type KeySnapshot, type SnapshotShape, type StatePosition } from './snapshot-codec.js';
 
 export type { KeySnapshot, StatePosition } from './snapshot-codec.js';
@@ -473,6 +474,11 @@ export class KeyStateStore {
   /** Snapshot bytes of the given key states, which need not be resident (a changelog's captured states). */
   encode(snapshots: Iterable<KeySnapshot>): Uint8Array {
     return encodeSnapshots(this.shape, snapshots);
+  }
+
+  /** An empty batch of changelog captures, encoded with this store's codec (changelog-batch.ts). */
+  changelogBatch(): ChangelogBatch {
+    return new ChangelogBatch((snapshots) => this.encode(snapshots));
   }
 
   /**

@@ -1,15 +1,13 @@
 /**
  * The Kafka records a sink writes besides predictions (which are packed as JSON bytes as they
- * arrive): dead letters and changelog records. One definition for the at-least-once and the
- * exactly-once sink.
+ * arrive) and changelog records (output-batch.ts): dead letters, and the minimal dead letter of a
+ * record the broker refused. One definition for both commit strategies.
  */
 import { createHash } from 'node:crypto';
 import type { Message, TopicMessages } from 'kafkajs';
 import { utf8LengthOver } from '../../../core/validation.js';
 import type { DeadLetter } from '../../../operators/records.js';
 import { deadLetterJson, type DeadLetterLimits } from '../../../pipeline/serialize.js';
-import { dropCapture, resolveCaptures } from '../../../state/deferred-captures.js';
-import type { KeySnapshot, KeyStateStore } from '../../../state/key-state-store.js';
 
 /** A dead letter's record key: the input's message key, unless too long to be one (its source position still finds the input). */
 const MAX_DEAD_LETTER_KEY_BYTES = 1024;
@@ -27,31 +25,6 @@ export function deadLetterMessage(r: DeadLetter, limits: DeadLetterLimits | unde
   const message: Message = { key: deadLetterKey(r.messageKey), value: deadLetterJson(r, limits), headers: { 'rnnstream-reason': r.reason.slice(0, 200) } };
   if (r.source.kind === 'kafka') message.partition = r.source.partition % partitions;
   return message;
-}
-
-/**
- * A key's state as a changelog record, in the changelog partition of its input partition (the
- * changelog is partitioned like the input). A key that ended is forgotten: a tombstone, which
- * log compaction then removes altogether.
- */
-export function changelogMessage(store: KeyStateStore, key: string, state: KeySnapshot, ended: boolean): Message {
-  const value = ended ? null : Buffer.from(store.encode([state]));
-  const partition = state.position?.partition;
-  return partition === undefined ? { key, value } : { key, value, partition };
-}
-
-/**
- * Reads back, in one go, the captured states a changelog batch will encode (those still on the
- * device; see deferred-captures.ts). An ended key's record is a tombstone and needs no state: its
- * capture is let go unread.
- */
-export async function readChangelogStates(states: Iterable<readonly [string, KeySnapshot]>, ended: ReadonlySet<string>): Promise<void> {
-  const wanted: KeySnapshot[] = [];
-  for (const [key, s] of states) {
-    if (ended.has(key)) dropCapture(s);
-    else wanted.push(s);
-  }
-  await resolveCaptures(wanted);
 }
 
 /** The topics a refused record may come from, and where its minimal dead letter goes. */

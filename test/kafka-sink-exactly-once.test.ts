@@ -10,7 +10,8 @@ import { randomModel } from '../src/core/random-model.js';
 import { silentLogger } from '../src/observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
 import { unpackMessages, type WireTopicMessages } from '../src/adapters/kafka/producer/record-packer.js';
-import { TransactionalSink } from '../src/adapters/kafka/sinks/transactional-sink.js';
+import { exactlyOnce } from '../src/adapters/kafka/sinks/exactly-once.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/kafka-sink.js';
 import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/producer/transactions.js';
 import { CaptureLedger } from '../src/state/deferred-captures.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
@@ -65,13 +66,18 @@ function setup() {
   const written: string[] = [];
   const dropped: number[] = [];
   const lost: number[][] = [];
-  const sink = new TransactionalSink(
-    tx,
-    topics,
-    store,
-    silentLogger,
-    { onWritten: (c, p) => written.push(`p${p}: ${c.predictions}+${c.deadLetters}`), onDropped: (n) => dropped.push(n) },
-    { commitIntervalMs: 100, dlqPartitions: 4, committedOffset: async (p) => (p === 1 ? 40 : undefined), maxRetryMs: 100 },
+  const sink = new KafkaSink(
+    exactlyOnce({
+      transactions: tx,
+      topics,
+      changelog: () => store.changelogBatch(),
+      logger: silentLogger,
+      hooks: { onWritten: (c, p) => written.push(`p${p}: ${c.predictions}+${c.deadLetters}`), onDropped: (n) => dropped.push(n) },
+      commitIntervalMs: 100,
+      deadLetters: { partitions: 4 },
+      committedOffset: async (p) => (p === 1 ? 40 : undefined),
+      maxRetryMs: 100,
+    }),
   );
   sink.onLost = (partitions) => lost.push([...partitions]);
   return { store, tx, sink, written, dropped, lost };
@@ -85,7 +91,7 @@ const settle = async (): Promise<void> => {
 beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] }));
 afterEach(() => vi.useRealTimers());
 
-describe('TransactionalSink', () => {
+describe('KafkaSink, exactly once', () => {
   it('sends outputs in the open transaction as they come, and ends it each interval with the changelog and the next offset', async () => {
     const { store, tx, sink, written } = setup();
     expect(await sink.prepare(0)).toBeUndefined();

@@ -11,7 +11,8 @@ import type { Consumer } from 'kafkajs';
 import { refusedRecordDeadLetter } from '../src/adapters/kafka/sinks/output-records.js';
 import type { RecordProducer } from '../src/adapters/kafka/producer/producer-thread.js';
 import { unpackMessages } from '../src/adapters/kafka/producer/record-packer.js';
-import { KafkaSink } from '../src/adapters/kafka/sinks/sink.js';
+import { atLeastOnce, type AtLeastOnceHooks } from '../src/adapters/kafka/sinks/at-least-once.js';
+import { KafkaSink } from '../src/adapters/kafka/sinks/kafka-sink.js';
 import type { DeadLetter } from '../src/operators/records.js';
 import { deadLetterJson, predictionJson } from '../src/pipeline/serialize.js';
 import { randomModel } from '../src/core/random-model.js';
@@ -91,6 +92,11 @@ function prediction(store: KeyStateStore, key: string, partition: number, offset
   return { kind: 'prediction', key, seq: state.steps, prediction: 'a', head: 'softmax', names: ['a', 'b'], output: new Float32Array([0.5, 0.5]), state, ended: false, source };
 }
 
+/** The at-least-once sink on the fake cluster, with the store's changelog captures. */
+function atLeastOnceSink(k: ReturnType<typeof fakeKafka>, store: KeyStateStore, options: { hooks?: AtLeastOnceHooks; commitIntervalMs: number; produceBatchSize: number }): KafkaSink {
+  return new KafkaSink(atLeastOnce({ producer: k.producer, consumer: k.consumer, topics, changelog: () => store.changelogBatch(), logger: silentLogger, deadLetters: { partitions: 4 }, ...options }));
+}
+
 /** Adds the outputs as one request, lets the broker acknowledge it, and waits for the sink to see that. */
 async function writeAcknowledged(sink: KafkaSink, k: ReturnType<typeof fakeKafka>, ...outputs: PipelineOutput[]): Promise<void> {
   for (const r of outputs) sink.write(r);
@@ -99,13 +105,13 @@ async function writeAcknowledged(sink: KafkaSink, k: ReturnType<typeof fakeKafka
   await drained;
 }
 
-describe('KafkaSink', () => {
+describe('KafkaSink, at least once', () => {
   it('outputs in order and in requests of produceBatchSize; changelog with the captured states; commits only behind acknowledged outputs', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
     const written: number[] = [];
     let committed = 0;
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions + c.deadLetters + c.skipped), onCommitted: (n) => (committed += n) }, { commitIntervalMs: 0, produceBatchSize: 2, dlqPartitions: 4 });
+    const sink = atLeastOnceSink(k, store, { hooks: { onWritten: (c) => written.push(c.predictions + c.deadLetters + c.skipped), onCommitted: (n) => (committed += n) }, commitIntervalMs: 0, produceBatchSize: 2 });
     const outputs: PipelineOutput[] = [
       prediction(store, 'x', 0, 10),
       prediction(store, 'y', 1, 20),
@@ -153,7 +159,7 @@ describe('KafkaSink', () => {
   it('merges the changelog over the interval, and flush() does not wait for it', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { commitIntervalMs: 60_000, produceBatchSize: 100, dlqPartitions: 4 });
+    const sink = atLeastOnceSink(k, store, { commitIntervalMs: 60_000, produceBatchSize: 100 });
     // The first changelog write goes at once; the next waits for the interval...
     await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1));
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
@@ -170,7 +176,7 @@ describe('KafkaSink', () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
     const written: number[] = [];
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, { onWritten: (c) => written.push(c.predictions) }, { commitIntervalMs: 0, produceBatchSize: 1, dlqPartitions: 4 });
+    const sink = atLeastOnceSink(k, store, { hooks: { onWritten: (c) => written.push(c.predictions) }, commitIntervalMs: 0, produceBatchSize: 1 });
     sink.write(prediction(store, 'x', 0, 1));
     sink.write(prediction(store, 'x', 0, 2));
     const drained = expect(sink.drain()).rejects.toThrow('produce abandoned');
@@ -185,7 +191,7 @@ describe('KafkaSink', () => {
   it('after a rebalance, writes no state and commits no offset for partitions this member no longer owns', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();
-    const sink = new KafkaSink(k.producer, k.consumer, topics, store, silentLogger, {}, { commitIntervalMs: 60_000, produceBatchSize: 100, dlqPartitions: 4 });
+    const sink = atLeastOnceSink(k, store, { commitIntervalMs: 60_000, produceBatchSize: 100 });
     sink.assigned([0, 1]);
     await writeAcknowledged(sink, k, prediction(store, 'x', 0, 1)); // the first changelog write and commit go at once
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
