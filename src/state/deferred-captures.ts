@@ -69,7 +69,7 @@ export class DeferredCapture extends LazyStateSnapshot {
     readonly row: number,
     meta: Omit<KeySnapshot, 'state'>,
   ) {
-    super(meta.key, meta.steps, meta.lastSeen, meta.position, meta.sequence, meta.carry, meta.lastClass);
+    super(meta);
   }
 
   get resolved(): boolean {

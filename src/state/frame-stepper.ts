@@ -314,9 +314,8 @@ export class FrameStepper<In, E> {
   private captureOf(plan: Plan, hidden: WaveRow | Float32Array | undefined, lastSeen: number): KeySnapshot {
     const carry = plan.state.slice();
     const S = this.model.stateSize;
-    if (hidden instanceof Float32Array || hidden === undefined) {
-      return new HeldStateCapture(hidden ?? new Float32Array(S), plan.key, plan.steps, lastSeen, plan.position, plan.sequence, carry, -1);
-    }
-    return new WaveStateCapture(hidden.wave, hidden.batch, hidden.index, this.model.stateSegments, S, plan.key, plan.steps, lastSeen, plan.position, plan.sequence, carry, -1);
+    const meta = { key: plan.key, steps: plan.steps, lastSeen, position: plan.position, sequence: plan.sequence, carry, lastClass: -1 };
+    if (hidden instanceof Float32Array || hidden === undefined) return new HeldStateCapture(hidden ?? new Float32Array(S), meta);
+    return new WaveStateCapture({ states: hidden.wave, batch: hidden.batch, segments: this.model.stateSegments, size: S }, hidden.index, meta);
   }
 }

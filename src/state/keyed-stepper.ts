@@ -8,7 +8,7 @@
  */
 import { FROM_TABLE, FROM_ZEROS, waveStarts, type DeviceStateTable, type KeptStates, type MicroBatch, type SlotMicroBatch, type StepBackend } from '../backends/types.js';
 import { CaptureLedger } from './deferred-captures.js';
-import { WaveStateCapture } from './lazy-snapshot.js';
+import { WaveStateCapture, type WaveStates } from './lazy-snapshot.js';
 import type { Carried } from '../pipeline/define.js';
 import { argmax } from '../core/cells.js';
 import { RnnStreamError } from '../core/errors.js';
@@ -423,24 +423,22 @@ export class KeyedStepper<In, E> {
     const { starts } = waveStarts(batch.waveSizes);
     // Every row's state kept on the device: captures read theirs when the changelog asks.
     const block = captureState && !batch.states && batch.kept ? this.ledger!.block(batch.kept) : undefined;
+    // Every row's state read back: one view per wave, shared by the wave's captures.
+    const waves = captureState && !block ? Array.from(batch.waveSizes, (n, w) => ({ states: batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), batch: n, segments: model.stateSegments, size: S })) : undefined;
     ordered.forEach((chain, u) => {
       const c = store.chunkOf(chain.slot);
       const x = chain.slot & (CHUNK_SLOTS - 1);
       const key = c.keys[x]!;
       let ended = false;
       chain.rows.forEach((row, w) => {
-        const n = batch.waveSizes[w]!;
         const at = starts[w]! + u;
         const out = batch.output.slice(at * O, (at + 1) * O);
         const best = argmax(out);
         const previousClass = c.lastClass[x]!;
         if (classify) c.lastClass[x] = best;
         const item = items[row.i]!;
-        const captured = !captureState
-          ? undefined
-          : block
-            ? this.ledger!.capture(block, at, { key, steps: row.steps, lastSeen: c.lastSeen[x]!, position: row.position, sequence: row.sequence, carry: row.carry!, lastClass: c.lastClass[x]! })
-            : new WaveStateCapture(batch.states!.subarray(starts[w]! * S, (starts[w]! + n) * S), n, u, model.stateSegments, S, key, row.steps, c.lastSeen[x]!, row.position, row.sequence, row.carry!, c.lastClass[x]!);
+        const meta = captureState ? { key, steps: row.steps, lastSeen: c.lastSeen[x]!, position: row.position, sequence: row.sequence, carry: row.carry!, lastClass: c.lastClass[x]! } : undefined;
+        const captured = !meta ? undefined : block ? this.ledger!.capture(block, at, meta) : new WaveStateCapture(waves![w]!, u, meta);
         ended = ends?.(eventOf(item)) === true;
         results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, best, prev: row.prev, captured, gap: row.gap, ended, previousClass };
       });
@@ -523,7 +521,7 @@ export class KeyedStepper<In, E> {
     }
     const scatter = (): void => {
       // One copy of the wave's next states serves every capture in it (see WaveStateCapture).
-      const wave = captureState ? this.next.slice(0, B * S) : undefined;
+      const wave = captureState ? { states: this.next.slice(0, B * S), batch: B, segments: model.stateSegments, size: S } : undefined;
       for (let b = 0; b < B; b++) this.scatterOne(b, B, stepping[b]!, slots[b]!, gaps[b]!, prevs[b], items, results, wave);
     };
     const pending = backend.step(B, input, state, this.next, this.output);
@@ -533,7 +531,7 @@ export class KeyedStepper<In, E> {
   }
 
   /** Writes key b's next state and what it remembers back to its slot, and makes its result. */
-  private scatterOne(b: number, B: number, i: number, slot: number, gap: number, prev: Carried | undefined, items: In[], results: KeyedStep<In>[], wave: Float32Array | undefined): void {
+  private scatterOne(b: number, B: number, i: number, slot: number, gap: number, prev: Carried | undefined, items: In[], results: KeyedStep<In>[], wave: WaveStates | undefined): void {
     const { store, eventOf, positionOf, sequence, ends, classify } = this.config;
     const { model } = store;
     const { next, output } = this;
@@ -562,9 +560,7 @@ export class KeyedStepper<In, E> {
     const previousClass = c.lastClass[x]!;
     if (classify) c.lastClass[x] = best;
     const key = c.keys[x]!;
-    const captured = wave
-      ? new WaveStateCapture(wave, B, b, model.stateSegments, S, key, steps, c.lastSeen[x]!, position, c.sequence[x]!, c.carry.slice(x * C, (x + 1) * C), c.lastClass[x]!)
-      : undefined;
+    const captured = wave ? new WaveStateCapture(wave, b, { key, steps, lastSeen: c.lastSeen[x]!, position, sequence: c.sequence[x]!, carry: c.carry.slice(x * C, (x + 1) * C), lastClass: c.lastClass[x]! }) : undefined;
     const ended = ends?.(event) === true;
     if (ended) store.deleteSlot(slot);
     results[i] = { kind: 'step', item, key, seq: steps, output: out, best, prev, captured, gap, ended, previousClass };

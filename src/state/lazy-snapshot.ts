@@ -6,18 +6,39 @@
 import type { StateSegment } from '../core/model.js';
 import type { KeySnapshot, StatePosition } from './snapshot-codec.js';
 
+/** What a snapshot says besides its state floats. */
+export type SnapshotMeta = Omit<KeySnapshot, 'state'>;
+
 export abstract class LazyStateSnapshot implements KeySnapshot {
-  constructor(
-    readonly key: string,
-    readonly steps: number,
-    readonly lastSeen: number,
-    readonly position: StatePosition | undefined,
-    readonly sequence: number,
-    readonly carry: Float64Array,
-    readonly lastClass: number,
-  ) {}
+  readonly key: string;
+  readonly steps: number;
+  readonly lastSeen: number;
+  readonly position: StatePosition | undefined;
+  readonly sequence: number;
+  readonly carry: Float64Array;
+  readonly lastClass: number;
+
+  constructor(meta: SnapshotMeta) {
+    this.key = meta.key;
+    this.steps = meta.steps;
+    this.lastSeen = meta.lastSeen;
+    this.position = meta.position;
+    this.sequence = meta.sequence;
+    this.carry = meta.carry;
+    this.lastClass = meta.lastClass;
+  }
 
   abstract get state(): Float32Array;
+}
+
+/** A wave's next states as the backend wrote them (segment-major, see stepWave), shared by the wave's captures. */
+export interface WaveStates {
+  readonly states: Float32Array;
+  /** Rows in the wave. */
+  readonly batch: number;
+  readonly segments: readonly StateSegment[];
+  /** Floats of one key's state. */
+  readonly size: number;
 }
 
 /**
@@ -28,28 +49,20 @@ export abstract class LazyStateSnapshot implements KeySnapshot {
  */
 export class WaveStateCapture extends LazyStateSnapshot {
   constructor(
-    /** The wave's next states, laid out as the backend wrote them (segment-major, see stepWave). */
-    private readonly wave: Float32Array,
-    private readonly batch: number,
+    private readonly wave: WaveStates,
+    /** The key's row in the wave. */
     private readonly index: number,
-    private readonly segments: readonly StateSegment[],
-    private readonly size: number,
-    key: string,
-    steps: number,
-    lastSeen: number,
-    position: StatePosition | undefined,
-    sequence: number,
-    carry: Float64Array,
-    lastClass: number,
+    meta: SnapshotMeta,
   ) {
-    super(key, steps, lastSeen, position, sequence, carry, lastClass);
+    super(meta);
   }
 
   get state(): Float32Array {
-    const out = new Float32Array(this.size);
-    for (const seg of this.segments) {
-      const from = this.batch * seg.offset + this.index * seg.size;
-      for (let j = 0; j < seg.size; j++) out[seg.offset + j] = this.wave[from + j]!;
+    const { states, batch, segments, size } = this.wave;
+    const out = new Float32Array(size);
+    for (const seg of segments) {
+      const from = batch * seg.offset + this.index * seg.size;
+      for (let j = 0; j < seg.size; j++) out[seg.offset + j] = states[from + j]!;
     }
     return out;
   }
@@ -59,15 +72,9 @@ export class WaveStateCapture extends LazyStateSnapshot {
 export class HeldStateCapture extends LazyStateSnapshot {
   constructor(
     private readonly held: Float32Array,
-    key: string,
-    steps: number,
-    lastSeen: number,
-    position: StatePosition | undefined,
-    sequence: number,
-    carry: Float64Array,
-    lastClass: number,
+    meta: SnapshotMeta,
   ) {
-    super(key, steps, lastSeen, position, sequence, carry, lastClass);
+    super(meta);
   }
 
   get state(): Float32Array {
