@@ -14,7 +14,7 @@ describe('keyQuery', () => {
     const store = new KeyStateStore(model);
     store.set({ key: 'ball-7', state: new Float32Array(model.stateSize).fill(0.5), steps: 12, lastSeen: 1_000, position: { partition: 2, offset: 345 }, sequence: 11, carry: new Float64Array(0), lastClass: 1 });
     const view = { self: 'm-a', members: [{ memberId: 'm-a', partitions: [2], endpoint: 'http://a:1' }, { memberId: 'm-b', partitions: [0, 1, 3], endpoint: 'http://b:2/' }] };
-    const ask = keyQuery({ store, model, inputTopic: 'in', inputPartitions: 4, owned: () => [2], group: () => view, now: () => 4_500 });
+    const ask = keyQuery({ store, inputTopic: 'in', inputPartitions: 4, owned: () => [2], group: () => view, now: () => 4_500 });
     expect(ask('ball-7')).toEqual({
       status: 200,
       body: { key: 'ball-7', partition: 2, seq: 11, steps: 12, stateAgeMs: 3_500, lastPrediction: 'right', lastOffset: 345, model: { name: model.name, hash: model.hash } },
@@ -30,7 +30,7 @@ describe('keyQuery', () => {
 
   it('refuses an empty or too long key, and says so while the group is being described', () => {
     const store = new KeyStateStore(model);
-    const ask = keyQuery({ store, model, inputTopic: 'in', inputPartitions: 4, owned: () => [], group: () => undefined });
+    const ask = keyQuery({ store, inputTopic: 'in', inputPartitions: 4, owned: () => [], group: () => undefined });
     expect(ask('').status).toBe(400);
     expect(ask('x'.repeat(MAX_QUERY_KEY_BYTES + 1)).body).toEqual({ error: `key: expected 1 to ${MAX_QUERY_KEY_BYTES} bytes of UTF-8, got ${MAX_QUERY_KEY_BYTES + 1}` });
     expect(ask('ball-1').status).toBe(503);

@@ -12,6 +12,9 @@ export class BoundedQueue {
   private waiters: (() => void)[] = [];
   private listeners = new Set<(full: boolean) => void>();
   private wasFull = false;
+  /** Held (`hold`): nothing is admitted until `unhold`, whatever the count. */
+  private held = false;
+  private drainedWaiters: (() => void)[] = [];
 
   /**
    * @param capacity hard limit of events in flight.
@@ -30,9 +33,28 @@ export class BoundedQueue {
     return this.pending;
   }
 
-  /** True from reaching capacity until draining to `resumeAt`. */
+  /** True from reaching capacity until draining to `resumeAt`, and while held. */
   get full(): boolean {
     return this.wasFull;
+  }
+
+  /**
+   * Admits nothing more until `unhold()` (sources wait as for a full queue); resolves once every
+   * event in flight has left. A hot swap drains the chain this way at a point where nothing is
+   * in flight.
+   */
+  hold(): Promise<void> {
+    this.held = true;
+    if (!this.wasFull) this.setFull(true);
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainedWaiters.push(resolve));
+  }
+
+  /** Admits again after `hold()`. */
+  unhold(): void {
+    if (!this.held) return;
+    this.held = false;
+    if (this.pending < this.capacity) this.release(0);
   }
 
   admit(n = 1): void {
@@ -47,7 +69,12 @@ export class BoundedQueue {
 
   release(n = 1): void {
     this.pending = Math.max(0, this.pending - n);
-    if (this.pending <= this.resumeAt) {
+    if (this.pending === 0 && this.drainedWaiters.length > 0) {
+      const drained = this.drainedWaiters;
+      this.drainedWaiters = [];
+      for (const w of drained) w();
+    }
+    if (this.pending <= this.resumeAt && !this.held) {
       if (this.wasFull) this.setFull(false);
       const waiters = this.waiters;
       this.waiters = [];
@@ -57,7 +84,7 @@ export class BoundedQueue {
 
   /** Room for `n` more events right now (without waiting)? */
   hasRoom(n = 1): boolean {
-    return !this.wasFull && this.pending + n <= this.capacity;
+    return !this.wasFull && !this.held && this.pending + n <= this.capacity;
   }
 
   /** Resolves at once when not full, else once drained to `resumeAt`. */

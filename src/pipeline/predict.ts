@@ -16,6 +16,7 @@ import { carryNames, type PipelineDefinition } from './define.js';
 import { inputOf } from './inputs.js';
 import type { OutOfScopeRule } from './out-of-scope.js';
 import type { PrequentialScore, PrequentialTracker } from './prequential.js';
+import type { ServingModel } from './serving-model.js';
 
 export interface PredictionRecord {
   readonly kind: 'prediction';
@@ -92,6 +93,12 @@ export interface PredictOptions extends DecodeOptions {
   readonly stateOnDevice?: boolean;
   /** See rnnByKey's onKeptStatesSpilled. */
   readonly onKeptStatesSpilled?: (bytes: number) => void;
+  /**
+   * The model served, when a hot swap may replace it while the chain runs (the service): the
+   * chain reads the model, its input and its out-of-scope rule from here (outOfScope is then
+   * ignored). The backend and the store are replaced with it by whoever swaps.
+   */
+  readonly serving?: ServingModel;
   /** Called once per micro-batch with its events and waves. */
   readonly onBatch?: (events: number, waves: number) => void;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
@@ -230,6 +237,7 @@ export const keyTooLong =
 
 export function predict(pipeline: PipelineDefinition, model: RnnModel, options: PredictOptions): OperatorFunction<RawRecord, PipelineOutput> {
   checkModelFitsPipeline(pipeline, model);
+  const { serving } = options;
   return pipe(
     decodeEvents(pipeline.schema, options, keyTooLong(pipeline, options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES)),
     rnnByKey<Decoded<unknown>, unknown>({
@@ -244,7 +252,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       // Positions are read by restores, the changelog and partition drops; replay has none of
       // them and does not pay for an object per event.
       positionOf: options.captureState || options.alreadyApplied ? (r) => statePositionOf(r.source) : undefined,
-      features: inputOf(pipeline, model),
+      features: options.serving ? options.serving.input : inputOf(pipeline, model),
       carry: pipeline.carry,
       frames: pipeline.frames?.(model),
       ends: pipeline.ends,
@@ -263,7 +271,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
-          return toPredictionRecord(pipeline, model, step, options);
+          return serving ? toPredictionRecord(pipeline, serving.model, step, { prequential: options.prequential, outOfScope: serving.outOfScope }) : toPredictionRecord(pipeline, model, step, options);
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {

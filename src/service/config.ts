@@ -129,6 +129,19 @@ export const serviceConfigSchema = z
      * the keys it holds. 0: none (a new owner reads the whole changelog partition).
      */
     standbyReplicas: z.int().min(0).max(8).default(0),
+    /**
+     * Hot swap: serve a new model without a restart when the --model file changes (one
+     * instance, or instances that share the file). Each new model is checked before it serves.
+     */
+    watchModel: z.boolean().default(false),
+    /**
+     * Hot swap: a compacted control topic whose records name the model each pipeline serves
+     * (key: the pipeline; value: {pipeline, path, sha256}); every instance reads it and swaps.
+     * Created (compacted, one partition) if missing.
+     */
+    modelsTopic: z.string().min(1).optional(),
+    /** What a swapped-in model does with keys' state: `reset` (start from zero) or `keep` (same cells only). */
+    swapPolicy: z.enum(['reset', 'keep']).default('reset'),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),
     /** How often the service checks the cluster for /healthz (brokers gone, partitions offline or under-replicated). */
@@ -237,6 +250,9 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_BACKEND: (v) => ({ backend: v }),
   RNNSTREAM_KEY_CAPACITY: (v) => ({ keyCapacity: Number(v) }),
   RNNSTREAM_STANDBY_REPLICAS: (v) => ({ standbyReplicas: envNumber(v) }),
+  RNNSTREAM_WATCH_MODEL: (v) => ({ watchModel: v === 'true' || v === '1' }),
+  RNNSTREAM_MODELS_TOPIC: (v) => ({ modelsTopic: v }),
+  RNNSTREAM_SWAP_POLICY: (v) => ({ swapPolicy: v }),
   RNNSTREAM_OOS_THRESHOLD: (v) => ({ outOfScopeThreshold: envNumber(v) }),
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),

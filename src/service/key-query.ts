@@ -11,7 +11,6 @@
  */
 import { Partitioners } from 'kafkajs';
 import type { GroupView } from '../adapters/kafka/consumer/group-watch.js';
-import type { RnnModel } from '../core/model.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 
 export const MAX_QUERY_KEY_BYTES = 1024;
@@ -24,8 +23,8 @@ export interface KeyAnswer {
 }
 
 export interface KeyQueryParts {
+  /** The keys' state, and (store.model) the model serving them now: a hot swap replaces it. */
   readonly store: KeyStateStore;
-  readonly model: RnnModel;
   readonly inputTopic: string;
   readonly inputPartitions: number;
   /** The input partitions this member owns now. */
@@ -36,14 +35,15 @@ export interface KeyQueryParts {
 }
 
 export function keyQuery(parts: KeyQueryParts): (key: string) => KeyAnswer {
-  const { store, model, inputTopic, inputPartitions } = parts;
+  const { store, inputTopic, inputPartitions } = parts;
   const now = parts.now ?? Date.now;
   const partitioner = Partitioners.DefaultPartitioner();
   const partitionMetadata = Array.from({ length: inputPartitions }, (_, partitionId) => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
-  const modelOf = { name: model.name, hash: model.hash };
   return (key) => {
     const bytes = Buffer.byteLength(key);
     if (bytes === 0 || bytes > MAX_QUERY_KEY_BYTES) return { status: 400, body: { error: `key: expected 1 to ${MAX_QUERY_KEY_BYTES} bytes of UTF-8, got ${bytes}` } };
+    const { model } = store;
+    const modelOf = { name: model.name, hash: model.hash };
     const s = store.scalarsOf(key);
     const partition = s?.position?.partition ?? partitioner({ topic: inputTopic, partitionMetadata, message: { key, value: null } });
     if (s && parts.owned().includes(partition)) {

@@ -62,6 +62,17 @@ export class ServiceMetrics {
     registers: [this.registry],
   });
   readonly modelInfo = new Gauge({ name: 'rnnstream_model_info', help: 'The model being served (always 1): its pipeline, name and sha256', labelNames: ['pipeline', 'model', 'hash'], registers: [this.registry] });
+  readonly modelSwaps = new Counter({ name: 'rnnstream_model_swaps_total', help: 'Models swapped in while serving (--watch-model or --models-topic), after their checks', registers: [this.registry] });
+  readonly modelRefusals = new Counter({
+    name: 'rnnstream_model_refusals_total',
+    help: 'New models refused before serving (unreadable, a wrong sha256, not fitting the pipeline, or steps that disagree with the float64 reference); the served model went on',
+    registers: [this.registry],
+  });
+  readonly modelSwapSeconds = new Gauge({
+    name: 'rnnstream_model_swap_seconds',
+    help: 'The last swap: from holding new events to serving the new model (the outputs in flight made durable first)',
+    registers: [this.registry],
+  });
   private standbyKeysNow: () => number = () => 0;
   readonly standbyKeys: Gauge = new Gauge({
     name: 'rnnstream_standby_keys',

@@ -34,7 +34,10 @@ import { BoundedQueue } from '../operators/bounded-queue.js';
 import { stateResidence } from '../state/keyed-stepper.js';
 import type { SourcePosition } from '../operators/records.js';
 import { stateStoreFor } from '../pipeline/predict.js';
-import { outOfScopeRule } from '../pipeline/out-of-scope.js';
+import { ServingModel } from '../pipeline/serving-model.js';
+import { SwappableBackend } from '../backends/swappable.js';
+import { ModelSwapper } from './model-swap.js';
+import { startModelSources } from './model-sources.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { runPipeline } from '../runner/run-pipeline.js';
@@ -429,11 +432,14 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   const model = loadModelFile(config.model ?? pipeline.modelFile);
   const resolution = await resolveBackend(config.backend, model, { logger });
   metrics.backendFallbacks.inc(resolution.skipped.length);
-  const backend = instrument(resolution.backend, metrics);
+  // A model that can be swapped while serving is stepped through a backend that can be replaced.
+  const swappable = config.watchModel || config.modelsTopic !== undefined ? new SwappableBackend(resolution.backend) : undefined;
+  if (swappable && config.standbyReplicas > 0) throw new RnnStreamError('--standby-replicas cannot be combined with --watch-model or --models-topic yet: standby copies hold the state of the model they were made for');
+  const backend = instrument(swappable ?? resolution.backend, metrics);
   const startUp = new StartUp();
   startUp.add(() => backend.dispose());
   try {
-    return await start({ resolved, logger, metrics, pipeline, model, backend, startUp });
+    return await start({ resolved, logger, metrics, pipeline, model, backend, swappable, startUp });
   } catch (err) {
     await startUp.rollback();
     throw err;
@@ -447,6 +453,8 @@ interface StartParts {
   readonly pipeline: Awaited<ReturnType<typeof loadPipeline>>;
   readonly model: ReturnType<typeof loadModelFile>;
   readonly backend: StepBackend;
+  /** The backend a hot swap replaces (--watch-model, --models-topic); `backend` steps through it. */
+  readonly swappable: SwappableBackend | undefined;
   readonly startUp: StartUp;
 }
 
@@ -456,7 +464,7 @@ interface StartParts {
  * Each step registers its undoing with `startUp`.
  */
 async function start(parts: StartParts): Promise<RunningService> {
-  const { resolved, logger, metrics, pipeline, model, backend, startUp } = parts;
+  const { resolved, logger, metrics, pipeline, model, backend, swappable, startUp } = parts;
   const { config } = resolved;
   const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
   // Standby copies are kept apart, one store per partition: their keys are not served, and
@@ -464,7 +472,9 @@ async function start(parts: StartParts): Promise<RunningService> {
   // idleness: they see no events.
   const standbyStore = config.standbyReplicas > 0 ? () => stateStoreFor(pipeline, model, { capacity: config.keyCapacity }) : undefined;
   const prequential = prequentialFor(pipeline, model);
-  const outOfScope = outOfScopeRule(pipeline, model, config.outOfScopeThreshold);
+  // The chain reads the model through this: a hot swap replaces it.
+  const serving = new ServingModel(pipeline, model, config.outOfScopeThreshold);
+  const { outOfScope } = serving;
   metrics.modelInfo.set({ pipeline: pipeline.name, model: model.name, hash: model.hash }, 1);
   const queue = new BoundedQueue(config.queueCapacity);
   const stalls = new StallWatch();
@@ -541,6 +551,9 @@ async function start(parts: StartParts): Promise<RunningService> {
   // An event is already applied when its key's (restored) state reflects an offset at or after it.
   const alreadyApplied = (key: string, source: SourcePosition): boolean => source.kind === 'kafka' && store.reflects(key, source.partition, Number(source.offset));
   let spillLogged = false;
+  // Before the consumer joins: a restarted instance serves the model the models topic names.
+  const stopModelSources = swappable ? await startHotSwap({ ...parts, serving, swappable, store, queue, sink, source, clients }) : undefined;
+  if (stopModelSources) startUp.add(stopModelSources);
   run = runPipeline({
     source,
     sink,
@@ -554,7 +567,7 @@ async function start(parts: StartParts): Promise<RunningService> {
     predict: {
       backend,
       prequential,
-      outOfScope,
+      serving,
       // Each prediction carries its key's state right after it: the changelog must hold the
       // state that matches the outputs written with it, and the live state can be ahead.
       captureState: true,
@@ -599,7 +612,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   });
   const lag = watchLag(config, clients, healthCalls, () => owned, { metrics, stalls, logger });
   lag.start();
-  keys = keyQuery({ store, model, inputTopic: config.inputTopic, inputPartitions: clients.layout.inputPartitions, owned: () => owned, group: () => group.view });
+  keys = keyQuery({ store, inputTopic: config.inputTopic, inputPartitions: clients.layout.inputPartitions, owned: () => owned, group: () => group.view });
   const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress, ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}) }, 'service started');
 
@@ -616,13 +629,49 @@ async function start(parts: StartParts): Promise<RunningService> {
       clusterHealth.stop();
       lag.stop();
       group.stop();
-      return Promise.allSettled([disconnectClients(), sink.disconnect(), restorer.stop()]);
+      return Promise.allSettled([stopModelSources?.(), disconnectClients(), sink.disconnect(), restorer.stop()]);
     },
     dispose: () => backend.dispose(),
     server,
     logger,
   });
   return { done, stop, httpAddress, metrics };
+}
+
+/**
+ * Hot swap (--watch-model, --models-topic): new models are offered by their sources, checked,
+ * and swapped in where nothing is in flight (model-swap.ts). Resolves with the sources' stop.
+ */
+async function startHotSwap(parts: StartParts & { serving: ServingModel; swappable: SwappableBackend; store: KeyStateStore; queue: BoundedQueue; sink: Sink; source: KafkaSource; clients: Clients }): Promise<() => Promise<void>> {
+  const { resolved, logger, metrics, pipeline, serving, swappable, store, queue, sink, source, clients } = parts;
+  const { config } = resolved;
+  const swapper = new ModelSwapper({
+    pipeline,
+    serving,
+    backend: swappable,
+    store,
+    queue,
+    flush: () => sink.flush(),
+    positions: () => source.positions(),
+    createBackend: async (model) => (await resolveBackend(swappable.name, model, { logger })).backend,
+    policy: config.swapPolicy,
+    ...(config.outOfScopeThreshold !== undefined ? { oosThreshold: config.outOfScopeThreshold } : {}),
+    logger,
+    metrics,
+  });
+  return startModelSources({
+    swapper,
+    modelFile: config.model ?? pipeline.modelFile,
+    watch: config.watchModel,
+    modelsTopic: config.modelsTopic,
+    kafka: clients.kafka,
+    admin: clients.admin,
+    group: config.group,
+    pipeline: pipeline.name,
+    replicationFactor: config.replicationFactor,
+    logger,
+    metrics,
+  });
 }
 
 /** Closes the HTTP server and its open connections. */

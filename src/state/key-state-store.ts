@@ -114,14 +114,15 @@ export class KeyStateStore {
   readonly carrySize: number;
   readonly stateSize: number;
   private readonly idleTtlMs: number;
-  private readonly shape: SnapshotShape;
+  private shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
   private device: DeviceStateReader | undefined;
 
-  constructor(
-    readonly model: RnnModel,
-    options: KeyStateStoreOptions = {},
-  ) {
+  /** The model whose state the store holds (a hot swap replaces it: `serve`). */
+  model: RnnModel;
+
+  constructor(model: RnnModel, options: KeyStateStoreOptions = {}) {
+    this.model = model;
     const parsed = keyStateStoreOptionsSchema.parse(options);
     this.capacity = parsed.capacity;
     this.carrySize = parsed.carrySize;
@@ -340,6 +341,30 @@ export class KeyStateStore {
     let n = 0;
     for (const c of this.chunks) for (let i = 0; i < CHUNK_SLOTS; i++) if (c.keys[i] !== undefined && partitions.has(c.partition[i]!)) n++;
     return n;
+  }
+
+  /**
+   * From now on the store holds `model`'s state (a hot swap), which must have the same state
+   * layout. `reset`: every key is removed (keys start from zero under the new model). `keep`:
+   * keys keep their state, and records written by the earlier models this store took state from
+   * are still read (a restore), as the new model's. Returns the keys removed.
+   */
+  serve(model: RnnModel, policy: 'reset' | 'keep'): number {
+    const same = model.stateSize === this.stateSize && model.stateSegments.length === this.model.stateSegments.length && model.stateSegments.every((s, i) => s.offset === this.model.stateSegments[i]!.offset && s.size === this.model.stateSegments[i]!.size);
+    if (!same) throw new SnapshotError(`model ${model.hash.slice(0, 12)} lays out its state differently from ${this.model.hash.slice(0, 12)}: a store cannot serve it`);
+    let removed = 0;
+    if (policy === 'reset') {
+      for (let slot = this.oldest; slot !== NONE; ) {
+        const next = this.chunkOf(slot).newer[slot & SLOT_MASK]!;
+        this.remove(slot);
+        removed++;
+        slot = next;
+      }
+    }
+    const accepts = policy === 'keep' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
+    this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts };
+    this.model = model;
+    return removed;
   }
 
   /** Removes every key whose last event came from input `partition` (it was revoked); returns how many. */

@@ -45,6 +45,11 @@ export interface SnapshotShape {
   readonly name: string;
   readonly stateSize: number;
   readonly carrySize: number;
+  /**
+   * Hashes of earlier models whose state this one takes as its own (a hot swap's `keep` policy,
+   * for models declared compatible): their records are read, and written again under `hash`.
+   */
+  readonly accepts?: readonly string[];
 }
 
 const MAGIC = 'RNS2';
@@ -135,6 +140,13 @@ const sameBytes = (a: Uint8Array, from: number, b: Uint8Array): boolean => {
  * reader for decodeSnapshots and the store's restore, which copies straight into its columns:
  * a changelog restore of 1M keys allocated a KeySnapshot, a position and two typed arrays per key.
  */
+/** Whether the bytes' model hash is one `shape` accepts besides its own. */
+function acceptedHash(shape: SnapshotShape, bytes: Uint8Array): boolean {
+  if (!shape.accepts || shape.accepts.length === 0) return false;
+  const theirs = Buffer.from(bytes.subarray(4, 36)).toString('hex');
+  return shape.accepts.includes(theirs);
+}
+
 export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r: SnapshotRecord) => void): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const need = (n: number, o: number, what: string): void => {
@@ -148,7 +160,7 @@ export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r
   need(HEADER_BYTES, 0, 'the header');
   let hash = hashBytesOf.get(shape.hash);
   if (!hash) hashBytesOf.set(shape.hash, (hash = Uint8Array.from(Buffer.from(shape.hash, 'hex'))));
-  if (!sameBytes(bytes, 4, hash)) {
+  if (!sameBytes(bytes, 4, hash) && !acceptedHash(shape, bytes)) {
     const theirs = Buffer.from(bytes.subarray(4, 36)).toString('hex');
     throw new SnapshotError(`snapshot was taken with model ${theirs.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
   }

@@ -72,6 +72,8 @@ export interface ReadMessage {
   readonly partition: number;
   readonly offset: string;
   readonly headers: Record<string, string>;
+  /** The record's timestamp (ms; the producer's create time). */
+  readonly timestamp: number;
 }
 
 /** Reads a topic from the beginning until it has `count` messages (or fails after the timeout). */
@@ -97,6 +99,7 @@ export async function readTopic(brokers: string, topic: string, count: number, t
               partition,
               offset: message.offset,
               headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+              timestamp: Number(message.timestamp),
             });
             if (out.length >= count) {
               clearTimeout(timer);
@@ -121,10 +124,10 @@ export interface Prediction {
 }
 
 /** What `rnnstream replay` predicts for a fixture (on `backend`, onnx by default), per key in order. */
-export async function replayPredictions(pipeline: string, input: string, backend: 'onnx' | 'gpu' = 'onnx'): Promise<Map<string, Prediction[]>> {
+export async function replayPredictions(pipeline: string, input: string, backend: 'onnx' | 'gpu' = 'onnx', model?: string): Promise<Map<string, Prediction[]>> {
   const byKey = new Map<string, Prediction[]>();
   await replay(
-    { pipeline, input, backend },
+    { pipeline, input, backend, ...(model ? { model } : {}) },
     {
       onPrediction: (p) => {
         const list = byKey.get(p.key) ?? [];
@@ -231,6 +234,7 @@ export async function readToEnd(brokers: string, topic: string, timeoutMs = 60_0
                 partition: batch.partition,
                 offset: m.offset,
                 headers: Object.fromEntries(Object.entries(m.headers ?? {}).map(([k, v]) => [k, String(v)])),
+                timestamp: Number(m.timestamp),
               });
             }
           },

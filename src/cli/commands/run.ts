@@ -30,7 +30,10 @@ export function registerRun(program: Command): void {
       .option('--guarantee <g>', 'at-least-once or exactly-once (RNNSTREAM_GUARANTEE; default at-least-once)')
       .option('--commit-interval <ms>', 'how often state and offsets are committed, in ms (RNNSTREAM_COMMIT_INTERVAL_MS; default 1000, exactly-once 100)', nonNegativeInt('--commit-interval'))
       .option('--oos-threshold <p>', "predict the out-of-scope class when the top probability is under p (RNNSTREAM_OOS_THRESHOLD; default: the model's; 0: off)", probability('--oos-threshold'))
-      .option('--standby-replicas <n>', "keep this many warm copies of each partition's state on other instances, for fast failover (RNNSTREAM_STANDBY_REPLICAS; default 0)", nonNegativeInt('--standby-replicas')),
+      .option('--standby-replicas <n>', "keep this many warm copies of each partition's state on other instances, for fast failover (RNNSTREAM_STANDBY_REPLICAS; default 0)", nonNegativeInt('--standby-replicas'))
+      .option('--watch-model', 'swap in a new model, checked first, whenever the --model file changes (RNNSTREAM_WATCH_MODEL)')
+      .option('--models-topic <topic>', 'swap in the models a compacted control topic names: key the pipeline, value {pipeline, path, sha256} (RNNSTREAM_MODELS_TOPIC)')
+      .option('--swap-policy <p>', "keys' state when a model is swapped in: reset or keep (same cells only) (RNNSTREAM_SWAP_POLICY; default reset)"),
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -50,6 +53,9 @@ export function registerRun(program: Command): void {
         commitIntervalMs: opts.commitInterval,
         outOfScopeThreshold: opts.oosThreshold,
         standbyReplicas: opts.standbyReplicas,
+        watchModel: opts.watchModel,
+        modelsTopic: opts.modelsTopic,
+        swapPolicy: opts.swapPolicy,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };

@@ -63,6 +63,8 @@ export class KafkaSource implements Source {
   private owned = new Set<number>();
   /** Per partition, the next offset to hand on; absent: kafkajs's position holds. */
   private readonly next = new Map<number, number>();
+  /** Per partition, the last offset handed on by a batch still being handed on (`next` is set when it ends). */
+  private readonly handing = new Map<number, { offset: string | undefined }>();
   /** Per newly assigned partition, its preparation; absent once owned and kept. */
   private readonly prepared = new Map<number, Promise<void>>();
   /**
@@ -254,6 +256,9 @@ export class KafkaSource implements Source {
     const mustStop = (): boolean => !isRunning() || isStale() || this.stopping || this.holding || !this.owned.has(partition);
     let admitted = 0;
     let handedOn: string | undefined;
+    // Written per record as a property, not a map entry: positions() reads it mid-batch.
+    const cursor: { offset: string | undefined } = { offset: undefined };
+    this.handing.set(partition, cursor);
     try {
       if (!mustStop())
         for (const m of batch.messages) {
@@ -273,10 +278,12 @@ export class KafkaSource implements Source {
           const value = m.value ?? new Uint8Array(0);
           this.subscriber?.next(m.key ? { value, source, messageKey: m.key.toString() } : { value, source });
           handedOn = m.offset;
+          cursor.offset = handedOn;
         }
     } finally {
       // Once per batch, not per record: nothing reads it before this batch is done.
       if (handedOn !== undefined) this.next.set(partition, Number(handedOn) + 1);
+      if (this.handing.get(partition) === cursor) this.handing.delete(partition);
       // Resolved in `finally`, so a batch left early (a heartbeat that throws in a rebalance)
       // still marks what was handed on. Counted per batch, not per event: prom-client's inc and
       // kafkajs's resolveOffset are not free at 50k events/s.
@@ -284,6 +291,20 @@ export class KafkaSource implements Source {
       this.hooks.onEventsIn?.(admitted);
     }
     await heartbeat();
+  }
+
+  /**
+   * The next offset this source hands on, per owned partition it has handed records of: where
+   * the chain stands (a hot swap's point, read while nothing is in flight).
+   */
+  positions(): Map<number, number> {
+    const at = new Map<number, number>();
+    for (const p of this.owned) {
+      const offset = this.handing.get(p)?.offset;
+      const next = offset !== undefined ? Number(offset) + 1 : this.next.get(p);
+      if (next !== undefined) at.set(p, next);
+    }
+    return at;
   }
 
   /**

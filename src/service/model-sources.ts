@@ -1,0 +1,84 @@
+/**
+ * Where new models come from while the service runs, and their way to the swapper
+ * (model-swap.ts): the --model file when it changes (--watch-model), and the records of the
+ * models topic (--models-topic). Both only offer; the swapper checks and swaps, one at a time.
+ */
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
+import type { Admin, Kafka } from 'kafkajs';
+import { ModelsTopicReader } from '../adapters/kafka/consumer/models-topic.js';
+import type { Logger } from '../observability/logger.js';
+import type { ServiceMetrics } from './metrics.js';
+import type { ModelSwapper } from './model-swap.js';
+
+/** How often the watched model file is looked at. */
+const WATCH_INTERVAL_MS = 500;
+
+export interface ModelSourcesParts {
+  readonly swapper: ModelSwapper;
+  /** The --model file, watched when `watch`. */
+  readonly modelFile: string;
+  readonly watch: boolean;
+  readonly modelsTopic: string | undefined;
+  readonly kafka: Kafka;
+  readonly admin: Admin;
+  readonly group: string;
+  readonly pipeline: string;
+  /** Replication of a models topic created here (undefined: the broker's default). */
+  readonly replicationFactor: number | undefined;
+  readonly logger: Logger;
+  readonly metrics: ServiceMetrics;
+}
+
+/**
+ * Starts the configured sources; resolves with their stop once the models topic (if any) has
+ * been read to its end and its latest record for the pipeline checked and, if it passed, swapped
+ * in: a restarted instance serves the model the topic names before it consumes anything.
+ */
+export async function startModelSources(parts: ModelSourcesParts): Promise<() => Promise<void>> {
+  const stops: (() => Promise<void>)[] = [];
+  if (parts.watch) stops.push(watchModelFile(parts));
+  if (parts.modelsTopic !== undefined) stops.push(await readModelsTopic(parts, parts.modelsTopic));
+  return async () => {
+    await Promise.allSettled(stops.map((stop) => stop()));
+  };
+}
+
+/** Offers the file whenever it changes (its size or modification time; a rename over it counts). */
+function watchModelFile(parts: ModelSourcesParts): () => Promise<void> {
+  const { modelFile, swapper, logger } = parts;
+  const changed = (now: Stats, before: Stats): void => {
+    if (now.nlink === 0 || (now.mtimeMs === before.mtimeMs && now.size === before.size && now.ino === before.ino)) return;
+    void swapper.offer({ path: modelFile, from: 'the watched --model file' });
+  };
+  watchFile(modelFile, { interval: WATCH_INTERVAL_MS, persistent: false }, changed);
+  logger.info({ model: modelFile, intervalMs: WATCH_INTERVAL_MS }, 'watching the model file for new models');
+  return async () => unwatchFile(modelFile, changed);
+}
+
+/** Makes the models topic if missing (compacted, one partition), then offers every record for this pipeline. */
+async function readModelsTopic(parts: ModelSourcesParts, topic: string): Promise<() => Promise<void>> {
+  const { admin, swapper, logger, metrics } = parts;
+  const existing = await admin.listTopics();
+  if (!existing.includes(topic)) {
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: 1, ...(parts.replicationFactor !== undefined ? { replicationFactor: parts.replicationFactor } : {}), configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }],
+      waitForLeaders: true,
+    });
+    logger.info({ topic }, 'models topic created (compacted, one partition)');
+  }
+  const reader = new ModelsTopicReader({
+    kafka: parts.kafka,
+    admin,
+    topic,
+    group: parts.group,
+    pipeline: parts.pipeline,
+    logger,
+    onRecord: (record, at) => swapper.offer({ path: record.path, sha256: record.sha256, from: `${topic} partition ${at.partition} offset ${at.offset}` }),
+    onBadRecord: (reason, at) => {
+      metrics.modelRefusals.inc();
+      logger.warn({ topic, ...at, reason }, 'models topic record refused: not a model record');
+    },
+  });
+  await reader.start();
+  return () => reader.stop();
+}
