@@ -5,7 +5,8 @@
  * in flight), then killed -9 and restarted: it serves the new model from its start, with the
  * state the new model wrote. Every event is answered exactly once; before each partition's
  * recorded swap offset the outputs are the old model's, from it on the new model's from zero
- * state (policy reset).
+ * state (policy reset), and every prediction record's header `rnnstream-model` names the model
+ * that made it.
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { randomModelFile } from '../src/core/random-model.js';
 import { COMPASS } from '../src/fixtures/compass.js';
 import { projectPath } from '../src/paths.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
-import { comparePredictions, dedupeByKey, freshTopics, httpAddressOf, produce, readToEnd, replayPredictions, spawnService, splitFixture, waitFor, type Prediction } from './support/kafka.js';
+import { assignedTo, comparePredictions, dedupeByKey, freshTopics, httpAddressOf, produce, readToEnd, replayPredictions, spawnService, splitFixture, waitFor, type Prediction, type ReadMessage } from './support/kafka.js';
 
 let h: BallHarness;
 beforeAll(async () => {
@@ -31,18 +32,72 @@ const logLines = (s: { output: () => string }, msg: string): Record<string, unkn
     .filter((l) => l.includes(`"msg":"${msg}`))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
+/** The trained ball model (served first), a "retrained" one (same architecture, other weights), and one that does not fit the pipeline. */
+function modelFiles(): { served: string; next: string; bad: string } {
+  const served = join(h.dir, 'served.json');
+  copyFileSync(projectPath('pipelines', 'ball-direction', 'model.json'), served);
+  const spec = { features: ['x', 'y'], layers: [{ cell: 'lstm' as const, hiddenSize: 32 }, { cell: 'lstm' as const, hiddenSize: 32 }], head: { kind: 'softmax' as const, labels: [...COMPASS] } };
+  const next = join(h.dir, 'next.json');
+  writeFileSync(next, JSON.stringify(randomModelFile({ ...spec, name: 'ball-direction', seed: 41 })));
+  const bad = join(h.dir, 'bad.json');
+  writeFileSync(bad, JSON.stringify(randomModelFile({ ...spec, features: ['speed', 'y'], name: 'ball-direction', seed: 42 })));
+  return { served, next, bad };
+}
+
+/**
+ * Checks that each partition switched models at its swap offset: before it, the outputs are the
+ * old model's (replay's); from it on, the new model's from zero state (a replay of each key's
+ * remaining events with it). Returns how many events the new model answered and when the first
+ * of its outputs was written.
+ */
+async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Record<string, number>>, models: { served: string; next: string }, label: string): Promise<{ answeredByNew: number; firstNew: number }> {
+  const { next } = models;
+  const swapAt = (p: Prediction): number => offsets[String(p.source!.partition)] ?? Number.POSITIVE_INFINITY;
+  // Every prediction record names the model that made it.
+  const [oldHash, newHash] = [loadModelFile(models.served).hash, loadModelFile(next).hash];
+  for (const m of out) {
+    const p = JSON.parse(m.value) as Prediction;
+    expect(m.headers['rnnstream-model']).toBe(Number(p.source!.offset) < swapAt(p) ? oldHash : newHash);
+  }
+  const byKey = dedupeByKey(out);
+  const before = new Map<string, Prediction[]>();
+  const after = new Map<string, Prediction[]>();
+  for (const [key, list] of byKey) {
+    before.set(key, list.filter((p) => Number(p.source!.offset) < swapAt(p)));
+    after.set(key, list.filter((p) => Number(p.source!.offset) >= swapAt(p)));
+  }
+  // Before the swap: the old model, as replay gives it.
+  const old = new Map([...h.expected].map(([key, list]) => [key, list.slice(0, before.get(key)!.length)]));
+  expect(comparePredictions(before, old)).toBeLessThan(1e-5);
+  // From the swap on: the new model from zero state, as replaying each key's remaining events with it gives.
+  const seen = new Map<string, number>();
+  const rest = readFileSync(h.fixture, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .filter((line) => {
+      const key = (JSON.parse(line) as { ballId: string }).ballId;
+      const i = seen.get(key) ?? 0;
+      seen.set(key, i + 1);
+      return i >= before.get(key)!.length;
+    });
+  const restFile = join(h.dir, `after-swap-${label}.jsonl`);
+  writeFileSync(restFile, rest.join('\n') + '\n');
+  const expectedAfter = await replayPredictions('ball-direction', restFile, 'onnx', next);
+  const afterWithEvents = new Map([...after].filter(([, l]) => l.length > 0));
+  expect(comparePredictions(afterWithEvents, expectedAfter)).toBeLessThan(1e-5);
+  expect([...afterWithEvents.values()].every((l) => l[0]!.seq === 1)).toBe(true);
+  const newOutputs = out.filter((m) => {
+    const p = JSON.parse(m.value) as Prediction;
+    return Number(p.source!.offset) >= swapAt(p);
+  });
+  return { answeredByNew: newOutputs.length, firstNew: Math.min(...newOutputs.map((m) => m.timestamp)) };
+}
+
 describe('hot swap', () => {
   it('exactly once, models topic: a bad model is refused while the old one serves; a new one is swapped in at recorded offsets; a kill -9 and a restart serve the new model; every event answered once', async () => {
     const t = freshTopics('swap-eos');
     const modelsTopic = `${t.group}.models`;
-    const served = join(h.dir, 'served.json');
-    copyFileSync(projectPath('pipelines', 'ball-direction', 'model.json'), served);
-    // The "retrained" model: the same architecture, other weights.
-    const next = join(h.dir, 'next.json');
-    const spec = { features: ['x', 'y'], layers: [{ cell: 'lstm' as const, hiddenSize: 32 }, { cell: 'lstm' as const, hiddenSize: 32 }], head: { kind: 'softmax' as const, labels: [...COMPASS] } };
-    writeFileSync(next, JSON.stringify(randomModelFile({ ...spec, name: 'ball-direction', seed: 41 })));
-    const bad = join(h.dir, 'bad.json');
-    writeFileSync(bad, JSON.stringify(randomModelFile({ ...spec, features: ['speed', 'y'], name: 'ball-direction', seed: 42 })));
+    const { served, next, bad } = modelFiles();
 
     const [first, rest] = splitFixture(h.fixture, 0.5);
     const [second, third] = splitFixture(rest, 0.5);
@@ -94,42 +149,51 @@ describe('hot swap', () => {
       const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
       // Exactly once: one output per input event, none twice.
       expect(out.length).toBe(h.events);
-      const swapAt = (p: Prediction): number => swap.offsets[String(p.source!.partition)] ?? Number.POSITIVE_INFINITY;
-      const byKey = dedupeByKey(out);
-      const before = new Map<string, Prediction[]>();
-      const after = new Map<string, Prediction[]>();
-      for (const [key, list] of byKey) {
-        before.set(key, list.filter((p) => Number(p.source!.offset) < swapAt(p)));
-        after.set(key, list.filter((p) => Number(p.source!.offset) >= swapAt(p)));
-      }
-      // Before the swap: the old model, as replay gives it.
-      const old = new Map([...h.expected].map(([key, list]) => [key, list.slice(0, before.get(key)!.length)]));
-      expect(comparePredictions(before, old)).toBeLessThan(1e-5);
-      // From the swap on: the new model from zero state, as replaying each key's remaining events with it gives.
-      const seen = new Map<string, number>();
-      const rest = readFileSync(h.fixture, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .filter((line) => {
-          const key = (JSON.parse(line) as { ballId: string }).ballId;
-          const i = seen.get(key) ?? 0;
-          seen.set(key, i + 1);
-          return i >= before.get(key)!.length;
-        });
-      const restFile = join(h.dir, 'after-swap.jsonl');
-      writeFileSync(restFile, rest.join('\n') + '\n');
-      const expectedAfter = await replayPredictions('ball-direction', restFile, 'onnx', next);
-      const afterWithEvents = new Map([...after].filter(([, l]) => l.length > 0));
-      expect(comparePredictions(afterWithEvents, expectedAfter)).toBeLessThan(1e-5);
-      expect([...afterWithEvents.values()].every((l) => l[0]!.seq === 1)).toBe(true);
-
-      const firstNew = Math.min(...out.filter((m) => { const p = JSON.parse(m.value) as Prediction; return Number(p.source!.offset) >= swapAt(p); }).map((m) => m.timestamp));
+      const { answeredByNew, firstNew } = await expectSwitchAt(out, swap.offsets, { served, next }, 'single');
       process.stderr.write(
         `hot swap: the bad model refused (${String(refusal.reason).slice(0, 80)}...); swap ${swap.seconds.toFixed(3)} s from holding to serving, ${swap.keysReset} keys reset; ` +
-          `control record -> first prediction of the new model ${firstNew - offered} ms; ${[...afterWithEvents.values()].reduce((n, l) => n + l.length, 0)} of ${h.events} events answered by it\n`,
+          `control record -> first prediction of the new model ${firstNew - offered} ms; ${answeredByNew} of ${h.events} events answered by it\n`,
       );
     } finally {
       service.kill('SIGKILL');
     }
   }, 240_000);
+
+  it('exactly once, three instances under load: each swaps where nothing of its own is in flight; one killed -9 right after its swap; every event answered once, each partition switching at its recorded offset', async () => {
+    const t = freshTopics('swap-eos-3');
+    const modelsTopic = `${t.group}.models`;
+    const { served, next } = modelFiles();
+    const [first, rest] = splitFixture(h.fixture, 0.3);
+    const [second, third] = splitFixture(rest, 0.5);
+    h.produceFixture(t, first);
+    const config = h.throttled(t, { guarantee: 'exactly-once', modelsTopic, model: served });
+    const services = [spawnService(['--config', config]), spawnService(['--config', config]), spawnService(['--config', config])];
+    try {
+      const owned = (): number[][] => services.map((x) => assignedTo(x) ?? []);
+      await waitFor('the three to share the four partitions', async () => owned().every((p) => p.length > 0) && owned().flat().length === 4, 90_000);
+      // Under load: the second part is on its way while the record is read.
+      h.produceFixture(t, second);
+      const offered = Date.now();
+      await produce(h.brokers, modelsTopic, [{ key: 'ball-direction', value: JSON.stringify({ pipeline: 'ball-direction', path: next, sha256: sha256Of(next) }) }]);
+      await waitFor('all three to swap', async () => services.every((x) => logLines(x, 'model swapped').length === 1), 60_000);
+      const swaps = services.map((x) => logLines(x, 'model swapped')[0]! as { offsets: Record<string, number>; seconds: number });
+      // Each partition's swap offset, from the instance that owned it.
+      const offsets = Object.assign({}, ...swaps.map((w) => w.offsets)) as Record<string, number>;
+      expect(Object.keys(offsets).sort()).toEqual(['0', '1', '2', '3']);
+      // Killed right after its swap; its partitions go to the others, which serve the new model already.
+      const victim = services[0]!;
+      victim.kill('SIGKILL');
+      h.produceFixture(t, third);
+      await waitFor('every event answered', async () => [...dedupeByKey((await readToEnd(h.brokers, t.outputTopic)).messages).values()].reduce((n, l) => n + l.length, 0) === h.events, 180_000);
+      const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
+      expect(out.length).toBe(h.events);
+      const { answeredByNew, firstNew } = await expectSwitchAt(out, offsets, { served, next }, 'three');
+      process.stderr.write(
+        `hot swap, 3 instances: swaps took ${swaps.map((w) => w.seconds.toFixed(3)).join(', ')} s from holding to serving; control record -> first prediction of the new model ${firstNew - offered} ms; ` +
+          `${answeredByNew} of ${h.events} events answered by it, one instance killed -9 after its swap\n`,
+      );
+    } finally {
+      for (const x of services) x.kill('SIGKILL');
+    }
+  }, 300_000);
 });

@@ -203,3 +203,28 @@ describe('ModelSwapper', () => {
     expect((await swapper.offer({ path: good, sha256, from: 'test' })).kind).toBe('swapped');
   });
 });
+
+describe('the watched model file', () => {
+  it('offers the file when it is rewritten or renamed over, and not before', async () => {
+    const { startModelSources } = await import('../src/service/model-sources.js');
+    const dir = mkdtempSync(join(tmpdir(), 'rnnstream-watch-'));
+    const path = join(dir, 'model.json');
+    writeFileSync(path, JSON.stringify(randomModelFile(ballSpec(1))));
+    const offers: string[] = [];
+    const swapper = { offer: async (o: { path: string; from: string }) => void offers.push(`${o.path} (${o.from})`) } as unknown as ModelSwapper;
+    const stop = await startModelSources({ swapper, modelFile: path, watch: true, modelsTopic: undefined, kafka: undefined as never, admin: undefined as never, group: 'g', pipeline: 'ball-direction', replicationFactor: undefined, logger: silentLogger, metrics: new ServiceMetrics() });
+    try {
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(offers).toEqual([]);
+      // A new model written beside it and renamed over it, as a deployment would.
+      writeFileSync(`${path}.tmp`, JSON.stringify(randomModelFile(ballSpec(2))));
+      const { renameSync } = await import('node:fs');
+      renameSync(`${path}.tmp`, path);
+      const until = Date.now() + 5000;
+      while (offers.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect(offers).toEqual([`${path} (the watched --model file)`]);
+    } finally {
+      await stop();
+    }
+  });
+});
