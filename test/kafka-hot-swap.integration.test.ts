@@ -5,8 +5,7 @@
  * in flight), then killed -9 and restarted: it serves the new model from its start, with the
  * state the new model wrote. Every event is answered exactly once; before each partition's
  * recorded swap offset the outputs are the old model's, from it on the new model's from zero
- * state (policy reset), and every prediction record's header `rnnstream-model` names the model
- * that made it.
+ * state (policy reset), and every prediction's `"model"` names the model that made it.
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -53,11 +52,11 @@ function modelFiles(): { served: string; next: string; bad: string } {
 async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Record<string, number>>, models: { served: string; next: string }, label: string): Promise<{ answeredByNew: number; firstNew: number }> {
   const { next } = models;
   const swapAt = (p: Prediction): number => offsets[String(p.source!.partition)] ?? Number.POSITIVE_INFINITY;
-  // Every prediction record names the model that made it.
-  const [oldHash, newHash] = [loadModelFile(models.served).hash, loadModelFile(next).hash];
+  // Every prediction names the model that made it (16 hex digits of its content hash).
+  const [oldHash, newHash] = [loadModelFile(models.served).hash.slice(0, 16), loadModelFile(next).hash.slice(0, 16)];
   for (const m of out) {
-    const p = JSON.parse(m.value) as Prediction;
-    expect(m.headers['rnnstream-model']).toBe(Number(p.source!.offset) < swapAt(p) ? oldHash : newHash);
+    const p = JSON.parse(m.value) as Prediction & { model: string };
+    expect(p.model).toBe(Number(p.source!.offset) < swapAt(p) ? oldHash : newHash);
   }
   const byKey = dedupeByKey(out);
   const before = new Map<string, Prediction[]>();

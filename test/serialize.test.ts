@@ -65,10 +65,15 @@ describe('JSON as bytes', () => {
         ...(i % 2 === 0 ? { label: names[(i >> 1) % names.length]! } : {}),
         ...(softmax && i % 5 === 0 ? { top: topIndices(output, 1 + (i % 3)) } : {}),
         ...(softmax && i % 7 === 1 ? { topClass: keys[i % keys.length]! } : {}),
+        ...(i % 4 === 1 ? { model: (i % 8 === 1 ? 'ab' : 'cd').repeat(32) } : {}),
         source: sources[i % sources.length]!,
       };
       expect(bytesOf((w) => writePredictionJson(p, w))).toBe(predictionJson(p));
     }
+    // Where a hot swap may change the model (the service), a prediction names it by 16 hex digits.
+    const named = JSON.parse(predictionJson({ kind: 'prediction', ended: false, key: 'k', seq: 1, prediction: 'N', head: 'softmax', names, output: new Float32Array(8), model: '0123456789abcdef'.repeat(4), source: sources[0]! })) as Record<string, unknown>;
+    expect(Object.keys(named).slice(0, 4)).toEqual(['key', 'seq', 'model', 'prediction']);
+    expect(named.model).toBe('0123456789abcdef');
   });
 
   it('writes only the top k classes, most probable first, where the pipeline asks for them', () => {

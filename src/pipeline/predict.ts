@@ -40,6 +40,11 @@ export interface PredictionRecord {
   readonly top?: readonly number[];
   /** Ground truth carried by the event, when it has one (fixtures). */
   readonly label?: string;
+  /**
+   * The content hash of the model that made it, where a hot swap may change the model (the
+   * service): written as its first 16 hex digits, `"model"`.
+   */
+  readonly model?: string;
   /** The key's previous prediction, scored by what this event revealed (prequential). */
   readonly prequential?: PrequentialScore;
   /** The key's state right after this event (only with `captureState`). */
@@ -138,13 +143,13 @@ export function toPredictionRecord(
   pipeline: PipelineDefinition,
   model: RnnModel,
   step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
-  serving: { readonly prequential?: PrequentialTracker; readonly outOfScope?: OutOfScopeRule } = {},
+  serving: { readonly prequential?: PrequentialTracker; readonly outOfScope?: OutOfScopeRule; readonly modelHash?: string } = {},
 ): PredictionRecord {
-  const { prequential, outOfScope } = serving;
+  const { prequential, outOfScope, modelHash } = serving;
   const { names } = model.head;
   const item = step.item as Extract<Decoded<unknown>, { kind: 'event' }>;
   const out = step.output;
-  if (step.decoded !== undefined) return transcriptRecord(pipeline, step, item, prequential);
+  if (step.decoded !== undefined) return transcriptRecord(pipeline, step, item, { prequential, modelHash });
   let prediction: string | number;
   let topClass: string | undefined;
   if (model.head.kind === 'softmax') {
@@ -162,7 +167,7 @@ export function toPredictionRecord(
     step.prev !== undefined && pipeline.outcome ? pipeline.outcome(step.prev, item.event) : undefined,
   ) ?? (step.ended && pipeline.outcomeAtEnd && typeof prediction === 'string' ? prequential?.score(prediction, pipeline.outcomeAtEnd(item.event)) : undefined);
   const top = pipeline.topK !== undefined && model.head.kind === 'softmax' ? topIndices(out, pipeline.topK) : undefined;
-  return recordOf(pipeline, step, item, { prediction, topClass, top, head: model.head.kind, names, score, final: undefined });
+  return recordOf(pipeline, step, item, { prediction, topClass, top, head: model.head.kind, names, score, final: undefined, model: modelHash });
 }
 
 /**
@@ -173,7 +178,7 @@ function recordOf(
   pipeline: PipelineDefinition,
   step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
   item: Extract<Decoded<unknown>, { kind: 'event' }>,
-  made: Pick<PredictionRecord, 'prediction' | 'topClass' | 'top' | 'head' | 'names' | 'final'> & { readonly score: PrequentialScore | undefined },
+  made: Pick<PredictionRecord, 'prediction' | 'topClass' | 'top' | 'head' | 'names' | 'final' | 'model'> & { readonly score: PrequentialScore | undefined },
 ): PredictionRecord {
   return {
     kind: 'prediction',
@@ -186,6 +191,7 @@ function recordOf(
     names: made.names,
     output: step.output,
     label: pipeline.label?.(item.event),
+    model: made.model,
     prequential: made.score,
     state: step.captured,
     ended: step.ended,
@@ -200,11 +206,12 @@ function transcriptRecord(
   pipeline: PipelineDefinition,
   step: Extract<KeyedStep<Decoded<unknown>>, { kind: 'step' }>,
   item: Extract<Decoded<unknown>, { kind: 'event' }>,
-  prequential: PrequentialTracker | undefined,
+  serving: { readonly prequential: PrequentialTracker | undefined; readonly modelHash: string | undefined },
 ): PredictionRecord {
+  const { prequential, modelHash } = serving;
   const { text, final } = step.decoded as { text: string; final: boolean };
   const score = step.ended && pipeline.outcomeAtEnd ? prequential?.score(text, pipeline.outcomeAtEnd(item.event)) : undefined;
-  return recordOf(pipeline, step, item, { prediction: text, topClass: undefined, top: undefined, head: 'ctc', names: [], score, final });
+  return recordOf(pipeline, step, item, { prediction: text, topClass: undefined, top: undefined, head: 'ctc', names: [], score, final, model: modelHash });
 }
 
 /** The indices of the k largest values, largest first (ties: the lower index first). */
@@ -271,7 +278,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
-          return serving ? toPredictionRecord(pipeline, serving.model, step, { prequential: options.prequential, outOfScope: serving.outOfScope }) : toPredictionRecord(pipeline, model, step, options);
+          return serving ? toPredictionRecord(pipeline, serving.model, step, { prequential: options.prequential, outOfScope: serving.outOfScope, modelHash: serving.model.hash }) : toPredictionRecord(pipeline, model, step, options);
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {

@@ -41,11 +41,26 @@ function prefixesOf(names: readonly string[]): string[] {
   return p;
 }
 
+/**
+ * Hex digits of the model's content hash a prediction carries (`"model"`): 64 bits name a model
+ * among any number a service will serve; the whole hash is in /metrics and /keys.
+ */
+export const MODEL_HASH_DIGITS = 16;
+
+/** `,"model":"<16 hex>"` as UTF-8, per hash: a service serves one or a few. */
+const modelFragments = new Map<string, Uint8Array>();
+function modelFragmentOf(hash: string): Uint8Array {
+  let f = modelFragments.get(hash);
+  if (!f) modelFragments.set(hash, (f = utf8Bytes(`,"model":${JSON.stringify(hash.slice(0, MODEL_HASH_DIGITS))}`)));
+  return f;
+}
+
 /** One prediction as JSON. Written by hand because it runs once per event. */
 export function predictionJson(p: PredictionRecord): string {
+  const model = p.model === undefined ? '' : `,"model":${JSON.stringify(p.model.slice(0, MODEL_HASH_DIGITS))}`;
   if (p.head === 'ctc') {
     const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
-    return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${JSON.stringify(p.prediction)},"final":${p.final === true}${label},"source":${sourceJson(p.source)}}`;
+    return `{"key":${JSON.stringify(p.key)},"seq":${p.seq}${model},"prediction":${JSON.stringify(p.prediction)},"final":${p.final === true}${label},"source":${sourceJson(p.source)}}`;
   }
   let fields = '';
   if (p.top) {
@@ -57,7 +72,7 @@ export function predictionJson(p: PredictionRecord): string {
   const prediction = typeof p.prediction === 'string' ? JSON.stringify(p.prediction) : formatFloat32(p.prediction);
   const topClass = p.topClass === undefined ? '' : `,"topClass":${JSON.stringify(p.topClass)}`;
   const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
-  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq},"prediction":${prediction}${topClass},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
+  return `{"key":${JSON.stringify(p.key)},"seq":${p.seq}${model},"prediction":${prediction}${topClass},"${p.head === 'softmax' ? 'probabilities' : 'values'}":{${fields}}${label},"source":${sourceJson(p.source)}}`;
 }
 
 /** The constant parts of a prediction's JSON as bytes, made once per names array (the model's). */
@@ -103,6 +118,7 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
   w.jsonString(p.key);
   w.bytes(SEQ);
   w.uint(p.seq);
+  if (p.model !== undefined) w.bytes(modelFragmentOf(p.model));
   w.bytes(PREDICTION);
   if (typeof p.prediction === 'string') w.jsonString(p.prediction);
   else w.float32(p.prediction);

@@ -207,16 +207,6 @@ function onWritten(metrics: ServiceMetrics, store: KeyStateStore, prequential: P
   };
 }
 
-/** `rnnstream-model: <hash>` for the model served now: one object per model, shared by every request. */
-function modelHeaders(serving: ServingModel): () => Record<string, string> {
-  let made = { hash: '', headers: {} as Record<string, string> };
-  return () => {
-    const { hash } = serving.model;
-    if (made.hash !== hash) made = { hash, headers: { 'rnnstream-model': hash } };
-    return made.headers;
-  };
-}
-
 /** The sink for the configured guarantee. */
 interface SinkParts {
   readonly config: Config;
@@ -229,13 +219,10 @@ interface SinkParts {
   readonly metrics: ServiceMetrics;
   readonly queue: BoundedQueue;
   readonly stalls: StallWatch;
-  /** The model served: every prediction record says which made it (header `rnnstream-model`). */
-  readonly serving: ServingModel;
 }
 
 function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
   const { config, clients, connection, store, logger, written, metrics, queue, stalls } = parts;
-  const predictionHeaders = modelHeaders(parts.serving);
   const deadLetters = { limits: { maxRawBytes: config.deadLetterRawBytes, maxBytes: clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES }, partitions: clients.layout.dlqPartitions };
   if (config.guarantee === 'at-least-once') {
     return new KafkaSink(
@@ -249,7 +236,6 @@ function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
         commitIntervalMs: config.commitIntervalMs,
         produceBatchSize: config.produceBatchSize,
         deadLetters,
-        predictionHeaders,
       }),
     );
   }
@@ -290,7 +276,6 @@ function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
       },
       commitIntervalMs: config.commitIntervalMs,
       deadLetters,
-      predictionHeaders,
       committedOffset,
     }),
   );
@@ -547,7 +532,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   await allOrFirstFailure([clusterHealth.start(), restorer.start()]);
   if (broken) throw broken;
 
-  const sink = createSink({ config, clients, connection, store, logger, written: onWritten(metrics, store, prequential, queue, stalls), metrics, queue, stalls, serving });
+  const sink = createSink({ config, clients, connection, store, logger, written: onWritten(metrics, store, prequential, queue, stalls), metrics, queue, stalls });
   startUp.add(() => sink.disconnect());
   let consumerDown: Error | undefined;
   let owned: readonly number[] = [];

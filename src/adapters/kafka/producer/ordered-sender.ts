@@ -107,7 +107,7 @@ export class OrderedSender {
     if (this.aborted) return Promise.reject(this.aborted);
     return new Promise<void>((resolve, reject) => {
       const count = topicMessages.reduce((n, t) => n + t.count, 0);
-      const bytes = topicMessages.reduce((n, t) => n + t.bytes.byteLength + t.count * RECORD_OVERHEAD_BYTES + packedHeaderBytes(t.headers) + t.count * headersBytes(t.recordHeaders), 0);
+      const bytes = topicMessages.reduce((n, t) => n + t.bytes.byteLength + t.count * RECORD_OVERHEAD_BYTES + packedHeaderBytes(t.headers), 0);
       this.queue.push({ topicMessages, retry: options.retry ?? true, count, bytes, resolve, reject });
       if (!this.running) void this.pump();
     });

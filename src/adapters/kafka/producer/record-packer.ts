@@ -21,8 +21,6 @@ export interface WireTopicMessages {
   /** Partition per record, -1 for the partitioner's choice. */
   readonly partitions: Int32Array;
   readonly headers?: (Record<string, string> | null)[];
-  /** Headers every record carries unless it has its own (one object per request, not per record: e.g. the model that made the predictions). */
-  readonly recordHeaders?: Record<string, string>;
 }
 
 const KEY_NULL = 1;
@@ -76,8 +74,8 @@ export class RecordPacker {
     this.end({ partition: m.partition, headers: m.headers, valueIsNull: m.value == null });
   }
 
-  /** The records packed so far for `topic` (each carrying `recordHeaders`); the packer is then empty. */
-  finish(topic: string, recordHeaders?: Record<string, string>): WireTopicMessages {
+  /** The records packed so far for `topic`; the packer is then empty. */
+  finish(topic: string): WireTopicMessages {
     // A copy at its exact size (a view would post the writer's whole buffer); the writer's
     // memory is reused by the next request.
     const packed: WireTopicMessages = {
@@ -88,7 +86,6 @@ export class RecordPacker {
       nulls: Uint8Array.from(this.nulls),
       partitions: Int32Array.from(this.partitions),
       ...(this.headers ? { headers: this.headers } : {}),
-      ...(recordHeaders ? { recordHeaders } : {}),
     };
     this.writer.reset();
     this.ends = [];
@@ -120,7 +117,7 @@ export function unpackMessages(t: WireTopicMessages): Message[] {
       value: t.nulls[i]! & VALUE_NULL ? null : buf.subarray(keyEnd, valueEnd),
     };
     if (t.partitions[i]! >= 0) m.partition = t.partitions[i]!;
-    const h = t.headers?.[i] ?? t.recordHeaders;
+    const h = t.headers?.[i];
     if (h) m.headers = h;
     out[i] = m;
     start = valueEnd;

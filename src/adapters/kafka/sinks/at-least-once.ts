@@ -28,7 +28,7 @@ import { offsetAtLeast } from '../consumer/offsets.js';
 import type { RecordProducer } from '../producer/producer-thread.js';
 import { RecordPacker } from '../producer/record-packer.js';
 import type { CommitStrategy, SinkControl } from './kafka-sink.js';
-import { changelogMessages, OutputBatch, type DeadLetterSettings, type PredictionHeaders, type SinkTopics } from './output-batch.js';
+import { changelogMessages, OutputBatch, type DeadLetterSettings, type SinkTopics } from './output-batch.js';
 
 export interface AtLeastOnceHooks {
   /** Called when a request's outputs are acknowledged by the broker (its events may leave the queue). */
@@ -51,8 +51,6 @@ export interface AtLeastOnceParts {
   /** Most prediction records per produce request. */
   readonly produceBatchSize: number;
   readonly deadLetters: DeadLetterSettings;
-  /** Headers of every prediction record (the model's hash); none when absent. */
-  readonly predictionHeaders?: PredictionHeaders;
 }
 
 type Commit = { topic: string; partition: number; offset: string };
@@ -178,7 +176,7 @@ class AtLeastOnceCommits implements CommitStrategy {
   private post(): void {
     const o = this.open;
     if (o.events === 0 || this.control.failed) return;
-    const outputs = o.pack(this.parts.topics, this.parts.predictionHeaders?.());
+    const outputs = o.pack(this.parts.topics);
     this.open = this.newRequest();
     const sent = outputs.length > 0 ? this.parts.producer.sendPacked(outputs) : Promise.resolve();
     // Observed now (a rejection waits for the chain below; it must not count as unhandled).

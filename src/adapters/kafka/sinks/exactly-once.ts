@@ -33,7 +33,7 @@ import { wakeableSleep } from '../../sleep.js';
 import { TransactionError, type PartitionTransactions } from '../producer/transactions.js';
 import type { WireTopicMessages } from '../producer/record-packer.js';
 import type { CommitStrategy, SinkControl } from './kafka-sink.js';
-import { changelogMessages, OutputBatch, type DeadLetterSettings, type PredictionHeaders, type SinkTopics } from './output-batch.js';
+import { changelogMessages, OutputBatch, type DeadLetterSettings, type SinkTopics } from './output-batch.js';
 
 export interface ExactlyOnceHooks {
   /** A transaction committed: its events' outputs are durable and visible. */
@@ -56,8 +56,6 @@ export interface ExactlyOnceParts {
   /** How often each partition commits (Kafka Streams' commit.interval.ms; 100 ms in its exactly-once mode). */
   readonly commitIntervalMs: number;
   readonly deadLetters: DeadLetterSettings;
-  /** Headers of every prediction record (the model's hash); none when absent. */
-  readonly predictionHeaders?: PredictionHeaders;
   /** The first offset of `partition` not yet committed by the consumer group (undefined: none committed). */
   readonly committedOffset: (partition: number) => Promise<number | undefined>;
   /** Longest wait between tries of a failing transaction. */
@@ -76,8 +74,8 @@ class Transaction extends OutputBatch {
   startedAt = 0;
 
   /** Packs what was written since the last chunk as one more chunk (false when nothing was). */
-  chunk(topics: SinkTopics, predictionHeaders?: Record<string, string>): boolean {
-    const records = this.pack(topics, predictionHeaders);
+  chunk(topics: SinkTopics): boolean {
+    const records = this.pack(topics);
     if (records.length > 0) this.chunks.push(records);
     return records.length > 0;
   }
@@ -150,7 +148,7 @@ class ExactlyOnceCommits implements CommitStrategy {
       p.postScheduled = true;
       queueMicrotask(() => {
         p.postScheduled = false;
-        if (p.gathering.chunk(this.parts.topics, this.parts.predictionHeaders?.())) this.pump(partition, p);
+        if (p.gathering.chunk(this.parts.topics)) this.pump(partition, p);
       });
     }
     this.timer ??= setTimeout(() => this.cutAll(), this.parts.commitIntervalMs);
@@ -200,7 +198,7 @@ class ExactlyOnceCommits implements CommitStrategy {
     for (const [partition, p] of this.partitions) {
       const t = p.current;
       if (t.cut || t.events === 0) continue;
-      t.chunk(this.parts.topics, this.parts.predictionHeaders?.());
+      t.chunk(this.parts.topics);
       t.cut = true;
       cut.push([partition, p]);
     }
@@ -314,7 +312,7 @@ class ExactlyOnceCommits implements CommitStrategy {
     while (!this.control.failed && !this.control.aborted) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
-      for (const p of this.partitions.values()) p.gathering.chunk(this.parts.topics, this.parts.predictionHeaders?.());
+      for (const p of this.partitions.values()) p.gathering.chunk(this.parts.topics);
       this.cutAll();
       const pumping = [...this.partitions.values()].map((p) => p.pumping).filter((x): x is Promise<void> => x !== undefined);
       if (pumping.length === 0) break;

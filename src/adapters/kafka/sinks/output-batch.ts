@@ -20,13 +20,6 @@ export interface SinkTopics {
   readonly changelogTopic: string;
 }
 
-/**
- * Headers every prediction record carries: `rnnstream-model`, the content hash of the model that
- * made it (a hot swap changes it where nothing is in flight, so a request's predictions share
- * one). Undefined: none.
- */
-export type PredictionHeaders = () => Record<string, string> | undefined;
-
 /** How dead letters are written: their size limits, and the dead-letter topic's partitions. */
 export interface DeadLetterSettings {
   /** The size of a dead letter (below the DLQ topic's max.message.bytes) and of its kept input. */
@@ -77,13 +70,10 @@ export class OutputBatch {
     }
   }
 
-  /**
-   * What was added since the last pack: the predictions' records (each with `predictionHeaders`:
-   * the model that made them), then the dead letters' (none: empty).
-   */
-  pack(topics: SinkTopics, predictionHeaders?: Record<string, string>): WireTopicMessages[] {
+  /** What was added since the last pack: the predictions' records, then the dead letters' (none: empty). */
+  pack(topics: SinkTopics): WireTopicMessages[] {
     const records: WireTopicMessages[] = [];
-    if (this.packer.count > 0) records.push(this.packer.finish(topics.outputTopic, predictionHeaders));
+    if (this.packer.count > 0) records.push(this.packer.finish(topics.outputTopic));
     if (this.deadLetters.length > 0) records.push(packMessages(topics.dlqTopic, this.deadLetters));
     this.deadLetters = [];
     return records;
