@@ -75,14 +75,22 @@ async function takenPort(): Promise<{ port: number; server: Server }> {
 }
 
 /** The reasons /healthz gives once it answers 503 (within 30 s; none if the service has exited first). */
-async function unhealthyReasons(http: string, service: { exitCode: number | null }): Promise<string[]> {
+async function unhealthyReasons(http: string, service: { exitCode: number | null; output: () => string }): Promise<string[]> {
   let reasons: string[] = [];
   await waitFor('/healthz to say unhealthy', async () => {
     const health = await healthOf(http).catch(() => undefined);
     if (health?.code === 503) reasons = health.reasons;
     return health?.code === 503 || service.exitCode !== null;
   }, 30_000);
-  return reasons;
+  if (reasons.length > 0) return reasons;
+  // The stop can come before a poll of /healthz sees the 503 (a CI run found it so): the reasons
+  // are then those the service logged when it found the topics changed.
+  const logged = service
+    .output()
+    .split('\n')
+    .filter((l) => l.includes("topics changed under it"))
+    .map((l) => (JSON.parse(l) as { reasons?: string[] }).reasons ?? []);
+  return logged.flat();
 }
 
 /** Nothing of a failed start is left: no member in the group, no committed offset, no output. */

@@ -128,7 +128,7 @@ describe('ModelSwapper', () => {
     const backend = new SwappableBackend(await referenceProvider.create(served, {}));
     const metrics = new ServiceMetrics();
     const events: string[] = [];
-    const swapper = new ModelSwapper({
+    const parts: ConstructorParameters<typeof ModelSwapper>[0] = {
       pipeline,
       serving,
       backend,
@@ -140,13 +140,14 @@ describe('ModelSwapper', () => {
       policy: 'reset',
       logger: silentLogger,
       metrics,
-    });
+    };
+    const swapper = new ModelSwapper(parts);
     const write = (name: string, model: unknown): string => {
       const path = join(dir, name);
       writeFileSync(path, typeof model === 'string' ? model : JSON.stringify(model));
       return path;
     };
-    return { pipeline, served, store, queue, serving, backend, metrics, events, swapper, write };
+    return { pipeline, served, store, queue, serving, backend, metrics, events, swapper, parts, write };
   }
   const counter = async (metrics: ServiceMetrics, name: string): Promise<number> => (await metrics.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
 
@@ -178,6 +179,15 @@ describe('ModelSwapper', () => {
     expect(await counter(metrics, 'rnnstream_model_swaps_total')).toBe(1);
     // The same model again changes nothing.
     expect(await swapper.offer({ path, from: 'test' })).toEqual({ kind: 'unchanged' });
+  });
+
+  it('never rejects: a swap whose flush fails resolves as failed, and events flow again', async () => {
+    const { queue, serving, served, parts, write } = await setup();
+    const failing = new ModelSwapper({ ...parts, flush: async () => Promise.reject(new Error('produce abandoned')) });
+    const outcome = await failing.offer({ path: write('next.json', randomModelFile(ballSpec(5))), from: 'test' });
+    expect(outcome).toEqual({ kind: 'failed', reason: 'produce abandoned' });
+    expect(serving.model).toBe(served);
+    expect(queue.hasRoom()).toBe(true);
   });
 
   it('refuses a bad file, a wrong sha256 and a model that does not fit, and the served model goes on', async () => {

@@ -44,7 +44,9 @@ export interface ModelOffer {
 export type SwapOutcome =
   | { readonly kind: 'swapped'; readonly from: string; readonly to: string; readonly seconds: number; readonly keysReset: number; readonly offsets: Readonly<Record<number, number>> }
   | { readonly kind: 'refused'; readonly reason: string }
-  | { readonly kind: 'unchanged' };
+  | { readonly kind: 'unchanged' }
+  /** The swap itself failed (the sink could not make what was in flight durable): the service is failing already. */
+  | { readonly kind: 'failed'; readonly reason: string };
 
 export interface ModelSwapParts {
   readonly pipeline: PipelineDefinition;
@@ -69,10 +71,17 @@ export class ModelSwapper {
 
   constructor(private readonly parts: ModelSwapParts) {}
 
-  /** Checks the offered model and, when it passes, swaps it in; resolves with what happened. */
+  /**
+   * Checks the offered model and, when it passes, swaps it in; resolves with what happened, and
+   * never rejects: its callers (a file watcher, a topic reader) have nobody to hand an error to.
+   */
   offer(offer: ModelOffer): Promise<SwapOutcome> {
-    const next = this.queue.then(() => this.handle(offer));
-    this.queue = next.catch(() => undefined);
+    const next = this.queue.then(() => this.handle(offer)).catch((err: unknown): SwapOutcome => {
+      const reason = (err as Error).message;
+      this.parts.logger.error({ model: offer.path, from: offer.from, err: reason }, 'model swap failed; the served model goes on');
+      return { kind: 'failed', reason };
+    });
+    this.queue = next;
     return next;
   }
 
