@@ -2,20 +2,30 @@
  * Model files on disk: reading one (its JSON and, for word input, the table file beside it) and
  * writing one. The model itself, its checks and its hash are the pure core's (core/model.ts).
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ModelFileError } from '../core/errors.js';
 import { parseModel, withWordTable, type ModelFile, type RnnModel } from '../core/model.js';
 import { describeJsonError } from '../core/validation.js';
 
-/** Reads and validates a model file; every failure is a `ModelFileError` naming the file. */
-export function loadModelFile(path: string): RnnModel {
-  let text: string;
+/**
+ * Reads and validates a model file; every failure is a `ModelFileError` naming the file. With
+ * `sha256` (a models-topic record's), the bytes read must have that hash: checked on the bytes
+ * parsed, so a file replaced between a check and the read cannot slip through.
+ */
+export function loadModelFile(path: string, expect: { readonly sha256?: string } = {}): RnnModel {
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (err) {
     throw new ModelFileError(path, [`cannot read the file: ${(err as Error).message}`]);
   }
+  if (expect.sha256 !== undefined) {
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== expect.sha256.toLowerCase()) throw new ModelFileError(path, [`its sha256 is ${actual}, expected ${expect.sha256}`]);
+  }
+  const text = bytes.toString('utf8');
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -54,7 +54,7 @@ export class BoundedQueue {
   unhold(): void {
     if (!this.held) return;
     this.held = false;
-    if (this.pending < this.capacity) this.release(0);
+    this.resumeIfDrained();
   }
 
   admit(n = 1): void {
@@ -74,12 +74,16 @@ export class BoundedQueue {
       this.drainedWaiters = [];
       for (const w of drained) w();
     }
-    if (this.pending <= this.resumeAt && !this.held) {
-      if (this.wasFull) this.setFull(false);
-      const waiters = this.waiters;
-      this.waiters = [];
-      for (const w of waiters) w();
-    }
+    this.resumeIfDrained();
+  }
+
+  /** At or below `resumeAt` and not held: no longer full, and the sources waiting go on. */
+  private resumeIfDrained(): void {
+    if (this.pending > this.resumeAt || this.held) return;
+    if (this.wasFull) this.setFull(false);
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
   }
 
   /** Room for `n` more events right now (without waiting)? */

@@ -245,6 +245,19 @@ export const keyTooLong =
 export function predict(pipeline: PipelineDefinition, model: RnnModel, options: PredictOptions): OperatorFunction<RawRecord, PipelineOutput> {
   checkModelFitsPipeline(pipeline, model);
   const { serving } = options;
+  // What each prediction is made with, read per event from the served model (made once: an
+  // object per event here would be one more allocation on every event's path).
+  const served = serving
+    ? {
+        prequential: options.prequential,
+        get outOfScope() {
+          return serving.outOfScope;
+        },
+        get modelHash() {
+          return serving.model.hash;
+        },
+      }
+    : options;
   return pipe(
     decodeEvents(pipeline.schema, options, keyTooLong(pipeline, options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES)),
     rnnByKey<Decoded<unknown>, unknown>({
@@ -259,7 +272,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       // Positions are read by restores, the changelog and partition drops; replay has none of
       // them and does not pay for an object per event.
       positionOf: options.captureState || options.alreadyApplied ? (r) => statePositionOf(r.source) : undefined,
-      features: options.serving ? options.serving.input : inputOf(pipeline, model),
+      features: serving ? serving.input : inputOf(pipeline, model),
       carry: pipeline.carry,
       frames: pipeline.frames?.(model),
       ends: pipeline.ends,
@@ -278,7 +291,7 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     map((step): PipelineOutput => {
       switch (step.kind) {
         case 'step':
-          return serving ? toPredictionRecord(pipeline, serving.model, step, { prequential: options.prequential, outOfScope: serving.outOfScope, modelHash: serving.model.hash }) : toPredictionRecord(pipeline, model, step, options);
+          return toPredictionRecord(pipeline, serving ? serving.model : model, step, served);
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {

@@ -23,8 +23,6 @@ export interface ModelSourcesParts {
   readonly admin: Admin;
   readonly group: string;
   readonly pipeline: string;
-  /** Replication of a models topic created here (undefined: the broker's default). */
-  readonly replicationFactor: number | undefined;
   readonly logger: Logger;
   readonly metrics: ServiceMetrics;
 }
@@ -55,17 +53,9 @@ function watchModelFile(parts: ModelSourcesParts): () => Promise<void> {
   return async () => unwatchFile(modelFile, changed);
 }
 
-/** Makes the models topic if missing (compacted, one partition), then offers every record for this pipeline. */
+/** Offers every record of the models topic for this pipeline (the topic is made and checked with the others: ensureTopics). */
 async function readModelsTopic(parts: ModelSourcesParts, topic: string): Promise<() => Promise<void>> {
   const { admin, swapper, logger, metrics } = parts;
-  const existing = await admin.listTopics();
-  if (!existing.includes(topic)) {
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 1, ...(parts.replicationFactor !== undefined ? { replicationFactor: parts.replicationFactor } : {}), configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }],
-      waitForLeaders: true,
-    });
-    logger.info({ topic }, 'models topic created (compacted, one partition)');
-  }
   const reader = new ModelsTopicReader({
     kafka: parts.kafka,
     admin,

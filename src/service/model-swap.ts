@@ -18,8 +18,6 @@
  * Keys' state follows the policy: `reset` (keys start from zero under the new model) or `keep`
  * (same cells; keys keep their state, and the old model's changelog records are still read).
  */
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { SwappableBackend } from '../backends/swappable.js';
 import type { StepBackend } from '../backends/types.js';
 import type { RnnModel } from '../core/model.js';
@@ -94,11 +92,7 @@ export class ModelSwapper {
     };
     let candidate: RnnModel;
     try {
-      if (offer.sha256 !== undefined) {
-        const actual = createHash('sha256').update(readFileSync(offer.path)).digest('hex');
-        if (actual !== offer.sha256.toLowerCase()) return refuse(`${offer.path}: its sha256 is ${actual}, the offer says ${offer.sha256}`);
-      }
-      candidate = loadModelFile(offer.path);
+      candidate = loadModelFile(offer.path, offer.sha256 !== undefined ? { sha256: offer.sha256 } : {});
     } catch (err) {
       return refuse((err as Error).message);
     }

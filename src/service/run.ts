@@ -668,7 +668,6 @@ async function startHotSwap(parts: StartParts & { serving: ServingModel; swappab
     admin: clients.admin,
     group: config.group,
     pipeline: pipeline.name,
-    replicationFactor: config.replicationFactor,
     logger,
     metrics,
   });

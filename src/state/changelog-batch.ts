@@ -38,11 +38,6 @@ export class ChangelogBatch {
 
   constructor(private readonly encode: SnapshotEncoder) {}
 
-  /** Keys with a state to write. */
-  get size(): number {
-    return this.states.size;
-  }
-
   /** One output's key, its state right after it (if captured) and whether it ended its key. */
   add(key: string, state: KeySnapshot | undefined, ended: boolean): void {
     if (state) {
@@ -91,7 +86,7 @@ export class ChangelogBatch {
    * still on the device are read back first, in one read (readAhead reads many batches' at once).
    */
   async records(owns: OwnsPartition = () => true): Promise<ChangelogRecord[]> {
-    this.release((p) => owns(p));
+    this.release(owns);
     await resolveCaptures(this.toRead());
     const records: ChangelogRecord[] = [];
     for (const [key, s] of this.states) {

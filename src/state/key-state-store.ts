@@ -352,15 +352,7 @@ export class KeyStateStore {
   serve(model: RnnModel, policy: 'reset' | 'keep'): number {
     const same = model.stateSize === this.stateSize && model.stateSegments.length === this.model.stateSegments.length && model.stateSegments.every((s, i) => s.offset === this.model.stateSegments[i]!.offset && s.size === this.model.stateSegments[i]!.size);
     if (!same) throw new SnapshotError(`model ${model.hash.slice(0, 12)} lays out its state differently from ${this.model.hash.slice(0, 12)}: a store cannot serve it`);
-    let removed = 0;
-    if (policy === 'reset') {
-      for (let slot = this.oldest; slot !== NONE; ) {
-        const next = this.chunkOf(slot).newer[slot & SLOT_MASK]!;
-        this.remove(slot);
-        removed++;
-        slot = next;
-      }
-    }
+    const removed = policy === 'reset' ? this.removeWhere(() => true) : 0;
     const accepts = policy === 'keep' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
     this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts };
     this.model = model;
@@ -369,12 +361,17 @@ export class KeyStateStore {
 
   /** Removes every key whose last event came from input `partition` (it was revoked); returns how many. */
   dropPartition(partition: number): number {
+    return this.removeWhere((c, i) => c.partition[i] === partition);
+  }
+
+  /** Removes every key whose slot `drop` picks (a chunk and the slot's index in it); returns how many. */
+  private removeWhere(drop: (c: SlotChunk, i: number) => boolean): number {
     let n = 0;
     for (let slot = this.oldest; slot !== NONE; ) {
       const c = this.chunkOf(slot);
       const i = slot & SLOT_MASK;
       const next = c.newer[i]!;
-      if (c.partition[i] === partition) {
+      if (drop(c, i)) {
         this.remove(slot);
         n++;
       }

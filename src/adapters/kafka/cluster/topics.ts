@@ -8,7 +8,10 @@
  *   is in changelog partition p) with `cleanup.policy=compact`, so the latest state of every key
  *   is kept for as long as the key lives, and nothing else is.
  *
- * An existing changelog that is not compacted, or whose partition count differs from the
+ * - the models topic (`--models-topic`, hot swap), if one is named and missing: one partition,
+ *   `cleanup.policy=compact` (the latest record per pipeline is kept: a restart serves it).
+ *
+ * An existing changelog (or models topic) that is not compacted, or whose partition count differs from the
  * input's, is refused: with `delete` the state is gone after `retention.ms`, and with other
  * partitions the state of a key would be restored by the wrong member. Replication is the
  * configured factor, or the broker's `default.replication.factor`.
@@ -47,6 +50,8 @@ export interface TopicPlan {
   readonly changelogTopicConfig?: Readonly<Record<string, string>>;
   /** The consumer group: a missing changelog is made only if the group has committed nothing (see ensureTopics). */
   readonly group?: string;
+  /** The hot swap's control topic, if any (see the module doc). */
+  readonly modelsTopic?: string | undefined;
 }
 
 export interface TopicLayout {
@@ -170,5 +175,29 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
     );
   }
   const maxMessageBytes = Math.min(...written.map((t) => configs.get(t)?.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
+  if (plan.modelsTopic !== undefined && (await ensureModelsTopic(admin, { ...plan, modelsTopic: plan.modelsTopic }, logger))) created.push(plan.modelsTopic);
   return { inputPartitions, dlqPartitions: counts.get(plan.dlqTopic)!, created, maxMessageBytes };
+}
+
+/** Makes the models topic if missing (one partition, compacted) and refuses one that is not compacted; true when made here. */
+async function ensureModelsTopic(admin: Admin, plan: TopicPlan & { readonly modelsTopic: string }, logger: Logger): Promise<boolean> {
+  const topic = plan.modelsTopic;
+  const made = !(await partitionCounts(admin, [topic])).has(topic);
+  if (made) {
+    const replicationFactor = plan.replicationFactor ?? (await brokerDefaults(admin)).replicationFactor;
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }], waitForLeaders: true });
+    } catch (err) {
+      throw new TopicSetupError(`cannot create the models topic ${topic} (replication factor ${replicationFactor}): ${(err as Error).message}`, { cause: err });
+    }
+    logger.info({ topic, replicationFactor }, 'models topic created (compacted, one partition)');
+  }
+  const policy = (await topicConfigs(admin, [topic])).get(topic)?.cleanupPolicy ?? 'delete';
+  if (policy !== 'compact') {
+    throw new TopicSetupError(
+      `models topic ${topic} has cleanup.policy=${policy}, expected compact: with deletion the record naming the model served is gone after retention.ms, and a restart would serve --model ` +
+        `(set it with: kafka-configs --alter --entity-type topics --entity-name ${topic} --add-config cleanup.policy=compact)`,
+    );
+  }
+  return made;
 }

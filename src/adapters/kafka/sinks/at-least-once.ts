@@ -110,18 +110,16 @@ class AtLeastOnceCommits implements CommitStrategy {
     return new Request(this.parts.changelog(), this.parts.deadLetters, this.packer);
   }
 
-  batchFor(r: PipelineOutput): OutputBatch {
-    if (r.source.kind === 'kafka') raiseCommit(this.open.commits, r.source.topic, r.source.partition, r.source.offset);
-    return this.open;
-  }
-
   /**
-   * The request is posted on the next microtask (or when it holds produceBatchSize predictions),
-   * so outputs emitted together (a stepped micro-batch) go as one; the producer queues posted
-   * requests and sends them in order, merging those that wait.
+   * Into the open request, which is posted on the next microtask (or when it holds
+   * produceBatchSize predictions), so outputs emitted together (a stepped micro-batch) go as one;
+   * the producer queues posted requests and sends them in order, merging those that wait.
    */
-  added(batch: OutputBatch): void {
-    if (batch.packer.count >= this.parts.produceBatchSize) this.post();
+  take(r: PipelineOutput): void {
+    const o = this.open;
+    if (r.source.kind === 'kafka') raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+    o.add(r);
+    if (o.packer.count >= this.parts.produceBatchSize) this.post();
     if (!this.postScheduled) {
       this.postScheduled = true;
       queueMicrotask(() => {

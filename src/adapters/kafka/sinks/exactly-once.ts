@@ -126,23 +126,20 @@ class ExactlyOnceCommits implements CommitStrategy {
     private readonly control: SinkControl,
   ) {}
 
-  batchFor(r: PipelineOutput): OutputBatch | undefined {
+  /** Into its partition's gathering transaction, sent as a chunk on the next microtask; dropped when the partition is not (or no longer) this member's. */
+  take(r: PipelineOutput): void {
     if (r.source.kind !== 'kafka') throw new TransactionError(`exactly-once needs Kafka input; got a ${r.source.kind} record`, -1, false, false);
-    const p = this.partitions.get(r.source.partition);
+    const { partition } = r.source;
+    const p = this.partitions.get(partition);
     if (!p) {
       // Revoked or lost since it was handed on: its new owner (or this member, prepared again) redoes it.
       this.parts.hooks?.onDropped?.(1);
-      return undefined;
+      return;
     }
     const t = p.gathering;
     t.firstOffset ??= r.source.offset;
     t.lastOffset = r.source.offset;
-    return t;
-  }
-
-  added(_batch: OutputBatch, r: PipelineOutput): void {
-    const partition = (r.source as { partition: number }).partition;
-    const p = this.partitions.get(partition)!;
+    t.add(r);
     // Outputs written together (a stepped micro-batch) go as one chunk, on the next microtask.
     if (!p.postScheduled) {
       p.postScheduled = true;

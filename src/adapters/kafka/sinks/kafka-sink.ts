@@ -14,7 +14,6 @@
  */
 import type { PipelineOutput } from '../../../pipeline/predict.js';
 import type { Sink } from '../../../runner/types.js';
-import type { OutputBatch } from './output-batch.js';
 
 /** What a commit strategy shares with the sink around it. */
 export interface SinkControl {
@@ -28,10 +27,11 @@ export interface SinkControl {
 
 /** When outputs are sent and committed: the part in which at least once and exactly once differ. */
 export interface CommitStrategy {
-  /** The batch `r` goes to (its offset noted for the commit), or undefined when its partition's outputs are dropped. */
-  batchFor(r: PipelineOutput): OutputBatch | undefined;
-  /** `r` was added to `batch`: schedule its sending. */
-  added(batch: OutputBatch, r: PipelineOutput): void;
+  /**
+   * Takes one output: into the batch it belongs to (OutputBatch.add, the same for both), its
+   * offset noted for the commit, its sending scheduled; or dropped, when its partition's outputs are.
+   */
+  take(r: PipelineOutput): void;
   /** The input partitions owned now: what the others gathered is dropped, their state not written. */
   assigned(owned: ReadonlySet<number>): void;
   /** See Sink.prepare. */
@@ -84,10 +84,7 @@ export class KafkaSink implements Sink, SinkControl {
    */
   write(r: PipelineOutput): void {
     if (this.failed) return; // nothing more is committed; the stream is failing already
-    const batch = this.commits.batchFor(r);
-    if (!batch) return;
-    batch.add(r);
-    this.commits.added(batch, r);
+    this.commits.take(r);
   }
 
   assigned(partitions: readonly number[]): void {
