@@ -97,7 +97,29 @@ async function partitionCounts(admin: Admin, topics: readonly string[]): Promise
 const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1048588;
 
 /** The topics' `cleanup.policy` and `max.message.bytes` (the effective values, defaults included). */
+/** How long a topic just made (by this instance or another) may stay unknown to the broker asked, and the wait between asks. */
+const NEW_TOPIC_KNOWN_WITHIN_MS = 15_000;
+const NEW_TOPIC_RETRY_MS = 200;
+
+/**
+ * topicConfigs, asked again while a broker does not know one of the topics yet: one made a
+ * moment ago (by another instance starting beside this one, whose createTopics won the race)
+ * reaches every broker's metadata a little later, and until then describeConfigs answers
+ * UNKNOWN_TOPIC_OR_PARTITION ("This server does not host this topic-partition").
+ */
 async function topicConfigs(admin: Admin, topics: readonly string[]): Promise<Map<string, { cleanupPolicy: string; maxMessageBytes: number }>> {
+  const deadline = Date.now() + NEW_TOPIC_KNOWN_WITHIN_MS;
+  for (;;) {
+    try {
+      return await describeTopicConfigs(admin, topics);
+    } catch (err) {
+      if ((err as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, NEW_TOPIC_RETRY_MS));
+    }
+  }
+}
+
+async function describeTopicConfigs(admin: Admin, topics: readonly string[]): Promise<Map<string, { cleanupPolicy: string; maxMessageBytes: number }>> {
   const described = await admin.describeConfigs({
     includeSynonyms: false,
     resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['cleanup.policy', 'max.message.bytes'] })),
@@ -147,14 +169,17 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
         ? { configEntries: Object.entries({ ...plan.changelogTopicConfig, 'cleanup.policy': 'compact' }).map(([name, value]) => ({ name, value })) }
         : {}),
     }));
+    let made: boolean;
     try {
       // false when another instance created them first: fine, they are checked below.
-      await admin.createTopics({ topics, waitForLeaders: true });
+      made = await admin.createTopics({ topics, waitForLeaders: true });
     } catch (err) {
       throw new TopicSetupError(`cannot create topics ${missing.join(', ')} (replication factor ${replicationFactor}, ${inputPartitions} partitions): ${(err as Error).message}`, { cause: err });
     }
-    created.push(...missing);
-    logger.info({ topics: missing, partitions: inputPartitions, replicationFactor }, 'topics created');
+    if (made) {
+      created.push(...missing);
+      logger.info({ topics: missing, partitions: inputPartitions, replicationFactor }, 'topics created');
+    }
     for (const [t, n] of await partitionCounts(admin, missing)) counts.set(t, n);
   }
   const inputPartitions = counts.get(plan.inputTopic)!;
@@ -182,15 +207,16 @@ export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger
 /** Makes the models topic if missing (one partition, compacted) and refuses one that is not compacted; true when made here. */
 async function ensureModelsTopic(admin: Admin, plan: TopicPlan & { readonly modelsTopic: string }, logger: Logger): Promise<boolean> {
   const topic = plan.modelsTopic;
-  const made = !(await partitionCounts(admin, [topic])).has(topic);
-  if (made) {
+  let made = false;
+  if (!(await partitionCounts(admin, [topic])).has(topic)) {
     const replicationFactor = plan.replicationFactor ?? (await brokerDefaults(admin)).replicationFactor;
     try {
-      await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }], waitForLeaders: true });
+      // false: another instance made it first (checked below like any existing one).
+      made = await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }], waitForLeaders: true });
     } catch (err) {
       throw new TopicSetupError(`cannot create the models topic ${topic} (replication factor ${replicationFactor}): ${(err as Error).message}`, { cause: err });
     }
-    logger.info({ topic, replicationFactor }, 'models topic created (compacted, one partition)');
+    if (made) logger.info({ topic, replicationFactor }, 'models topic created (compacted, one partition)');
   }
   const policy = (await topicConfigs(admin, [topic])).get(topic)?.cleanupPolicy ?? 'delete';
   if (policy !== 'compact') {
