@@ -15,6 +15,7 @@ import { loadModelFile } from '../src/adapters/model-file.js';
 import { randomModelFile } from '../src/core/random-model.js';
 import { COMPASS } from '../src/fixtures/compass.js';
 import { projectPath } from '../src/paths.js';
+import { decodeModelMarker, MODEL_MARKER_KEY, type ModelMarker } from '../src/state/model-marker.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
 import { assignedTo, comparePredictions, dedupeByKey, freshTopics, httpAddressOf, produce, readToEnd, replayPredictions, spawnService, splitFixture, waitFor, type Prediction, type ReadMessage } from './support/kafka.js';
 
@@ -46,10 +47,12 @@ function modelFiles(): { served: string; next: string; bad: string } {
 /**
  * Checks that each partition switched models at its swap offset: before it, the outputs are the
  * old model's (replay's); from it on, the new model's from zero state (a replay of each key's
- * remaining events with it). Returns how many events the new model answered and when the first
- * of its outputs was written.
+ * remaining events with it), or with policy warm (`warmHistory` events) the new model's from zero
+ * state over the key's last warmHistory events before the swap and then on, with `"warm": false`
+ * until the key has seen warmHistory events under it. Returns how many events the new model
+ * answered and when the first of its outputs was written.
  */
-async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Record<string, number>>, models: { served: string; next: string }, label: string): Promise<{ answeredByNew: number; firstNew: number }> {
+async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Record<string, number>>, models: { served: string; next: string }, label: string, warmHistory = 0): Promise<{ answeredByNew: number; firstNew: number }> {
   const { next } = models;
   const swapAt = (p: Prediction): number => offsets[String(p.source!.partition)] ?? Number.POSITIVE_INFINITY;
   // Every prediction names the model that made it (16 hex digits of its content hash).
@@ -68,8 +71,10 @@ async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Rec
   // Before the swap: the old model, as replay gives it.
   const old = new Map([...h.expected].map(([key, list]) => [key, list.slice(0, before.get(key)!.length)]));
   expect(comparePredictions(before, old)).toBeLessThan(1e-5);
-  // From the swap on: the new model from zero state, as replaying each key's remaining events with it gives.
+  // From the swap on: the new model from zero state, as replaying each key's remaining events
+  // (policy warm: and the warmHistory events before them) with it gives.
   const seen = new Map<string, number>();
+  const replayed = (key: string): number => Math.min(warmHistory, before.get(key)!.length);
   const rest = readFileSync(h.fixture, 'utf8')
     .split('\n')
     .filter(Boolean)
@@ -77,19 +82,49 @@ async function expectSwitchAt(out: readonly ReadMessage[], offsets: Readonly<Rec
       const key = (JSON.parse(line) as { ballId: string }).ballId;
       const i = seen.get(key) ?? 0;
       seen.set(key, i + 1);
-      return i >= before.get(key)!.length;
+      return i >= before.get(key)!.length - replayed(key);
     });
   const restFile = join(h.dir, `after-swap-${label}.jsonl`);
   writeFileSync(restFile, rest.join('\n') + '\n');
-  const expectedAfter = await replayPredictions('ball-direction', restFile, 'onnx', next);
+  // Warm: the replayed history's predictions are not outputs, and the key's events go on counting from before the swap.
+  const shift = (key: string): number => (warmHistory > 0 ? before.get(key)!.length - replayed(key) : 0);
+  const expectedAfter = new Map(
+    [...(await replayPredictions('ball-direction', restFile, 'onnx', next))].map(([key, list]) => [key, list.slice(replayed(key)).map((p) => ({ ...p, seq: p.seq + shift(key) }))] as const).filter(([, list]) => list.length > 0),
+  );
   const afterWithEvents = new Map([...after].filter(([, l]) => l.length > 0));
   expect(comparePredictions(afterWithEvents, expectedAfter)).toBeLessThan(1e-5);
-  expect([...afterWithEvents.values()].every((l) => l[0]!.seq === 1)).toBe(true);
+  // Reset: keys start again (seq 1); warm: a key's events go on counting.
+  for (const [key, list] of afterWithEvents) expect(list[0]!.seq).toBe(warmHistory > 0 ? before.get(key)!.length + 1 : 1);
+  if (warmHistory > 0) {
+    for (const [key, list] of afterWithEvents) list.forEach((p, j) => expect((p as { warm?: boolean }).warm ?? true, `${key} #${p.seq}`).toBe(replayed(key) + j + 1 >= warmHistory));
+  }
   const newOutputs = out.filter((m) => {
     const p = JSON.parse(m.value) as Prediction;
     return Number(p.source!.offset) >= swapAt(p);
   });
   return { answeredByNew: newOutputs.length, firstNew: Math.min(...newOutputs.map((m) => m.timestamp)) };
+}
+
+/**
+ * The changelog's model markers: for every partition the new model answered, the latest marker
+ * names it, at the input offset of the partition's first output from it (written in the
+ * transaction that carried that output).
+ */
+async function expectMarkers(changelogTopic: string, out: readonly ReadMessage[], next: string): Promise<Record<number, number>> {
+  const newHash = loadModelFile(next).hash;
+  const firstNew = new Map<number, number>();
+  for (const m of out) {
+    const p = JSON.parse(m.value) as Prediction & { model: string };
+    const offset = Number(p.source!.offset);
+    if (p.model === newHash.slice(0, 16)) firstNew.set(p.source!.partition, Math.min(firstNew.get(p.source!.partition) ?? Infinity, offset));
+  }
+  const latest = new Map<number, ModelMarker>();
+  for (const m of (await readToEnd(h.brokers, changelogTopic)).messages) if (m.key === MODEL_MARKER_KEY) latest.set(m.partition, decodeModelMarker(m.bytes));
+  for (const [partition, offset] of firstNew) {
+    expect(latest.get(partition)?.model, `partition ${partition}'s marker`).toBe(newHash);
+    expect(latest.get(partition)?.offset, `partition ${partition}'s marker`).toBe(offset);
+  }
+  return Object.fromEntries([...latest].map(([p, m]) => [p, m.offset]));
 }
 
 describe('hot swap', () => {
@@ -149,10 +184,65 @@ describe('hot swap', () => {
       // Exactly once: one output per input event, none twice.
       expect(out.length).toBe(h.events);
       const { answeredByNew, firstNew } = await expectSwitchAt(out, swap.offsets, { served, next }, 'single');
+      expect(await expectMarkers(t.changelogTopic, out, next)).toEqual(Object.fromEntries(Object.entries(swap.offsets).map(([p, o]) => [Number(p), o])));
       process.stderr.write(
         `hot swap: the bad model refused (${String(refusal.reason).slice(0, 80)}...); swap ${swap.seconds.toFixed(3)} s from holding to serving, ${swap.keysReset} keys reset; ` +
           `control record -> first prediction of the new model ${firstNew - offered} ms; ${answeredByNew} of ${h.events} events answered by it\n`,
       );
+    } finally {
+      service.kill('SIGKILL');
+    }
+  }, 240_000);
+
+  it('exactly once, policy warm: killed -9 right after the swap, the restart restores the old model\'s state as cold and warms each key on its history first; every event answered once, as the new model run over each key\'s last events gives', async () => {
+    const t = freshTopics('swap-warm');
+    const modelsTopic = `${t.group}.models`;
+    const { served, next } = modelFiles();
+    const warmHistory = 6;
+    const [first, rest] = splitFixture(h.fixture, 0.5);
+    const answered = async (): Promise<number> => [...dedupeByKey((await readToEnd(h.brokers, t.outputTopic)).messages).values()].reduce((n, l) => n + l.length, 0);
+    const firstEvents = readFileSync(first, 'utf8').split('\n').filter(Boolean).length;
+    h.produceFixture(t, first);
+    const config = h.throttled(t, { guarantee: 'exactly-once', modelsTopic, model: served, swapPolicy: 'warm', warmHistory });
+    let service = spawnService(['--config', config]);
+    try {
+      await httpAddressOf(service);
+      await waitFor('the first part answered', async () => (await answered()) === firstEvents, 60_000);
+      await produce(h.brokers, modelsTopic, [{ key: 'ball-direction', value: JSON.stringify({ pipeline: 'ball-direction', path: next, sha256: sha256Of(next) }) }]);
+      await waitFor('the swap', async () => logLines(service, 'model swapped').length === 1, 60_000);
+      const swap = logLines(service, 'model swapped')[0]! as { offsets: Record<string, number>; keysCold: number; policy: string };
+      expect(swap.policy).toBe('warm');
+      expect(swap.keysCold).toBe(h.expected.size);
+      // Killed before any key was warmed: the changelog holds only the old model's state.
+      service.kill('SIGKILL');
+      service = spawnService(['--config', config]);
+      const http = await httpAddressOf(service);
+      h.produceFixture(t, rest);
+      await waitFor('every event answered', async () => (await answered()) === h.events, 120_000);
+      const metrics = await (await fetch(`${http}/metrics`)).text();
+      const metric = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 0);
+      // Every key with events on both sides of the swap restored cold from the old model's
+      // records, and warmed on its last warmHistory events (or all it had) before its next step.
+      const count = (file: string): Map<string, number> => {
+        const n = new Map<string, number>();
+        for (const line of readFileSync(file, 'utf8').split('\n').filter(Boolean)) {
+          const key = (JSON.parse(line) as { ballId: string }).ballId;
+          n.set(key, (n.get(key) ?? 0) + 1);
+        }
+        return n;
+      };
+      const [early, late] = [count(first), count(rest)];
+      const warmed = [...early].filter(([key]) => late.has(key));
+      expect(warmed.length).toBeGreaterThan(10);
+      expect(metric('rnnstream_warmup_keys_total')).toBe(warmed.length);
+      expect(metric('rnnstream_warmup_events_total')).toBe(warmed.reduce((n, [, k]) => n + Math.min(k, warmHistory), 0));
+      const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
+      expect(out.length).toBe(h.events);
+      const { answeredByNew } = await expectSwitchAt(out, swap.offsets, { served, next }, 'warm', warmHistory);
+      // Killed before any output of the new model: the restart marked each partition at its first.
+      await expectMarkers(t.changelogTopic, out, next);
+      expect(answeredByNew).toBe(h.events - firstEvents);
+      process.stderr.write(`hot swap, policy warm: ${warmed.length} keys warmed on ${warmHistory} events each in ${metric('rnnstream_warmup_seconds_total').toFixed(3)} s after a kill -9 and a restart\n`);
     } finally {
       service.kill('SIGKILL');
     }
@@ -187,6 +277,7 @@ describe('hot swap', () => {
       const out = (await readToEnd(h.brokers, t.outputTopic)).messages;
       expect(out.length).toBe(h.events);
       const { answeredByNew, firstNew } = await expectSwitchAt(out, offsets, { served, next }, 'three');
+      await expectMarkers(t.changelogTopic, out, next);
       process.stderr.write(
         `hot swap, 3 instances: swaps took ${swaps.map((w) => w.seconds.toFixed(3)).join(', ')} s from holding to serving; control record -> first prediction of the new model ${firstNew - offered} ms; ` +
           `${answeredByNew} of ${h.events} events answered by it, one instance killed -9 after its swap\n`,

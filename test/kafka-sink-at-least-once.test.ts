@@ -19,6 +19,7 @@ import { randomModel } from '../src/core/random-model.js';
 import { silentLogger } from '../src/observability/logger.js';
 import type { PipelineOutput, PredictionRecord } from '../src/pipeline/predict.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
+import { decodeModelMarker, MODEL_MARKER_KEY } from '../src/state/model-marker.js';
 
 const model = randomModel({ features: 2, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 3 });
 const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
@@ -106,6 +107,25 @@ async function writeAcknowledged(sink: KafkaSink, k: ReturnType<typeof fakeKafka
 }
 
 describe('KafkaSink, at least once', () => {
+  it('a model marker goes to the changelog after the partition\'s first output since the swap is acknowledged, with its offset, once', async () => {
+    const store = new KeyStateStore(model);
+    const k = fakeKafka();
+    const sink = atLeastOnceSink(k, store, { commitIntervalMs: 0, produceBatchSize: 100 });
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 10));
+    await sink.flush();
+    const marker = { model: 'cd'.repeat(32), name: 'next', policy: 'reset', at: 2 };
+    sink.markModel(0, marker);
+    await writeAcknowledged(sink, k, prediction(store, 'y', 1, 20));
+    await sink.flush();
+    expect(k.changelog.filter((m) => m.key === MODEL_MARKER_KEY)).toEqual([]);
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 11), prediction(store, 'x', 0, 12));
+    await sink.flush();
+    await writeAcknowledged(sink, k, prediction(store, 'x', 0, 13));
+    await sink.flush();
+    const markers = k.changelog.filter((m) => m.key === MODEL_MARKER_KEY);
+    expect(markers.map((m) => ({ partition: m.partition, ...decodeModelMarker(m.value) }))).toEqual([{ partition: 0, ...marker, offset: 11 }]);
+  });
+
   it('outputs in order and in requests of produceBatchSize; changelog with the captured states; commits only behind acknowledged outputs', async () => {
     const store = new KeyStateStore(model);
     const k = fakeKafka();

@@ -15,13 +15,15 @@ import { KafkaSink } from '../src/adapters/kafka/sinks/kafka-sink.js';
 import { KafkajsTransactions, TransactionError, type PartitionTransactions, type TransactionContent } from '../src/adapters/kafka/producer/transactions.js';
 import { CaptureLedger } from '../src/state/deferred-captures.js';
 import { KeyStateStore } from '../src/state/key-state-store.js';
+import { decodeModelMarker, MODEL_MARKER_KEY } from '../src/state/model-marker.js';
 
 const model = randomModel({ features: 1, layers: [{ cell: 'gru', hiddenSize: 2 }], head: { kind: 'softmax', labels: ['a', 'b'] }, seed: 5 });
 const topics = { outputTopic: 'out', dlqTopic: 'dlq', changelogTopic: 'changelog' };
 
 /** What each call did, as text: `send p0 out:k1,k2`, `commit p0 out:k3 changelog:k1,k3 @12`. */
-function fakeTransactions(): PartitionTransactions & { log: string[]; failNext: (err: Error) => void; gate: () => () => void } {
+function fakeTransactions(): PartitionTransactions & { log: string[]; committed: TransactionContent[]; failNext: (err: Error) => void; gate: () => () => void } {
   const log: string[] = [];
+  const committed: TransactionContent[] = [];
   let failure: Error | undefined;
   let held: Promise<void> | undefined;
   const describe = (records: readonly WireTopicMessages[]): string =>
@@ -38,6 +40,7 @@ function fakeTransactions(): PartitionTransactions & { log: string[]; failNext: 
   };
   return {
     log,
+    committed,
     failNext: (err) => (failure = err),
     /** Holds every later call until the returned function is called. */
     gate: () => {
@@ -47,7 +50,7 @@ function fakeTransactions(): PartitionTransactions & { log: string[]; failNext: 
     },
     init: (p) => call(`init p${p}`),
     send: (p, records) => call(`send p${p} ${describe(records)}`),
-    commit: (p, c: TransactionContent) => call(`commit p${p} ${describe(c.records)} @${c.nextOffset}`.replace('  ', ' ')),
+    commit: (p, c: TransactionContent) => call(`commit p${p} ${describe(c.records)} @${c.nextOffset}`.replace('  ', ' ')).then(() => void committed.push(c)),
     close: (p) => call(`close p${p}`),
     disconnect: async () => {},
   };
@@ -108,6 +111,39 @@ describe('KafkaSink, exactly once', () => {
     await settle();
     expect(tx.log.slice(5).sort()).toEqual(['commit p0 changelog:k1,k2 @13', 'commit p1 @41']);
     expect(written.sort()).toEqual(['p0: 3+0', 'p1: 0+1']);
+  });
+
+  it('a model marker goes in the transaction that carries the partition\'s first output after the swap, with that output\'s offset', async () => {
+    const { store, tx, sink } = setup();
+    await sink.prepare(0);
+    await sink.prepare(1);
+    sink.write(prediction(store, 'k1', 0, 10));
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    const marker = { model: 'ab'.repeat(32), name: 'next', policy: 'warm', at: 1 };
+    sink.markModel(0, marker);
+    sink.markModel(1, marker);
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    // No output yet: nothing to carry it, no transaction.
+    expect(tx.log.filter((l) => l.startsWith('commit'))).toEqual(['commit p0 changelog:k1 @11']);
+    sink.write(prediction(store, 'k2', 0, 11));
+    sink.write(prediction(store, 'k1', 0, 12));
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    const last = tx.committed.at(-1)!;
+    const changelog = last.records.filter((t) => t.topic === 'changelog').flatMap((t) => unpackMessages(t));
+    const markers = changelog.filter((m) => String(m.key) === MODEL_MARKER_KEY);
+    expect(markers).toHaveLength(1);
+    expect(markers[0]!.partition).toBe(0);
+    expect(decodeModelMarker(markers[0]!.value as Buffer)).toEqual({ ...marker, offset: 11 });
+    // Once: the next transaction of p0 carries none; p1's waits for p1's first output.
+    sink.write(prediction(store, 'k1', 0, 13));
+    sink.write(prediction(store, 'k5', 1, 41));
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+    const byPartition = tx.committed.slice(-2).map((c) => c.records.filter((t) => t.topic === 'changelog').flatMap((t) => unpackMessages(t)).filter((m) => String(m.key) === MODEL_MARKER_KEY).map((m) => decodeModelMarker(m.value as Buffer).offset));
+    expect(byPartition.sort()).toEqual([[], [41]]);
   });
 
   it('reads every partition\'s changelog states still on the device in one read at the interval, not one per partition', async () => {

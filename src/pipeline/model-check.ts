@@ -14,7 +14,7 @@ import { outOfScopeRule } from './out-of-scope.js';
 import { checkModelFitsPipeline } from './predict.js';
 
 /** What happens to keys' state when a model is swapped in (issue: hot swap). */
-export type SwapPolicy = 'reset' | 'keep';
+export type SwapPolicy = 'reset' | 'keep' | 'warm';
 
 export interface CandidateCheckParts {
   readonly pipeline: PipelineDefinition;

@@ -4,7 +4,7 @@
  */
 import { map, pipe, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { StepBackend } from '../backends/types.js';
-import { RnnStreamError } from '../core/errors.js';
+import { RnnStreamError, UsageError } from '../core/errors.js';
 import type { RnnModel } from '../core/model.js';
 import { utf8LengthOver } from '../core/validation.js';
 import type { BoundedQueue } from '../operators/bounded-queue.js';
@@ -12,6 +12,7 @@ import { decodeEvents, type DecodeOptions } from '../operators/decode-events.js'
 import type { DeadLetter, Decoded, EventRecord, RawRecord, SourcePosition } from '../operators/records.js';
 import { rnnByKey, type KeyedStep } from '../operators/rnn-by-key.js';
 import { KeyStateStore, type KeySnapshot, type StatePosition } from '../state/key-state-store.js';
+import { WarmHistory } from '../state/warm-history.js';
 import { carryNames, type PipelineDefinition } from './define.js';
 import { inputOf } from './inputs.js';
 import type { OutOfScopeRule } from './out-of-scope.js';
@@ -45,6 +46,11 @@ export interface PredictionRecord {
    * service): written as its first 16 hex digits, `"model"`.
    */
   readonly model?: string;
+  /**
+   * With hot swap policy `warm`: false while the key has seen fewer events under the model that
+   * made this than its warm-up history holds (`"warm": false`); undefined (not written) otherwise.
+   */
+  readonly warm?: boolean | undefined;
   /** The key's previous prediction, scored by what this event revealed (prequential). */
   readonly prequential?: PrequentialScore;
   /** The key's state right after this event (only with `captureState`). */
@@ -108,6 +114,10 @@ export interface PredictOptions extends DecodeOptions {
   readonly onBatch?: (events: number, waves: number) => void;
   /** True for an event the key's state already reflects (it becomes a SkippedRecord). */
   readonly alreadyApplied?: (key: string, source: SourcePosition) => boolean;
+  /** Each key's recent inputs for a warm-up after a hot swap (see warmHistoryFor); the store must have room for it. */
+  readonly history?: WarmHistory;
+  /** See rnnByKey's onWarmUp. */
+  readonly onWarmUp?: (keys: number, events: number, ms: number) => void;
 }
 
 /**
@@ -125,10 +135,26 @@ export function statePositionOf(source: SourcePosition): StatePosition {
   }
 }
 
-/** The state store for a pipeline's model: columns for the pipeline's carry fields, or a frames pipeline's state. */
-export function stateStoreFor(pipeline: PipelineDefinition, model: RnnModel, options: { capacity?: number; idleTtlMs?: number | undefined } = {}): KeyStateStore {
-  const carrySize = pipeline.frames ? pipeline.frames(model).stateSize : carryNames(pipeline).length;
-  return new KeyStateStore(model, { ...options, carrySize });
+/**
+ * The state store for a pipeline's model: columns for the pipeline's carry fields (and a warm-up
+ * history after them), or a frames pipeline's state.
+ */
+export function stateStoreFor(pipeline: PipelineDefinition, model: RnnModel, options: { capacity?: number; idleTtlMs?: number | undefined; history?: WarmHistory | undefined } = {}): KeyStateStore {
+  const { history, ...bounds } = options;
+  const carrySize = pipeline.frames ? pipeline.frames(model).stateSize : carryNames(pipeline).length + (history?.size ?? 0);
+  return new KeyStateStore(model, { ...bounds, carrySize });
+}
+
+/**
+ * The history of each key's last `length` events that a warm-up replays (hot swap policy
+ * `warm`): raw features, which every model of the pipeline reads. A pipeline of words or of
+ * audio frames has none; the service refuses `warm` for it.
+ */
+export function warmHistoryFor(pipeline: PipelineDefinition, length: number): WarmHistory {
+  if (pipeline.frames || pipeline.word || !pipeline.features) {
+    throw new UsageError(`--swap-policy warm: pipeline "${pipeline.name}" reads ${pipeline.frames ? 'audio frames' : 'words'}, not numeric features, so it keeps no history to warm a new model on; use reset or keep`);
+  }
+  return new WarmHistory({ length, width: pipeline.featureNames.length, offset: carryNames(pipeline).length });
 }
 
 export function checkModelFitsPipeline(pipeline: PipelineDefinition, model: RnnModel): void {
@@ -198,6 +224,7 @@ function recordOf(
     source: item.source,
     sequenceGap: step.gap,
     final: made.final,
+    warm: step.warm,
   };
 }
 
@@ -287,6 +314,8 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
       stateOnDevice: options.stateOnDevice,
       onKeptStatesSpilled: options.onKeptStatesSpilled,
       onBatch: options.onBatch,
+      history: options.history,
+      onWarmUp: options.onWarmUp,
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {

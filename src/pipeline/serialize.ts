@@ -57,7 +57,7 @@ function modelFragmentOf(hash: string): Uint8Array {
 
 /** One prediction as JSON. Written by hand because it runs once per event. */
 export function predictionJson(p: PredictionRecord): string {
-  const model = p.model === undefined ? '' : `,"model":${JSON.stringify(p.model.slice(0, MODEL_HASH_DIGITS))}`;
+  const model = (p.model === undefined ? '' : `,"model":${JSON.stringify(p.model.slice(0, MODEL_HASH_DIGITS))}`) + (p.warm === false ? ',"warm":false' : '');
   if (p.head === 'ctc') {
     const label = p.label === undefined ? '' : `,"label":${JSON.stringify(p.label)}`;
     return `{"key":${JSON.stringify(p.key)},"seq":${p.seq}${model},"prediction":${JSON.stringify(p.prediction)},"final":${p.final === true}${label},"source":${sourceJson(p.source)}}`;
@@ -105,6 +105,7 @@ const COMMA = utf8Bytes(',');
 const COLON = utf8Bytes(':');
 const CLOSE2 = utf8Bytes('}}');
 const FINAL_TRUE = utf8Bytes(',"final":true');
+const WARM_FALSE = utf8Bytes(',"warm":false');
 const FINAL_FALSE = utf8Bytes(',"final":false');
 const LABEL_AFTER_FINAL = utf8Bytes(',"label":');
 
@@ -119,6 +120,7 @@ export function writePredictionJson(p: PredictionRecord, w: ByteWriter): void {
   w.bytes(SEQ);
   w.uint(p.seq);
   if (p.model !== undefined) w.bytes(modelFragmentOf(p.model));
+  if (p.warm === false) w.bytes(WARM_FALSE);
   w.bytes(PREDICTION);
   if (typeof p.prediction === 'string') w.jsonString(p.prediction);
   else w.float32(p.prediction);

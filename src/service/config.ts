@@ -140,8 +140,14 @@ export const serviceConfigSchema = z
      * Created (compacted, one partition) if missing.
      */
     modelsTopic: z.string().min(1).optional(),
-    /** What a swapped-in model does with keys' state: `reset` (start from zero) or `keep` (same cells only). */
-    swapPolicy: z.enum(['reset', 'keep']).default('reset'),
+    /**
+     * What a swapped-in model does with keys' state: `reset` (start from zero), `keep` (same
+     * cells only) or `warm` (each key keeps its last `warmHistory` events' features, in its state
+     * and changelog, and its state is rebuilt from them under the new model before its next step).
+     */
+    swapPolicy: z.enum(['reset', 'keep', 'warm']).default('reset'),
+    /** With swapPolicy `warm`: events kept per key to warm a new model on (each costs the pipeline's features in float64). */
+    warmHistory: z.int().min(1).max(1024).default(16),
     /** Consumer-group session timeout: how long a crashed member keeps its partitions. */
     sessionTimeoutMs: z.int().min(3000).default(30_000),
     /** How often the service checks the cluster for /healthz (brokers gone, partitions offline or under-replicated). */
@@ -253,6 +259,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_WATCH_MODEL: (v) => ({ watchModel: v === 'true' || v === '1' }),
   RNNSTREAM_MODELS_TOPIC: (v) => ({ modelsTopic: v }),
   RNNSTREAM_SWAP_POLICY: (v) => ({ swapPolicy: v }),
+  RNNSTREAM_WARM_HISTORY: (v) => ({ warmHistory: envNumber(v) }),
   RNNSTREAM_OOS_THRESHOLD: (v) => ({ outOfScopeThreshold: envNumber(v) }),
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
   RNNSTREAM_MODEL: (v) => ({ model: v }),

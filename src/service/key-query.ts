@@ -12,6 +12,7 @@
 import { Partitioners } from 'kafkajs';
 import type { GroupView } from '../adapters/kafka/consumer/group-watch.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
+import type { WarmHistory } from '../state/warm-history.js';
 
 export const MAX_QUERY_KEY_BYTES = 1024;
 
@@ -32,6 +33,8 @@ export interface KeyQueryParts {
   /** The group as last described (undefined while a rebalance is being described). */
   readonly group: () => GroupView | undefined;
   readonly now?: () => number;
+  /** With hot swap policy warm: each key's history, for its warm flag. */
+  readonly history?: WarmHistory | undefined;
 }
 
 export function keyQuery(parts: KeyQueryParts): (key: string) => KeyAnswer {
@@ -59,6 +62,9 @@ export function keyQuery(parts: KeyQueryParts): (key: string) => KeyAnswer {
           lastPrediction: labels && s.lastClass >= 0 ? labels[s.lastClass] : null,
           lastOffset: s.position ? s.position.offset : null,
           model: modelOf,
+          // Policy warm only: whether the key has seen its history's length of events under the
+          // model serving it (false too while it waits for its warm-up after a swap).
+          warm: parts.history ? !store.isCold(key) && parts.history.warm(store.carryOf(key)!, 0) : null,
         },
       };
     }

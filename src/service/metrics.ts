@@ -68,6 +68,9 @@ export class ServiceMetrics {
     help: 'New models refused before serving (unreadable, a wrong sha256, not fitting the pipeline, or steps that disagree with the float64 reference); the served model went on',
     registers: [this.registry],
   });
+  readonly warmUpKeys = new Counter({ name: 'rnnstream_warmup_keys_total', help: 'Keys warmed up after a hot swap (policy warm): their state rebuilt from their history under the new model', registers: [this.registry] });
+  readonly warmUpEvents = new Counter({ name: 'rnnstream_warmup_events_total', help: 'History events stepped through a new model to warm keys up (policy warm)', registers: [this.registry] });
+  readonly warmUpSeconds = new Counter({ name: 'rnnstream_warmup_seconds_total', help: 'Time spent warming keys up (policy warm), before their micro-batch steps', registers: [this.registry] });
   readonly modelSwapSeconds = new Gauge({
     name: 'rnnstream_model_swap_seconds',
     help: 'The last swap: from holding new events to serving the new model (the outputs in flight made durable first)',

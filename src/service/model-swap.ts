@@ -15,8 +15,10 @@
  * changelog record mixes them: the state a record carries is tagged with the model that made it.
  * The swap point is logged per input partition (the first offset the new model serves).
  *
- * Keys' state follows the policy: `reset` (keys start from zero under the new model) or `keep`
- * (same cells; keys keep their state, and the old model's changelog records are still read).
+ * Keys' state follows the policy: `reset` (keys start from zero under the new model), `keep`
+ * (same cells; keys keep their state, and the old model's changelog records are still read) or
+ * `warm` (every key is marked cold and rebuilt from its last events under the new model before
+ * its next step, batched across the cold keys of each micro-batch: keyed-stepper.ts).
  */
 import type { SwappableBackend } from '../backends/swappable.js';
 import type { StepBackend } from '../backends/types.js';
@@ -28,6 +30,7 @@ import type { PipelineDefinition } from '../pipeline/define.js';
 import { checkCandidate, type SwapPolicy } from '../pipeline/model-check.js';
 import type { ServingModel } from '../pipeline/serving-model.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
+import type { MarkerRequest } from '../adapters/kafka/sinks/model-marks.js';
 import type { ServiceMetrics } from './metrics.js';
 
 /** A model offered for serving: a file every instance can read, and the sha256 its bytes must have. */
@@ -40,7 +43,17 @@ export interface ModelOffer {
 }
 
 export type SwapOutcome =
-  | { readonly kind: 'swapped'; readonly from: string; readonly to: string; readonly seconds: number; readonly keysReset: number; readonly offsets: Readonly<Record<number, number>> }
+  | {
+      readonly kind: 'swapped';
+      readonly from: string;
+      readonly to: string;
+      readonly seconds: number;
+      /** Keys removed (policy reset). */
+      readonly keysReset: number;
+      /** Keys marked cold, to be warmed up before their next step (policy warm). */
+      readonly keysCold: number;
+      readonly offsets: Readonly<Record<number, number>>;
+    }
   | { readonly kind: 'refused'; readonly reason: string }
   | { readonly kind: 'unchanged' }
   /** The swap itself failed (the sink could not make what was in flight durable): the service is failing already. */
@@ -56,6 +69,8 @@ export interface ModelSwapParts {
   readonly flush: () => Promise<void>;
   /** The next input offset of each owned partition (the source's position): the swap points. */
   readonly positions: () => ReadonlyMap<number, number>;
+  /** Records in the changelog, with the partition's next output, that the model serves it from there on (KafkaSink.markModel). */
+  readonly markModel?: (partition: number, marker: MarkerRequest) => void;
   readonly createBackend: (model: RnnModel) => Promise<StepBackend>;
   readonly policy: SwapPolicy;
   readonly oosThreshold?: number;
@@ -114,17 +129,21 @@ export class ModelSwapper {
       // The chain's model first: it is the one part that can still refuse (checked already).
       serving.replace(candidate);
       const previous = this.parts.backend.replace(backend);
-      const keysReset = store.serve(candidate, policy);
+      const touched = store.serve(candidate, policy);
+      const keysReset = policy === 'reset' ? touched : 0;
+      const keysCold = policy === 'warm' ? touched : 0;
       swapped = true;
       previous.dispose();
       const seconds = (performance.now() - started) / 1000;
-      const offsets = Object.fromEntries(this.parts.positions());
+      const positions = this.parts.positions();
+      const offsets = Object.fromEntries(positions);
+      for (const partition of positions.keys()) this.parts.markModel?.(partition, { model: candidate.hash, name: candidate.name, policy, at: Date.now() });
       metrics.modelSwaps.inc();
       metrics.modelSwapSeconds.set(seconds);
       metrics.modelInfo.reset();
       metrics.modelInfo.set({ pipeline: this.parts.pipeline.name, model: candidate.name, hash: candidate.hash }, 1);
-      logger.info({ from: from.hash.slice(0, 12), to: candidate.hash.slice(0, 12), model: candidate.name, policy, keysReset, seconds, offsets }, 'model swapped: the new model serves each partition from these offsets');
-      return { kind: 'swapped', from: from.hash, to: candidate.hash, seconds, keysReset, offsets };
+      logger.info({ from: from.hash.slice(0, 12), to: candidate.hash.slice(0, 12), model: candidate.name, policy, keysReset, keysCold, seconds, offsets }, 'model swapped: the new model serves each partition from these offsets');
+      return { kind: 'swapped', from: from.hash, to: candidate.hash, seconds, keysReset, keysCold, offsets };
     } finally {
       if (!swapped) backend.dispose();
       queue.unhold();

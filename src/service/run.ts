@@ -11,9 +11,9 @@ import type { Server } from 'node:http';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
 import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
-import { RnnStreamError } from '../core/errors.js';
+import { RnnStreamError, UsageError } from '../core/errors.js';
 import { loadModelFile } from '../adapters/model-file.js';
-import { ChangelogRestorer } from '../adapters/kafka/state/changelog.js';
+import { ChangelogRestorer, type RestoreReport } from '../adapters/kafka/state/changelog.js';
 import { standbyPartitionsIn } from '../adapters/kafka/state/standby.js';
 import { advertisingAssigner, GroupWatch } from '../adapters/kafka/consumer/group-watch.js';
 import { checkKafkajsFixes } from '../adapters/kafka/cluster/kafkajs-fixes.js';
@@ -33,7 +33,7 @@ import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import { stateResidence } from '../state/keyed-stepper.js';
 import type { SourcePosition } from '../operators/records.js';
-import { stateStoreFor } from '../pipeline/predict.js';
+import { stateStoreFor, warmHistoryFor } from '../pipeline/predict.js';
 import { ServingModel } from '../pipeline/serving-model.js';
 import { SwappableBackend } from '../backends/swappable.js';
 import { ModelSwapper } from './model-swap.js';
@@ -41,7 +41,8 @@ import { startModelSources } from './model-sources.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
 import { runPipeline } from '../runner/run-pipeline.js';
-import type { Sink, WrittenCounts } from '../runner/types.js';
+import type { WrittenCounts } from '../runner/types.js';
+import type { RnnModel } from '../core/model.js';
 import type { KeyStateStore } from '../state/key-state-store.js';
 import type { ResolvedConfig } from './config.js';
 import { fetchCommittedOffset } from '../adapters/kafka/consumer/committed-offsets.js';
@@ -221,7 +222,7 @@ interface SinkParts {
   readonly stalls: StallWatch;
 }
 
-function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
+function createSink(parts: SinkParts): KafkaSink {
   const { config, clients, connection, store, logger, written, metrics, queue, stalls } = parts;
   const deadLetters = { limits: { maxRawBytes: config.deadLetterRawBytes, maxBytes: clients.layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES }, partitions: clients.layout.dlqPartitions };
   if (config.guarantee === 'at-least-once') {
@@ -281,13 +282,30 @@ function createSink(parts: SinkParts): Sink & { disconnect(): Promise<void> } {
   );
 }
 
+/**
+ * Hot swap: after a restore, each restored partition whose changelog's last model marker names
+ * another model than the one served now (its earlier owner had not swapped it yet; no marker:
+ * the start model served it) gets a marker at its next output, so that the changelog says from
+ * which input offset this model serves it.
+ */
+function markTakeovers(parts: { sink: KafkaSink; serving: ServingModel; startModel: RnnModel; policy: string }): (r: RestoreReport) => void {
+  const { sink, serving, startModel, policy } = parts;
+  return (r) => {
+    for (const p of r.partitions) {
+      const was = r.markers[p]?.model ?? startModel.hash;
+      if (was !== serving.model.hash) sink.markModel(p, { model: serving.model.hash, name: serving.model.name, policy, at: Date.now() });
+    }
+  };
+}
+
 /** The changelog reader; its start (joining a group of its own) is part of the service's start. */
-function createRestorer(config: Config, clients: Clients, stores: { store: KeyStateStore; standbyStore: (() => KeyStateStore) | undefined }, logger: Logger, metrics: ServiceMetrics): ChangelogRestorer {
+function createRestorer(config: Config, clients: Clients, stores: { store: KeyStateStore; standbyStore: (() => KeyStateStore) | undefined }, logger: Logger, metrics: ServiceMetrics, onRestored: (r: RestoreReport) => void): ChangelogRestorer {
   const { store, standbyStore } = stores;
-  const report = (r: { seconds: number; keys: number }): void => {
+  const report = (r: RestoreReport): void => {
     metrics.restoreSeconds.set(r.seconds);
     metrics.restoredKeys.inc(r.keys);
     metrics.stateBytes.set(store.columnBytes);
+    onRestored(r);
   };
   return new ChangelogRestorer({
     kafka: clients.kafka,
@@ -435,6 +453,7 @@ export async function startService(resolved: ResolvedConfig, logger: Logger): Pr
   // A model that can be swapped while serving is stepped through a backend that can be replaced.
   const swappable = config.watchModel || config.modelsTopic !== undefined ? new SwappableBackend(resolution.backend) : undefined;
   if (swappable && config.standbyReplicas > 0) throw new RnnStreamError('--standby-replicas cannot be combined with --watch-model or --models-topic yet: standby copies hold the state of the model they were made for');
+  if (!swappable && config.swapPolicy !== 'reset') throw new UsageError(`--swap-policy ${config.swapPolicy} applies to hot swap: give --models-topic or --watch-model too`);
   const backend = instrument(swappable ?? resolution.backend, metrics);
   const startUp = new StartUp();
   startUp.add(() => backend.dispose());
@@ -466,7 +485,9 @@ interface StartParts {
 async function start(parts: StartParts): Promise<RunningService> {
   const { resolved, logger, metrics, pipeline, model, backend, swappable, startUp } = parts;
   const { config } = resolved;
-  const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs });
+  // With policy warm each key keeps its last events, in its state and changelog, from the start.
+  const history = config.swapPolicy === 'warm' ? warmHistoryFor(pipeline, config.warmHistory) : undefined;
+  const store = stateStoreFor(pipeline, model, { capacity: config.keyCapacity, idleTtlMs: config.idleTtlMs, history });
   // Standby copies are kept apart, one store per partition: their keys are not served, and
   // dropping a revoked partition from the service's store must not touch them. Never evicted by
   // idleness: they see no events.
@@ -508,7 +529,9 @@ async function start(parts: StartParts): Promise<RunningService> {
   };
   const healthCalls = createSerial();
   const clusterHealth = watchCluster(config, clients, healthCalls, logger, onBroken);
-  const restorer = createRestorer(config, clients, { store, standbyStore }, logger, metrics);
+  // Hot swap: set once the sink is made (see markTakeovers).
+  let restored: ((r: RestoreReport) => void) | undefined;
+  const restorer = createRestorer(config, clients, { store, standbyStore }, logger, metrics, (r) => restored?.(r));
   metrics.standbyKeysFrom(() => restorer.standbyKeys);
   // After every rebalance: who owns what and where it answers (per-key queries), and this
   // member's standby copies.
@@ -534,6 +557,7 @@ async function start(parts: StartParts): Promise<RunningService> {
 
   const sink = createSink({ config, clients, connection, store, logger, written: onWritten(metrics, store, prequential, queue, stalls), metrics, queue, stalls });
   startUp.add(() => sink.disconnect());
+  if (swappable) restored = markTakeovers({ sink, serving, startModel: model, policy: config.swapPolicy });
   let consumerDown: Error | undefined;
   let owned: readonly number[] = [];
   const source = new KafkaSource(consumer, { topic: config.inputTopic, fromBeginning: config.fromBeginning, queue }, logger, {
@@ -577,6 +601,12 @@ async function start(parts: StartParts): Promise<RunningService> {
         spillLogged = true;
       },
       alreadyApplied,
+      history,
+      onWarmUp: (keys, events, ms) => {
+        metrics.warmUpKeys.inc(keys);
+        metrics.warmUpEvents.inc(events);
+        metrics.warmUpSeconds.inc(ms / 1000);
+      },
       maxBatchSize: config.maxBatchSize,
       maxWaitMs: config.maxWaitMs,
       microBatch: config.microBatch,
@@ -612,7 +642,7 @@ async function start(parts: StartParts): Promise<RunningService> {
   });
   const lag = watchLag(config, clients, healthCalls, () => owned, { metrics, stalls, logger });
   lag.start();
-  keys = keyQuery({ store, inputTopic: config.inputTopic, inputPartitions: clients.layout.inputPartitions, owned: () => owned, group: () => group.view });
+  keys = keyQuery({ store, inputTopic: config.inputTopic, inputPartitions: clients.layout.inputPartitions, owned: () => owned, group: () => group.view, history });
   const state = stateResidence(backend, store, { ...config, frames: pipeline.frames }).why;
   logger.info({ pipeline: pipeline.name, group: config.group, input: config.inputTopic, guarantee: config.guarantee, backend: backend.name, detail: backend.detail, state, http: httpAddress, ...(outOfScope ? { outOfScope: { label: outOfScope.label, threshold: outOfScope.threshold, from: outOfScope.from } } : {}) }, 'service started');
 
@@ -642,7 +672,7 @@ async function start(parts: StartParts): Promise<RunningService> {
  * Hot swap (--watch-model, --models-topic): new models are offered by their sources, checked,
  * and swapped in where nothing is in flight (model-swap.ts). Resolves with the sources' stop.
  */
-async function startHotSwap(parts: StartParts & { serving: ServingModel; swappable: SwappableBackend; store: KeyStateStore; queue: BoundedQueue; sink: Sink; source: KafkaSource; clients: Clients }): Promise<() => Promise<void>> {
+async function startHotSwap(parts: StartParts & { serving: ServingModel; swappable: SwappableBackend; store: KeyStateStore; queue: BoundedQueue; sink: KafkaSink; source: KafkaSource; clients: Clients }): Promise<() => Promise<void>> {
   const { resolved, logger, metrics, pipeline, serving, swappable, store, queue, sink, source, clients } = parts;
   const { config } = resolved;
   const swapper = new ModelSwapper({
@@ -653,6 +683,7 @@ async function startHotSwap(parts: StartParts & { serving: ServingModel; swappab
     queue,
     flush: () => sink.flush(),
     positions: () => source.positions(),
+    markModel: (partition, marker) => sink.markModel(partition, marker),
     createBackend: async (model) => (await resolveBackend(swappable.name, model, { logger })).backend,
     policy: config.swapPolicy,
     ...(config.outOfScopeThreshold !== undefined ? { oosThreshold: config.outOfScopeThreshold } : {}),

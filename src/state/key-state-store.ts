@@ -92,6 +92,11 @@ export class SlotChunk {
   readonly lastClass = new Int32Array(CHUNK_SLOTS).fill(NONE);
   /** Where the slot's current state is (Residence). */
   readonly residence = new Uint8Array(CHUNK_SLOTS);
+  /**
+   * 1: the slot's state was made by an earlier model (a hot swap with policy `warm`); the
+   * stepper warms it up on the key's history before the key's next step (warm-history.ts).
+   */
+  readonly cold = new Uint8Array(CHUNK_SLOTS);
   /** Least-recently-used links (slot numbers; -1: none). */
   readonly older = new Int32Array(CHUNK_SLOTS).fill(NONE);
   readonly newer = new Int32Array(CHUNK_SLOTS).fill(NONE);
@@ -117,6 +122,8 @@ export class KeyStateStore {
   private shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
   private device: DeviceStateReader | undefined;
+  /** Restored state of a model the store accepts besides its own is cold (policy `warm`), not served as is (`keep`). */
+  private warmForeign = false;
 
   /** The model whose state the store holds (a hot swap replaces it: `serve`). */
   model: RnnModel;
@@ -139,7 +146,7 @@ export class KeyStateStore {
   get columnBytes(): number {
     const c = this.chunks[0];
     if (!c) return 0;
-    const perChunk = [c.state, c.carry, c.steps, c.lastSeen, c.partition, c.offset, c.sequence, c.lastClass, c.residence, c.older, c.newer].reduce((n, a) => n + a.byteLength, 0);
+    const perChunk = [c.state, c.carry, c.steps, c.lastSeen, c.partition, c.offset, c.sequence, c.lastClass, c.residence, c.cold, c.older, c.newer].reduce((n, a) => n + a.byteLength, 0);
     return perChunk * this.chunks.length;
   }
 
@@ -256,6 +263,20 @@ export class KeyStateStore {
     return slot === undefined ? undefined : this.read(slot);
   }
 
+  /** A copy of what the key remembers (its carry values: the pipeline's, then any warm-up history); undefined when not resident. */
+  carryOf(key: string): Float64Array | undefined {
+    const slot = this.slots.get(key);
+    if (slot === undefined) return undefined;
+    const i = slot & SLOT_MASK;
+    return this.chunkOf(slot).carry.slice(i * this.carrySize, (i + 1) * this.carrySize);
+  }
+
+  /** Whether the key's state was made by an earlier model and waits for its warm-up (policy warm). */
+  isCold(key: string): boolean {
+    const slot = this.slots.get(key);
+    return slot !== undefined && this.chunkOf(slot).cold[slot & SLOT_MASK] === 1;
+  }
+
   /** The key's scalars (not its state floats, so nothing is read back from a device); undefined when not resident. */
   scalarsOf(key: string): Omit<KeySnapshot, 'key' | 'state' | 'carry'> | undefined {
     const slot = this.slots.get(key);
@@ -347,16 +368,26 @@ export class KeyStateStore {
    * From now on the store holds `model`'s state (a hot swap), which must have the same state
    * layout. `reset`: every key is removed (keys start from zero under the new model). `keep`:
    * keys keep their state, and records written by the earlier models this store took state from
-   * are still read (a restore), as the new model's. Returns the keys removed.
+   * are still read (a restore), as the new model's. `warm`: every key is marked cold, and so is
+   * every key restored later from an earlier model's record: its state is rebuilt from its
+   * history before its next step (keyed-stepper.ts). Returns the keys removed (reset) or marked
+   * cold (warm).
    */
-  serve(model: RnnModel, policy: 'reset' | 'keep'): number {
+  serve(model: RnnModel, policy: 'reset' | 'keep' | 'warm'): number {
     const same = model.stateSize === this.stateSize && model.stateSegments.length === this.model.stateSegments.length && model.stateSegments.every((s, i) => s.offset === this.model.stateSegments[i]!.offset && s.size === this.model.stateSegments[i]!.size);
     if (!same) throw new SnapshotError(`model ${model.hash.slice(0, 12)} lays out its state differently from ${this.model.hash.slice(0, 12)}: a store cannot serve it`);
-    const removed = policy === 'reset' ? this.removeWhere(() => true) : 0;
-    const accepts = policy === 'keep' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
+    const touched = policy === 'reset' ? this.removeWhere(() => true) : policy === 'warm' ? this.markCold() : 0;
+    const accepts = policy !== 'reset' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
     this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts };
+    this.warmForeign = policy === 'warm';
     this.model = model;
-    return removed;
+    return touched;
+  }
+
+  /** Marks every resident key cold; returns how many. */
+  private markCold(): number {
+    for (let slot = this.oldest; slot !== NONE; slot = this.chunkOf(slot).newer[slot & SLOT_MASK]!) this.chunkOf(slot).cold[slot & SLOT_MASK] = 1;
+    return this.slots.size;
   }
 
   /** Removes every key whose last event came from input `partition` (it was revoked); returns how many. */
@@ -447,6 +478,7 @@ export class KeyStateStore {
       dst.state.set(src.state.subarray(i * S, (i + 1) * S), j * S);
       dst.carry.set(src.carry.subarray(i * C, (i + 1) * C), j * C);
       this.writeScalars(dst, j, { steps: src.steps[i]!, lastSeen: src.lastSeen[i]!, partition: src.partition[i]!, offset: src.offset[i]!, sequence: src.sequence[i]!, lastClass: src.lastClass[i]! });
+      dst.cold[j] = src.cold[i]!;
       this.link(to);
       from.remove(slot);
       n++;
@@ -523,6 +555,7 @@ export class KeyStateStore {
       copyRecordState(r, S, c.state, i * S);
       for (let j = 0; j < C; j++) c.carry[i * C + j] = r.view.getFloat64(r.carryAt + 8 * j, true);
       this.writeScalars(c, i, r);
+      c.cold[i] = r.foreign && this.warmForeign ? 1 : 0;
       this.link(slot);
       restored.push(r.key);
     });
@@ -545,6 +578,7 @@ export class KeyStateStore {
     c.sequence[i] = from.sequence;
     c.lastClass[i] = from.lastClass;
     c.residence[i] = Residence.HOST;
+    c.cold[i] = 0;
   }
 
   /**
@@ -575,6 +609,7 @@ export class KeyStateStore {
     c.sequence[i] = Number.NaN;
     c.lastClass[i] = NONE;
     c.residence[i] = Residence.HOST;
+    c.cold[i] = 0;
     this.slots.set(key, slot);
     return slot;
   }

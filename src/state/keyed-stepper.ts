@@ -15,6 +15,7 @@ import { RnnStreamError } from '../core/errors.js';
 import { CHUNK_SLOTS, Residence, type KeySnapshot, type KeyStateStore, type StatePosition } from './key-state-store.js';
 import { FrameStepper, type FrameSteps } from './frame-stepper.js';
 import { sequenceVerdict, type SequenceRule } from './sequence-verdict.js';
+import type { WarmHistory } from './warm-history.js';
 
 /** What the stepper needs: the model's backend and store, and how items become keyed events. */
 export interface KeyedStepConfig<In, E> {
@@ -74,6 +75,15 @@ export interface KeyedStepConfig<In, E> {
    * hold the pipeline state. Stepped wave by wave from the host's columns.
    */
   readonly frames?: FrameSteps<E>;
+  /**
+   * Keep each key's last events' raw features in its carry, after the pipeline's own values
+   * (hot swap, policy `warm`): a key the store marks cold (its state made by an earlier model)
+   * is first warmed up, its history stepped through the model served now, in batches across the
+   * cold keys of the micro-batch. Not with `frames`.
+   */
+  readonly history?: WarmHistory;
+  /** Called after each warm-up with the keys warmed, the history events stepped and the milliseconds it took. */
+  readonly onWarmUp?: (keys: number, events: number, ms: number) => void;
 }
 
 /** The result for one input item, emitted in input order. */
@@ -102,6 +112,8 @@ export type KeyedStep<In> =
       readonly rows?: number;
       /** With `frames`: what the pipeline's decoder made of the event (its partial transcript). */
       readonly decoded?: unknown;
+      /** With `history`: whether the key has seen its history's length of events under the model served (undefined without). */
+      readonly warm?: boolean | undefined;
     }
   | { readonly kind: 'rejected'; readonly item: In; readonly key: string; readonly reason: string }
   | { readonly kind: 'passthrough'; readonly item: In };
@@ -119,6 +131,8 @@ interface ChainRow {
   readonly sequence: number;
   /** What its key remembered right after it (captureState only). */
   readonly carry: Float64Array | undefined;
+  /** With a history: whether its key was warm right after it. */
+  readonly warm: boolean | undefined;
 }
 
 /** A key's accepted events in a micro-batch, in order, and its state before the first. */
@@ -198,8 +212,12 @@ export class KeyedStepper<In, E> {
     this.carryNames = Object.keys(config.carry ?? {});
     this.carryOf = Object.values(config.carry ?? {});
     this.frames = config.frames ? new FrameStepper(config as KeyedStepConfig<In, E> & { frames: FrameSteps<E> }, this) : undefined;
-    if (!config.frames && this.carryNames.length !== config.store.carrySize) {
-      throw new RnnStreamError(`rnnByKey: the pipeline carries ${this.carryNames.length} value(s) per key but the state store keeps ${config.store.carrySize}`);
+    const { history } = config;
+    if (history && config.frames) throw new RnnStreamError('rnnByKey: a warm-up history is for pipelines of features, not of frames');
+    if (history && history.offset !== this.carryNames.length) throw new RnnStreamError(`rnnByKey: the warm-up history must start after the pipeline's ${this.carryNames.length} carry value(s), not at ${history.offset}`);
+    const carried = this.carryNames.length + (history?.size ?? 0);
+    if (!config.frames && carried !== config.store.carrySize) {
+      throw new RnnStreamError(`rnnByKey: the pipeline carries ${carried} value(s) per key but the state store keeps ${config.store.carrySize}`);
     }
   }
 
@@ -223,6 +241,13 @@ export class KeyedStepper<In, E> {
     this.config.onBatch?.(items.length, waves.length);
     const now = this.now();
     this.config.store.evictIdle(now);
+    const cold = this.config.history ? this.coldSlots(occurrences.keys()) : [];
+    if (cold.length > 0) return this.warmUp(cold).then(() => this.stepBatch(items, keys, results, waves, occurrences, now));
+    return this.stepBatch(items, keys, results, waves, occurrences, now);
+  }
+
+  /** run's stepping, once every key of the micro-batch holds state of the model served. */
+  private stepBatch(items: In[], keys: (string | undefined)[], results: KeyedStep<In>[], waves: number[][], occurrences: Map<string, number>, now: number): KeyedStep<In>[] | Promise<KeyedStep<In>[]> {
     if (this.frames) return this.frames.run(items, keys, results, now);
     if (this.microBatch && !this.endsEarly(waves, items, keys, occurrences)) return this.runMicroBatch(waves, items, keys, results, now);
     const next = (w: number): KeyedStep<In>[] | Promise<KeyedStep<In>[]> => {
@@ -235,6 +260,88 @@ export class KeyedStepper<In, E> {
     // The wave-by-wave path steps from the host's copy: read the device's back first.
     const pulled = this.table ? this.config.store.pullSlots([...occurrences.keys()].map((k) => this.config.store.find(k)).filter((slot) => slot >= 0)) : undefined;
     return pulled ? pulled.then(() => next(0)) : next(0);
+  }
+
+  /** The slots of `keys` the store marks cold (their state made by an earlier model). */
+  private coldSlots(keys: Iterable<string>): number[] {
+    const { store } = this.config;
+    const cold: number[] = [];
+    for (const key of keys) {
+      const slot = store.find(key);
+      if (slot >= 0 && store.chunkOf(slot).cold[slot & (CHUNK_SLOTS - 1)] === 1) cold.push(slot);
+    }
+    return cold;
+  }
+
+  /**
+   * Rebuilds cold keys' state under the model served now: each key's history, oldest event
+   * first, stepped from zero state in batches of up to maxBatchSize keys, where wave w steps the
+   * keys with more than w events (longest histories first, so they are a prefix). The class
+   * after a key's last history event is its previous class, for prequential scoring.
+   */
+  private async warmUp(slots: number[]): Promise<void> {
+    const started = performance.now();
+    const { store, backend, classify } = this.config;
+    const history = this.config.history!;
+    const C = store.carrySize;
+    const MASK = CHUNK_SLOTS - 1;
+    const keys = slots.map((slot) => ({ slot, filled: history.filled(store.chunkOf(slot).carry, (slot & MASK) * C) })).sort((a, b) => b.filled - a.filled);
+    const maxKeys = this.input.length / store.model.inputSize;
+    let events = 0;
+    for (let from = 0; from < keys.length; from += maxKeys) {
+      const batch = keys.slice(from, from + maxKeys);
+      let B = batch.filter((k) => k.filled > 0).length;
+      this.state.fill(0, 0, B * store.model.stateSize);
+      for (let w = 0; B > 0; w++) {
+        for (let b = 0; b < B; b++) this.historyRowInto(batch[b]!.slot, batch[b]!.filled, w, b);
+        await backend.step(B, this.input, this.state, this.next, this.output);
+        events += B;
+        let still = 0;
+        while (still < B && batch[still]!.filled > w + 1) still++;
+        for (let b = still; b < B; b++) this.warmed(batch[b]!.slot, b, B, classify === true);
+        this.carryOver(still, B);
+        B = still;
+      }
+      // A key with no history starts from zero state, as a new key does.
+      for (const k of batch) if (k.filled === 0) this.warmed(k.slot, -1, 0, false);
+    }
+    this.config.onWarmUp?.(slots.length, events, performance.now() - started);
+  }
+
+  /** The k-th oldest event of the history in `slot` (of `filled`), normalised by the model served, into input row b. */
+  private historyRowInto(slot: number, filled: number, k: number, b: number): void {
+    const { store } = this.config;
+    const { mean, std } = store.model.normalization;
+    const I = store.model.inputSize;
+    const c = store.chunkOf(slot);
+    const x = slot & (CHUNK_SLOTS - 1);
+    const at = this.config.history!.rowAt(x * store.carrySize, c.steps[x]!, filled, k);
+    for (let f = 0; f < I; f++) this.input[b * I + f] = (c.carry[at + f]! - mean[f]!) / std[f]!;
+  }
+
+  /** A warmed-up key's state (row b of `next`, a batch of B; b < 0: zeros) into its slot, now of the model served. */
+  private warmed(slot: number, b: number, B: number, classify: boolean): void {
+    const { store } = this.config;
+    const { model } = store;
+    const S = model.stateSize;
+    const c = store.chunkOf(slot);
+    const x = slot & (CHUNK_SLOTS - 1);
+    if (b < 0) c.state.fill(0, x * S, (x + 1) * S);
+    else for (const seg of model.stateSegments) c.state.set(this.next.subarray(B * seg.offset + b * seg.size, B * seg.offset + (b + 1) * seg.size), x * S + seg.offset);
+    if (classify) c.lastClass[x] = b < 0 ? -1 : argmax(this.output.subarray(b * model.outputSize, (b + 1) * model.outputSize));
+    c.residence[x] = Residence.HOST;
+    c.cold[x] = 0;
+  }
+
+  /** The first `keep` keys' states of `next` (a batch of B) into `state` as a batch of `keep`: the next wave's input state. */
+  private carryOver(keep: number, B: number): void {
+    for (const seg of this.config.store.model.stateSegments) {
+      for (let b = 0; b < keep; b++) {
+        const from = B * seg.offset + b * seg.size;
+        const to = keep * seg.offset + b * seg.size;
+        for (let j = 0; j < seg.size; j++) this.state[to + j] = this.next[from + j]!;
+      }
+    }
   }
 
   /**
@@ -308,9 +415,11 @@ export class KeyedStepper<In, E> {
     c.partition[x] = position ? position.partition : -1;
     c.offset[x] = position ? position.offset : 0;
     if (sequence) c.sequence[x] = sequence.of(event);
-    const C = this.carryOf.length;
-    for (let k = 0; k < C; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
-    const row: ChainRow = { i, staged: accepted, gap: gap as number, prev, steps, position, sequence: c.sequence[x]!, carry: captureState ? c.carry.slice(x * C, (x + 1) * C) : undefined };
+    const C = store.carrySize;
+    for (let k = 0; k < this.carryOf.length; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
+    // normaliseInto left the event's raw features in this.raw.
+    this.config.history?.push(c.carry, x * C, steps, this.raw);
+    const row: ChainRow = { i, staged: accepted, gap: gap as number, prev, steps, position, sequence: c.sequence[x]!, carry: captureState ? c.carry.slice(x * C, (x + 1) * C) : undefined, warm: this.config.history?.warm(c.carry, x * C) };
     chain.rows.push(row);
     return row;
   }
@@ -440,7 +549,7 @@ export class KeyedStepper<In, E> {
         const meta = captureState ? { key, steps: row.steps, lastSeen: c.lastSeen[x]!, position: row.position, sequence: row.sequence, carry: row.carry!, lastClass: c.lastClass[x]! } : undefined;
         const captured = !meta ? undefined : block ? this.ledger!.capture(block, at, meta) : new WaveStateCapture(waves![w]!, u, meta);
         ended = ends?.(eventOf(item)) === true;
-        results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, best, prev: row.prev, captured, gap: row.gap, ended, previousClass };
+        results[row.i] = { kind: 'step', item, key, seq: row.steps, output: out, best, prev: row.prev, captured, gap: row.gap, ended, previousClass, warm: row.warm };
       });
       // The key's state after its last event.
       const U = batch.keys;
@@ -457,9 +566,9 @@ export class KeyedStepper<In, E> {
     const i = slot & (CHUNK_SLOTS - 1);
     if (c.steps[i] === 0) return undefined;
     const names = this.carryNames;
-    const C = names.length;
+    const C = this.config.store.carrySize;
     const prev: Record<string, number> = {};
-    for (let k = 0; k < C; k++) prev[names[k]!] = c.carry[i * C + k]!;
+    for (let k = 0; k < names.length; k++) prev[names[k]!] = c.carry[i * C + k]!;
     return prev;
   }
 
@@ -501,6 +610,8 @@ export class KeyedStepper<In, E> {
         if (fresh) store.deleteSlot(slot);
         continue;
       }
+      // The step count this event will have (scatterOne counts it).
+      this.config.history?.push(c.carry, (slot & MASK) * store.carrySize, c.steps[slot & MASK]! + 1, this.raw);
       stepping.push(i);
       slots.push(slot);
       gaps.push(gap);
@@ -537,7 +648,7 @@ export class KeyedStepper<In, E> {
     const { next, output } = this;
     const S = model.stateSize;
     const O = model.outputSize;
-    const C = this.carryOf.length;
+    const C = store.carrySize;
     const c = store.chunkOf(slot);
     const x = slot & (CHUNK_SLOTS - 1);
     const item = items[i]!;
@@ -553,7 +664,7 @@ export class KeyedStepper<In, E> {
     c.partition[x] = position ? position.partition : -1;
     c.offset[x] = position ? position.offset : 0;
     if (sequence) c.sequence[x] = sequence.of(event);
-    for (let k = 0; k < C; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
+    for (let k = 0; k < this.carryOf.length; k++) c.carry[x * C + k] = this.carryOf[k]!(event);
     // A small typed array of its own lives on V8's heap and is cheaper than a view.
     const out = output.slice(b * O, (b + 1) * O);
     const best = argmax(out);
@@ -562,8 +673,9 @@ export class KeyedStepper<In, E> {
     const key = c.keys[x]!;
     const captured = wave ? new WaveStateCapture(wave, b, { key, steps, lastSeen: c.lastSeen[x]!, position, sequence: c.sequence[x]!, carry: c.carry.slice(x * C, (x + 1) * C), lastClass: c.lastClass[x]! }) : undefined;
     const ended = ends?.(event) === true;
+    const warm = this.config.history?.warm(c.carry, x * C);
     if (ended) store.deleteSlot(slot);
-    results[i] = { kind: 'step', item, key, seq: steps, output: out, best, prev, captured, gap, ended, previousClass };
+    results[i] = { kind: 'step', item, key, seq: steps, output: out, best, prev, captured, gap, ended, previousClass, warm };
   }
 }
 

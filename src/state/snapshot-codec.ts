@@ -119,6 +119,8 @@ export interface SnapshotRecord {
   lastClass: number;
   /** Byte offsets in `bytes` of the key's state (stateSize f32) and carry (carrySize f64). */
   stateAt: number;
+  /** Written by a model the shape accepts besides its own (an earlier one, before a hot swap). */
+  readonly foreign: boolean;
   carryAt: number;
   readonly bytes: Uint8Array;
   readonly view: DataView;
@@ -134,12 +136,6 @@ const sameBytes = (a: Uint8Array, from: number, b: Uint8Array): boolean => {
   return true;
 };
 
-/**
- * Checks the header of snapshot bytes against `shape` (refusing another model's state, another
- * layout and the older format, with the reason), then calls `visit` with each key in order. One
- * reader for decodeSnapshots and the store's restore, which copies straight into its columns:
- * a changelog restore of 1M keys allocated a KeySnapshot, a position and two typed arrays per key.
- */
 /** Whether the bytes' model hash is one `shape` accepts besides its own. */
 function acceptedHash(shape: SnapshotShape, bytes: Uint8Array): boolean {
   if (!shape.accepts || shape.accepts.length === 0) return false;
@@ -147,6 +143,12 @@ function acceptedHash(shape: SnapshotShape, bytes: Uint8Array): boolean {
   return shape.accepts.includes(theirs);
 }
 
+/**
+ * Checks the header of snapshot bytes against `shape` (refusing another model's state, another
+ * layout and the older format, with the reason), then calls `visit` with each key in order. One
+ * reader for decodeSnapshots and the store's restore, which copies straight into its columns:
+ * a changelog restore of 1M keys allocated a KeySnapshot, a position and two typed arrays per key.
+ */
 export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r: SnapshotRecord) => void): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const need = (n: number, o: number, what: string): void => {
@@ -160,7 +162,8 @@ export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r
   need(HEADER_BYTES, 0, 'the header');
   let hash = hashBytesOf.get(shape.hash);
   if (!hash) hashBytesOf.set(shape.hash, (hash = Uint8Array.from(Buffer.from(shape.hash, 'hex'))));
-  if (!sameBytes(bytes, 4, hash) && !acceptedHash(shape, bytes)) {
+  const foreign = !sameBytes(bytes, 4, hash);
+  if (foreign && !acceptedHash(shape, bytes)) {
     const theirs = Buffer.from(bytes.subarray(4, 36)).toString('hex');
     throw new SnapshotError(`snapshot was taken with model ${theirs.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
   }
@@ -170,7 +173,7 @@ export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r
   if (C !== shape.carrySize) throw new SnapshotError(`snapshot remembers ${C} value(s) of each key's last event; this pipeline remembers ${shape.carrySize}`);
   const count = view.getUint32(44, true);
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const r: SnapshotRecord = { key: '', steps: 0, lastSeen: 0, partition: -1, offset: 0, sequence: 0, lastClass: -1, stateAt: 0, carryAt: 0, bytes, view };
+  const r: SnapshotRecord = { foreign, key: '', steps: 0, lastSeen: 0, partition: -1, offset: 0, sequence: 0, lastClass: -1, stateAt: 0, carryAt: 0, bytes, view };
   let o = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     need(4, o, `key ${i}`);

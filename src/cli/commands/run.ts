@@ -33,7 +33,8 @@ export function registerRun(program: Command): void {
       .option('--standby-replicas <n>', "keep this many warm copies of each partition's state on other instances, for fast failover (RNNSTREAM_STANDBY_REPLICAS; default 0)", nonNegativeInt('--standby-replicas'))
       .option('--watch-model', 'swap in a new model, checked first, whenever the --model file changes (RNNSTREAM_WATCH_MODEL)')
       .option('--models-topic <topic>', 'swap in the models a compacted control topic names: key the pipeline, value {pipeline, path, sha256} (RNNSTREAM_MODELS_TOPIC)')
-      .option('--swap-policy <p>', "keys' state when a model is swapped in: reset or keep (same cells only) (RNNSTREAM_SWAP_POLICY; default reset)"),
+      .option('--swap-policy <p>', "keys' state when a model is swapped in: reset, keep (same cells only) or warm (rebuilt from each key's last events) (RNNSTREAM_SWAP_POLICY; default reset)")
+      .option('--warm-history <n>', 'with --swap-policy warm: events per key kept to warm a new model on (RNNSTREAM_WARM_HISTORY; default 16)', positiveInt('--warm-history')),
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -56,6 +57,7 @@ export function registerRun(program: Command): void {
         watchModel: opts.watchModel,
         modelsTopic: opts.modelsTopic,
         swapPolicy: opts.swapPolicy,
+        warmHistory: opts.warmHistory,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };

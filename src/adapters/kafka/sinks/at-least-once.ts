@@ -22,13 +22,14 @@ import type { Consumer } from 'kafkajs';
 import type { Logger } from '../../../observability/logger.js';
 import type { PipelineOutput } from '../../../pipeline/predict.js';
 import type { WrittenCounts } from '../../../runner/types.js';
-import type { ChangelogBatch } from '../../../state/changelog-batch.js';
+import type { ChangelogBatch, ChangelogRecord } from '../../../state/changelog-batch.js';
 import { wakeableSleep } from '../../sleep.js';
 import { offsetAtLeast } from '../consumer/offsets.js';
 import type { RecordProducer } from '../producer/producer-thread.js';
 import { RecordPacker } from '../producer/record-packer.js';
 import type { CommitStrategy, SinkControl } from './kafka-sink.js';
 import { changelogMessages, OutputBatch, type DeadLetterSettings, type SinkTopics } from './output-batch.js';
+import { ModelMarks, type MarkerRequest } from './model-marks.js';
 
 export interface AtLeastOnceHooks {
   /** Called when a request's outputs are acknowledged by the broker (its events may leave the queue). */
@@ -87,6 +88,9 @@ class AtLeastOnceCommits implements CommitStrategy {
   /** Changelog and commit work not yet started, merged across acknowledged requests (latest state per key). */
   private pendingState: ChangelogBatch;
   private pendingCommits = new Map<number, Commit>();
+  /** Model markers of acknowledged outputs, for the next changelog write. */
+  private pendingMarkers: ChangelogRecord[] = [];
+  private readonly marks = new ModelMarks();
   private pendingEvents = 0;
   private flushing: Promise<void> | undefined;
   private lastFlushAt = -Infinity;
@@ -117,7 +121,11 @@ class AtLeastOnceCommits implements CommitStrategy {
    */
   take(r: PipelineOutput): void {
     const o = this.open;
-    if (r.source.kind === 'kafka') raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+    if (r.source.kind === 'kafka') {
+      raiseCommit(o.commits, r.source.topic, r.source.partition, r.source.offset);
+      const marker = this.marks.take(r.source.partition, r.source.offset);
+      if (marker) o.markers.push(marker);
+    }
     o.add(r);
     if (o.packer.count >= this.parts.produceBatchSize) this.post();
     if (!this.postScheduled) {
@@ -135,8 +143,14 @@ class AtLeastOnceCommits implements CommitStrategy {
    * write of this member's (older) state after the new owner's would be the record log compaction
    * keeps. Outputs already posted still go out (duplicates carry their source offset).
    */
+  markModel(partition: number, marker: MarkerRequest): void {
+    if (this.owns(partition)) this.marks.request(partition, marker);
+  }
+
   assigned(owned: ReadonlySet<number>): void {
     this.owned = owned;
+    this.marks.retain(this.owns);
+    this.pendingMarkers = this.pendingMarkers.filter((m) => this.owns(m.partition));
     const dropped = this.pendingState.release(this.owns);
     for (const p of this.pendingCommits.keys()) if (!this.owns(p)) this.pendingCommits.delete(p);
     if (dropped > 0) this.parts.logger.info({ keys: dropped, partitions: [...owned] }, 'state of revoked partitions not written to the changelog');
@@ -193,6 +207,7 @@ class AtLeastOnceCommits implements CommitStrategy {
   /** Only now, with the outputs acknowledged, may their state reach the changelog and their offsets be committed. */
   private acknowledged(request: Request): void {
     this.pendingState.absorb(request.changelog, this.owns);
+    for (const m of request.markers) if (this.owns(m.partition)) this.pendingMarkers.push(m);
     for (const c of request.commits.values()) if (this.owns(c.partition)) raiseCommit(this.pendingCommits, c.topic, c.partition, c.offset);
     this.pendingEvents += request.events;
     this.parts.hooks?.onWritten?.(request.counts());
@@ -211,12 +226,14 @@ class AtLeastOnceCommits implements CommitStrategy {
         }
         this.lastFlushAt = performance.now();
         const states = this.pendingState;
+        const markers = this.pendingMarkers;
         const commits = this.pendingCommits;
         const events = this.pendingEvents;
         this.pendingState = this.parts.changelog();
         this.pendingCommits = new Map();
+        this.pendingMarkers = [];
         this.pendingEvents = 0;
-        await this.changelogAndCommit(states, commits);
+        await this.changelogAndCommit(states, commits, markers);
         this.parts.hooks?.onCommitted?.(events);
       }
     } catch (err) {
@@ -224,9 +241,9 @@ class AtLeastOnceCommits implements CommitStrategy {
     }
   }
 
-  private async changelogAndCommit(states: ChangelogBatch, commits: Map<number, Commit>): Promise<void> {
+  private async changelogAndCommit(states: ChangelogBatch, commits: Map<number, Commit>, markers: readonly ChangelogRecord[]): Promise<void> {
     // A rebalance may have come while this flush waited for its interval: only owned partitions' states.
-    const records = await states.records(this.owns);
+    const records = [...(await states.records(this.owns)), ...markers.filter((m) => this.owns(m.partition))];
     // Queued behind the outputs posted so far, retried until acknowledged (the producer's OrderedSender).
     if (records.length > 0 && !this.control.aborted) await this.parts.producer.sendPacked(changelogMessages(this.parts.topics, records));
     for (const p of commits.keys()) if (!this.owns(p)) commits.delete(p);

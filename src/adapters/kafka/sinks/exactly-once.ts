@@ -34,6 +34,7 @@ import { TransactionError, type PartitionTransactions } from '../producer/transa
 import type { WireTopicMessages } from '../producer/record-packer.js';
 import type { CommitStrategy, SinkControl } from './kafka-sink.js';
 import { changelogMessages, OutputBatch, type DeadLetterSettings, type SinkTopics } from './output-batch.js';
+import { ModelMarks, type MarkerRequest } from './model-marks.js';
 
 export interface ExactlyOnceHooks {
   /** A transaction committed: its events' outputs are durable and visible. */
@@ -120,6 +121,7 @@ class ExactlyOnceCommits implements CommitStrategy {
   private readonly wakes = new Set<() => void>();
   private openCount = 0;
   private readonly newTransaction = (): Transaction => new Transaction(this.parts.changelog(), this.parts.deadLetters);
+  private readonly marks = new ModelMarks();
 
   constructor(
     private readonly parts: ExactlyOnceParts,
@@ -137,6 +139,8 @@ class ExactlyOnceCommits implements CommitStrategy {
       return;
     }
     const t = p.gathering;
+    const marker = this.marks.take(partition, r.source.offset);
+    if (marker) t.markers.push(marker);
     t.firstOffset ??= r.source.offset;
     t.lastOffset = r.source.offset;
     t.add(r);
@@ -159,7 +163,12 @@ class ExactlyOnceCommits implements CommitStrategy {
     return this.parts.committedOffset(partition);
   }
 
+  markModel(partition: number, marker: MarkerRequest): void {
+    if (this.partitions.has(partition)) this.marks.request(partition, marker);
+  }
+
   assigned(owned: ReadonlySet<number>): void {
+    this.marks.retain((partition) => owned.has(partition));
     for (const [partition, p] of [...this.partitions]) {
       if (owned.has(partition)) continue;
       this.drop(partition);
@@ -241,7 +250,7 @@ class ExactlyOnceCommits implements CommitStrategy {
           continue;
         }
         // The last chunks ride with the changelog, the offset and the commit.
-        const changelog = changelogMessages(this.parts.topics, await t.changelog.records());
+        const changelog = changelogMessages(this.parts.topics, [...(await t.changelog.records()), ...t.markers]);
         await this.parts.transactions.commit(partition, { records: [...records, ...changelog], nextOffset: (BigInt(t.lastOffset!) + 1n).toString() });
         t.sent = unsent;
         this.closed();

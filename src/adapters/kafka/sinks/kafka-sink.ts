@@ -14,6 +14,7 @@
  */
 import type { PipelineOutput } from '../../../pipeline/predict.js';
 import type { Sink } from '../../../runner/types.js';
+import type { MarkerRequest } from './model-marks.js';
 
 /** What a commit strategy shares with the sink around it. */
 export interface SinkControl {
@@ -40,6 +41,8 @@ export interface CommitStrategy {
   drain(): Promise<void>;
   /** Resolves once every output added so far is durable: acknowledged, its state logged, its offset committed. */
   flush(): Promise<void>;
+  /** See KafkaSink.markModel. */
+  markModel(partition: number, marker: MarkerRequest): void;
   /** Cuts retries and waits short (the sink's abort). */
   abort(): void;
   disconnect(): Promise<void>;
@@ -68,6 +71,14 @@ export class KafkaSink implements Sink, SinkControl {
 
   get onLost(): ((partitions: readonly number[], reason: string) => void) | undefined {
     return this.commits.onLost;
+  }
+
+  /**
+   * Records in the changelog, with `partition`'s next output, that `marker`'s model serves the
+   * partition from that output's input offset on (a hot swap; state/model-marker.ts).
+   */
+  markModel(partition: number, marker: MarkerRequest): void {
+    this.commits.markModel(partition, marker);
   }
 
   fail(err: Error): void {

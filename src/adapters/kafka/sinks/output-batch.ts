@@ -35,6 +35,8 @@ export class OutputBatch {
   deadLetterCount = 0;
   skipped = 0;
   readonly inputTimes = new InputTimes();
+  /** Model markers (model-marks.ts) that go to the changelog with this batch's state. */
+  readonly markers: ChangelogRecord[] = [];
 
   constructor(
     /** The latest captured state per key of the predictions added. */

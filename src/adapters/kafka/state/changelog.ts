@@ -25,6 +25,7 @@ import type { Logger } from '../../../observability/logger.js';
 import type { StateRestorer } from '../../../runner/types.js';
 import type { KeyStateStore } from '../../../state/key-state-store.js';
 import { peekSnapshotPositions, statePositionAtLeast, type StatePosition } from '../../../state/snapshot-codec.js';
+import { decodeModelMarker, isModelMarker, type ModelMarker } from '../../../state/model-marker.js';
 import { createSerial, type Serial } from '../cluster/serial.js';
 
 /**
@@ -49,6 +50,8 @@ export interface RestoreReport {
   readonly messages: number;
   readonly refused: number;
   readonly seconds: number;
+  /** Per restored partition, the latest model marker its changelog holds (a hot swap's record: state/model-marker.ts). */
+  readonly markers: Readonly<Record<number, ModelMarker>>;
 }
 
 export interface RestoreProgress {
@@ -77,6 +80,8 @@ interface Job {
   readonly target: KeyStateStore;
   messages: number;
   refused: number;
+  /** The latest model marker read (hot swap). */
+  marker?: ModelMarker;
   resolve(): void;
 }
 
@@ -189,6 +194,10 @@ export class ChangelogRestorer implements StateRestorer {
         if (m.key) target.delete(m.key.toString());
         continue;
       }
+      if (isModelMarker(m.value)) {
+        this.readMarker(job, partition, m.value);
+        continue;
+      }
       job.messages++;
       try {
         target.restore(m.value, notBehind);
@@ -234,6 +243,15 @@ export class ChangelogRestorer implements StateRestorer {
       job.refused++;
       this.onRefused(key);
       if (job.refused === 1) this.logger.warn({ key, reason: err.message }, 'changelog state refused: the key starts again from zero state (counted in rnnstream_restore_refused_keys_total)');
+    }
+  }
+
+  /** A model marker: kept as the partition's latest; a malformed one is logged and skipped (it explains state, it is none). */
+  private readMarker(job: Job, partition: number, value: Buffer): void {
+    try {
+      job.marker = decodeModelMarker(value);
+    } catch (err) {
+      this.logger.warn({ partition, topic: this.changelogTopic, err: (err as Error).message }, 'changelog model marker unreadable; skipped');
     }
   }
 
@@ -335,6 +353,7 @@ export class ChangelogRestorer implements StateRestorer {
     }
     let messages = 0;
     let refused = 0;
+    const markers: Record<number, ModelMarker> = {};
     const waits: Promise<void>[] = [];
     const fromStandby: number[] = [];
     for (const [partition, { low, end }] of ends) {
@@ -356,6 +375,7 @@ export class ChangelogRestorer implements StateRestorer {
           job.resolve = () => {
             messages += job.messages;
             refused += job.refused;
+            if (job.marker) markers[partition] = job.marker;
             resolve();
           };
           this.jobs.set(partition, job);
@@ -379,7 +399,7 @@ export class ChangelogRestorer implements StateRestorer {
     // The restored partitions' keys now resident: a Set of every key restored cost as much as the
     // store's own index (a million string hashes), for one number.
     const keys = this.store.countInPartitions(new Set(ends.keys()));
-    const report = { partitions, fromStandby, keys, messages, refused, seconds: (performance.now() - started) / 1000 };
+    const report = { partitions, fromStandby, keys, messages, refused, seconds: (performance.now() - started) / 1000, markers };
     this.logger.info(report, 'state restored');
     this.onRestored(report);
   }
