@@ -16,7 +16,9 @@ import { randomModelFile } from '../src/core/random-model.js';
 import { COMPASS } from '../src/fixtures/compass.js';
 import { projectPath } from '../src/paths.js';
 import { decodeModelMarker, MODEL_MARKER_KEY, type ModelMarker } from '../src/state/model-marker.js';
+import { keyShare } from '../src/service/shadow-run.js';
 import { ballHarness, type BallHarness } from './support/harness.js';
+import { cli } from './support/cli.js';
 import { assignedTo, comparePredictions, dedupeByKey, freshTopics, httpAddressOf, produce, readToEnd, replayPredictions, spawnService, splitFixture, waitFor, type Prediction, type ReadMessage } from './support/kafka.js';
 
 let h: BallHarness;
@@ -243,6 +245,52 @@ describe('hot swap', () => {
       await expectMarkers(t.changelogTopic, out, next);
       expect(answeredByNew).toBe(h.events - firstEvents);
       process.stderr.write(`hot swap, policy warm: ${warmed.length} keys warmed on ${warmHistory} events each in ${metric('rnnstream_warmup_seconds_total').toFixed(3)} s after a kill -9 and a restart\n`);
+    } finally {
+      service.kill('SIGKILL');
+    }
+  }, 240_000);
+
+  it('shadow run at least once: a candidate on half the keys writes its own predictions to the shadow topic and its live accuracy beside the served model\'s; rnnstream promote makes it serve and stops the shadow', async () => {
+    const t = freshTopics('swap-shadow');
+    const modelsTopic = `${t.group}.models`;
+    const shadowTopic = `${t.outputTopic}.shadow`;
+    const { served, next } = modelFiles();
+    const [first, rest] = splitFixture(h.fixture, 0.3);
+    h.produceFixture(t, first);
+    const service = spawnService(['--config', h.config(t, { modelsTopic, model: served })]);
+    try {
+      const http = await httpAddressOf(service);
+      const metrics = async (): Promise<string> => (await fetch(`${http}/metrics`)).text();
+      await produce(h.brokers, modelsTopic, [{ key: 'ball-direction/shadow', value: JSON.stringify({ pipeline: 'ball-direction', path: next, sha256: sha256Of(next), role: 'shadow', share: 0.5 }) }]);
+      await waitFor('the shadow to start', async () => logLines(service, 'shadow model started').length === 1, 30_000);
+      h.produceFixture(t, rest);
+      await waitFor('every event answered', async () => (await h.distinctPredictions(t)) === h.events, 120_000);
+      await waitFor('shadow predictions scored', async () => /^rnnstream_shadow_prequential_scored\{model="shadow"\} [1-9]/m.test(await metrics()), 30_000);
+      const text = await metrics();
+      const accuracy = (model: string): number => Number(new RegExp(`^rnnstream_shadow_prequential_accuracy\\{model="${model}"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+      expect(accuracy('shadow')).toBeGreaterThanOrEqual(0);
+      expect(accuracy('serving')).toBeGreaterThan(0.5); // the trained model, on the same events
+      const shadowOut = (await readToEnd(h.brokers, shadowTopic)).messages.map((m) => JSON.parse(m.value) as { key: string; seq: number; model: string });
+      const shadowed = new Set([...h.expected.keys()].filter((k) => keyShare(k) < 0.5));
+      expect(shadowOut.length).toBeGreaterThan(0);
+      expect(new Set(shadowOut.map((p) => p.key)).size).toBeLessThanOrEqual(shadowed.size);
+      for (const p of shadowOut) expect(shadowed.has(p.key), p.key).toBe(true);
+      expect(new Set(shadowOut.map((p) => p.model))).toEqual(new Set([loadModelFile(next).hash.slice(0, 16)]));
+      // Each shadowed key's shadow predictions count its events from the shadow's start, one by one.
+      const seqs = new Map<string, number[]>();
+      for (const p of shadowOut) (seqs.get(p.key) ?? seqs.set(p.key, []).get(p.key)!).push(p.seq);
+      for (const [key, list] of seqs) expect(list, key).toEqual(list.map((_, i) => i + 1));
+      process.stderr.write(`shadow run: ${shadowOut.length} shadow predictions for ${seqs.size} keys; prequential accuracy on them: shadow ${accuracy('shadow').toFixed(3)}, serving ${accuracy('serving').toFixed(3)}\n`);
+
+      const promoted = cli(['promote', '--pipeline', 'ball-direction', '--models-topic', modelsTopic, '--brokers', h.brokers]);
+      expect(promoted.code, promoted.stderr).toBe(0);
+      expect(promoted.stderr).toContain(`promoted ${next}`);
+      await waitFor('the promoted model to serve', async () => logLines(service, 'model swapped').length === 1, 30_000);
+      // Stopped once: by the promotion's swap, or by the shadow record's tombstone promote writes beside it, whichever is read first.
+      await waitFor('the shadow to stop', async () => logLines(service, 'shadow model stopped').length === 1, 10_000);
+      expect(logLines(service, 'shadow model stopped')[0]?.['reason']).toMatch(/promoted|share 0/);
+      expect(await metrics()).not.toMatch(/^rnnstream_shadow_info\{/m);
+      expect(cli(['promote', '--pipeline', 'ball-direction', '--models-topic', modelsTopic, '--brokers', h.brokers]).stderr).toMatch(/names no shadow model/);
     } finally {
       service.kill('SIGKILL');
     }

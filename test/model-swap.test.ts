@@ -222,7 +222,7 @@ describe('the watched model file', () => {
     writeFileSync(path, JSON.stringify(randomModelFile(ballSpec(1))));
     const offers: string[] = [];
     const swapper = { offer: async (o: { path: string; from: string }) => void offers.push(`${o.path} (${o.from})`) } as unknown as ModelSwapper;
-    const stop = await startModelSources({ swapper, modelFile: path, watch: true, modelsTopic: undefined, kafka: undefined as never, admin: undefined as never, group: 'g', pipeline: 'ball-direction', logger: silentLogger, metrics: new ServiceMetrics() });
+    const stop = await startModelSources({ swapper, modelFile: path, watch: true, modelsTopic: undefined, shadow: undefined, kafka: undefined as never, admin: undefined as never, group: 'g', pipeline: 'ball-direction', logger: silentLogger, metrics: new ServiceMetrics() });
     try {
       await new Promise((r) => setTimeout(r, 1200));
       expect(offers).toEqual([]);

@@ -14,6 +14,7 @@ import { registerTrain } from './commands/train.js';
 import { registerEval } from './commands/eval.js';
 import { registerRun } from './commands/run.js';
 import { registerProduce } from './commands/produce.js';
+import { registerPromote } from './commands/promote.js';
 import { registerRandomModel } from './commands/random-model.js';
 import { registerBackends } from './commands/backends.js';
 import { registerImport } from './commands/import.js';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerRun(program);
   registerProduce(program);
+  registerPromote(program);
   registerRandomModel(program);
   registerBackends(program);
   registerImport(program);

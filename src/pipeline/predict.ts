@@ -118,6 +118,8 @@ export interface PredictOptions extends DecodeOptions {
   readonly history?: WarmHistory;
   /** See rnnByKey's onWarmUp. */
   readonly onWarmUp?: (keys: number, events: number, ms: number) => void;
+  /** Told of each prediction with the event it answers (a shadow run steps the same events: service/shadow-run.ts). */
+  readonly onPrediction?: (event: EventRecord<unknown>, prediction: PredictionRecord) => void;
 }
 
 /**
@@ -319,8 +321,11 @@ export function predict(pipeline: PipelineDefinition, model: RnnModel, options: 
     }),
     map((step): PipelineOutput => {
       switch (step.kind) {
-        case 'step':
-          return toPredictionRecord(pipeline, serving ? serving.model : model, step, served);
+        case 'step': {
+          const record = toPredictionRecord(pipeline, serving ? serving.model : model, step, served);
+          options.onPrediction?.(step.item as EventRecord<unknown>, record);
+          return record;
+        }
         case 'passthrough':
           return step.item.kind === 'event' ? { kind: 'skipped', key: pipeline.key(step.item.event), source: step.item.source } : step.item;
         case 'rejected': {

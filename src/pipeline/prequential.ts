@@ -41,6 +41,12 @@ export class PrequentialTracker {
     return this.scoredCount > 0 ? this.correctCount / this.scoredCount : 0;
   }
 
+  /** Counts a score made elsewhere (a shadow run's view of the served model on the keys it shares). */
+  add(score: PrequentialScore): void {
+    this.scoredCount++;
+    if (score.hit) this.correctCount++;
+  }
+
   /**
    * Scores what the key's previous event predicted against what this event revealed; undefined
    * when either is unknown (the key's first event, an outcome the event cannot tell).

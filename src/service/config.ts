@@ -141,6 +141,11 @@ export const serviceConfigSchema = z
      */
     modelsTopic: z.string().min(1).optional(),
     /**
+     * Hot swap's shadow runs: where a shadow model's predictions go (a models-topic record with
+     * role "shadow"). Default with --models-topic: `<outputTopic>.shadow`.
+     */
+    shadowTopic: z.string().min(1).optional(),
+    /**
      * What a swapped-in model does with keys' state: `reset` (start from zero), `keep` (same
      * cells only) or `warm` (each key keeps its last `warmHistory` events' features, in its state
      * and changelog, and its state is rebuilt from them under the new model before its next step).
@@ -259,6 +264,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   RNNSTREAM_WATCH_MODEL: (v) => ({ watchModel: v === 'true' || v === '1' }),
   RNNSTREAM_MODELS_TOPIC: (v) => ({ modelsTopic: v }),
   RNNSTREAM_SWAP_POLICY: (v) => ({ swapPolicy: v }),
+  RNNSTREAM_SHADOW_TOPIC: (v) => ({ shadowTopic: v }),
   RNNSTREAM_WARM_HISTORY: (v) => ({ warmHistory: envNumber(v) }),
   RNNSTREAM_OOS_THRESHOLD: (v) => ({ outOfScopeThreshold: envNumber(v) }),
   RNNSTREAM_IDLE_TTL_MS: (v) => ({ idleTtlMs: Number(v) }),
@@ -375,6 +381,7 @@ export function resolveServiceConfig(sources: ConfigSources): ResolvedConfig {
       outputTopic: c.outputTopic ?? topics.outputTopic,
       dlqTopic: c.dlqTopic ?? topics.dlqTopic,
       changelogTopic: c.changelogTopic ?? topics.changelogTopic,
+      shadowTopic: c.shadowTopic ?? (c.modelsTopic !== undefined ? `${c.outputTopic ?? topics.outputTopic}.shadow` : undefined),
       commitIntervalMs: c.commitIntervalMs ?? COMMIT_INTERVAL_MS[c.guarantee],
       queueCapacity: c.queueCapacity ?? QUEUE_CAPACITY[c.guarantee],
     }),

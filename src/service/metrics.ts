@@ -94,6 +94,20 @@ export class ServiceMetrics {
     registers: [this.registry],
   });
   readonly prequentialScored = new Gauge({ name: 'rnnstream_prequential_scored', help: 'Predictions scored so far', registers: [this.registry] });
+  readonly shadowInfo = new Gauge({ name: 'rnnstream_shadow_info', help: 'The shadow model running beside the served one (1; none: no series), by model, hash and share of keys', labelNames: ['model', 'hash', 'share'], registers: [this.registry] });
+  readonly shadowPrequentialAccuracy = new Gauge({
+    name: 'rnnstream_shadow_prequential_accuracy',
+    help: 'Prequential accuracy on the shadowed keys since the shadow started, by model: "shadow" (the candidate) and "serving" (the served model on the same events)',
+    labelNames: ['model'],
+    registers: [this.registry],
+  });
+  readonly shadowPrequentialScored = new Gauge({ name: 'rnnstream_shadow_prequential_scored', help: 'Predictions scored on the shadowed keys since the shadow started, by model (shadow, serving)', labelNames: ['model'], registers: [this.registry] });
+  readonly shadowPredictions = new Counter({ name: 'rnnstream_shadow_predictions_total', help: "Shadow predictions written to the shadow topic", registers: [this.registry] });
+  readonly shadowDropped = new Counter({
+    name: 'rnnstream_shadow_dropped_total',
+    help: 'Events the shadow skipped because it had fallen behind, or whose shadow predictions could not be written: a shadow never holds up serving',
+    registers: [this.registry],
+  });
   readonly backendFallbacks = new Counter({ name: 'rnnstream_backend_fallbacks_total', help: 'Backends skipped by auto selection', registers: [this.registry] });
   readonly keptStatesSpilled = new Counter({
     name: 'rnnstream_kept_states_spilled_total',

@@ -9,6 +9,7 @@ import { ModelsTopicReader } from '../adapters/kafka/consumer/models-topic.js';
 import type { Logger } from '../observability/logger.js';
 import type { ServiceMetrics } from './metrics.js';
 import type { ModelSwapper } from './model-swap.js';
+import type { ShadowRunner } from './shadow-run.js';
 
 /** How often the watched model file is looked at. */
 const WATCH_INTERVAL_MS = 500;
@@ -19,6 +20,8 @@ export interface ModelSourcesParts {
   readonly modelFile: string;
   readonly watch: boolean;
   readonly modelsTopic: string | undefined;
+  /** Runs the models topic's shadow records (role "shadow"); absent: they are refused. */
+  readonly shadow: ShadowRunner | undefined;
   readonly kafka: Kafka;
   readonly admin: Admin;
   readonly group: string;
@@ -63,7 +66,14 @@ async function readModelsTopic(parts: ModelSourcesParts, topic: string): Promise
     group: parts.group,
     pipeline: parts.pipeline,
     logger,
-    onRecord: (record, at) => swapper.offer({ path: record.path, sha256: record.sha256, from: `${topic} partition ${at.partition} offset ${at.offset}` }),
+    onRecord: (record, at) => {
+      const from = `${topic} partition ${at.partition} offset ${at.offset}`;
+      if (record.role === 'serve') return swapper.offer({ path: record.path, sha256: record.sha256, from });
+      if (parts.shadow) return parts.shadow.offer({ path: record.path, sha256: record.sha256, share: record.share, from });
+      metrics.modelRefusals.inc();
+      logger.warn({ topic, ...at }, 'models topic shadow record refused: this service writes no shadow topic');
+      return undefined;
+    },
     onBadRecord: (reason, at) => {
       metrics.modelRefusals.inc();
       logger.warn({ topic, ...at, reason }, 'models topic record refused: not a model record');

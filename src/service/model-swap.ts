@@ -71,6 +71,8 @@ export interface ModelSwapParts {
   readonly positions: () => ReadonlyMap<number, number>;
   /** Records in the changelog, with the partition's next output, that the model serves it from there on (KafkaSink.markModel). */
   readonly markModel?: (partition: number, marker: MarkerRequest) => void;
+  /** Told of each model swapped in (a shadow of it stops: it was promoted). */
+  readonly onSwapped?: (model: RnnModel) => void;
   readonly createBackend: (model: RnnModel) => Promise<StepBackend>;
   readonly policy: SwapPolicy;
   readonly oosThreshold?: number;
@@ -134,6 +136,7 @@ export class ModelSwapper {
       const keysCold = policy === 'warm' ? touched : 0;
       swapped = true;
       previous.dispose();
+      this.parts.onSwapped?.(candidate);
       const seconds = (performance.now() - started) / 1000;
       const positions = this.parts.positions();
       const offsets = Object.fromEntries(positions);

@@ -8,7 +8,7 @@
  *                            └▶ TransactionalSink (per partition and interval, one transaction)
  */
 import type { Server } from 'node:http';
-import type { Admin, Consumer, Kafka } from 'kafkajs';
+import type { Admin, Consumer, Kafka, Producer } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
 import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
 import { RnnStreamError, UsageError } from '../core/errors.js';
@@ -37,6 +37,7 @@ import { stateStoreFor, warmHistoryFor } from '../pipeline/predict.js';
 import { ServingModel } from '../pipeline/serving-model.js';
 import { SwappableBackend } from '../backends/swappable.js';
 import { ModelSwapper } from './model-swap.js';
+import { ShadowRunner, type ShadowMessage } from './shadow-run.js';
 import { startModelSources } from './model-sources.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
@@ -560,10 +561,13 @@ async function start(parts: StartParts): Promise<RunningService> {
   if (swappable) restored = markTakeovers({ sink, serving, startModel: model, policy: config.swapPolicy });
   let consumerDown: Error | undefined;
   let owned: readonly number[] = [];
+  // Hot swap's shadow run, if the models topic names one (made below, before the consumer joins).
+  let shadow: ShadowRunner | undefined;
   const source = new KafkaSource(consumer, { topic: config.inputTopic, fromBeginning: config.fromBeginning, queue }, logger, {
     onFetch: () => stalls.fetched(),
     onEventsIn: (n) => metrics.eventsIn.inc(n),
     onAssigned: (partitions, memberId) => {
+      shadow?.assigned(new Set(partitions));
       owned = partitions;
       group.joined(memberId);
     },
@@ -576,7 +580,25 @@ async function start(parts: StartParts): Promise<RunningService> {
   const alreadyApplied = (key: string, source: SourcePosition): boolean => source.kind === 'kafka' && store.reflects(key, source.partition, Number(source.offset));
   let spillLogged = false;
   // Before the consumer joins: a restarted instance serves the model the models topic names.
-  const stopModelSources = swappable ? await startHotSwap({ ...parts, serving, swappable, store, queue, sink, source, clients }) : undefined;
+  // Shadow runs come from the models topic; their predictions go to the shadow topic.
+  const shadowTopic = config.shadowTopic;
+  const shadowOut = swappable && config.modelsTopic !== undefined && shadowTopic !== undefined ? shadowWriter(clients.kafka, shadowTopic) : undefined;
+  if (shadowOut) startUp.add(() => shadowOut.disconnect());
+  shadow = shadowOut
+    ? new ShadowRunner({
+        pipeline,
+        serving,
+        createBackend: async (m) => (await resolveBackend(swappable!.name, m, { logger })).backend,
+        send: shadowOut.send,
+        keyCapacity: config.keyCapacity,
+        maxBatchSize: config.maxBatchSize,
+        ...(config.outOfScopeThreshold !== undefined ? { oosThreshold: config.outOfScopeThreshold } : {}),
+        logger,
+        metrics,
+      })
+    : undefined;
+  if (shadow) startUp.add(async () => shadow?.stop(undefined));
+  const stopModelSources = swappable ? await startHotSwap({ ...parts, serving, swappable, store, queue, sink, source, clients, shadow }) : undefined;
   if (stopModelSources) startUp.add(stopModelSources);
   run = runPipeline({
     source,
@@ -602,6 +624,7 @@ async function start(parts: StartParts): Promise<RunningService> {
       },
       alreadyApplied,
       history,
+      onPrediction: (event, prediction) => shadow?.observe(event, prediction),
       onWarmUp: (keys, events, ms) => {
         metrics.warmUpKeys.inc(keys);
         metrics.warmUpEvents.inc(events);
@@ -672,7 +695,9 @@ async function start(parts: StartParts): Promise<RunningService> {
  * Hot swap (--watch-model, --models-topic): new models are offered by their sources, checked,
  * and swapped in where nothing is in flight (model-swap.ts). Resolves with the sources' stop.
  */
-async function startHotSwap(parts: StartParts & { serving: ServingModel; swappable: SwappableBackend; store: KeyStateStore; queue: BoundedQueue; sink: KafkaSink; source: KafkaSource; clients: Clients }): Promise<() => Promise<void>> {
+async function startHotSwap(
+  parts: StartParts & { serving: ServingModel; swappable: SwappableBackend; store: KeyStateStore; queue: BoundedQueue; sink: KafkaSink; source: KafkaSource; clients: Clients; shadow: ShadowRunner | undefined },
+): Promise<() => Promise<void>> {
   const { resolved, logger, metrics, pipeline, serving, swappable, store, queue, sink, source, clients } = parts;
   const { config } = resolved;
   const swapper = new ModelSwapper({
@@ -682,6 +707,7 @@ async function startHotSwap(parts: StartParts & { serving: ServingModel; swappab
     store,
     queue,
     flush: () => sink.flush(),
+    onSwapped: (model) => parts.shadow?.servingChanged(model),
     positions: () => source.positions(),
     markModel: (partition, marker) => sink.markModel(partition, marker),
     createBackend: async (model) => (await resolveBackend(swappable.name, model, { logger })).backend,
@@ -695,6 +721,7 @@ async function startHotSwap(parts: StartParts & { serving: ServingModel; swappab
     modelFile: config.model ?? pipeline.modelFile,
     watch: config.watchModel,
     modelsTopic: config.modelsTopic,
+    shadow: parts.shadow,
     kafka: clients.kafka,
     admin: clients.admin,
     group: config.group,
@@ -702,6 +729,24 @@ async function startHotSwap(parts: StartParts & { serving: ServingModel; swappab
     logger,
     metrics,
   });
+}
+
+/** The shadow topic's writer: a plain producer of its own, connected at the first shadow prediction (at most once: a shadow is a diagnosis). */
+function shadowWriter(kafka: Kafka, topic: string): { send: (messages: readonly ShadowMessage[]) => Promise<void>; disconnect: () => Promise<void> } {
+  let producer: Producer | undefined;
+  let connected: Promise<void> | undefined;
+  return {
+    send: async (messages) => {
+      if (messages.length === 0) return;
+      producer ??= kafka.producer({ allowAutoTopicCreation: false });
+      connected ??= producer.connect();
+      await connected;
+      await producer.send({ topic, messages: messages.map((m) => ({ key: m.key, value: m.value, partition: m.partition })) });
+    },
+    disconnect: async () => {
+      await producer?.disconnect();
+    },
+  };
 }
 
 /** Closes the HTTP server and its open connections. */

@@ -34,7 +34,8 @@ export function registerRun(program: Command): void {
       .option('--watch-model', 'swap in a new model, checked first, whenever the --model file changes (RNNSTREAM_WATCH_MODEL)')
       .option('--models-topic <topic>', 'swap in the models a compacted control topic names: key the pipeline, value {pipeline, path, sha256} (RNNSTREAM_MODELS_TOPIC)')
       .option('--swap-policy <p>', "keys' state when a model is swapped in: reset, keep (same cells only) or warm (rebuilt from each key's last events) (RNNSTREAM_SWAP_POLICY; default reset)")
-      .option('--warm-history <n>', 'with --swap-policy warm: events per key kept to warm a new model on (RNNSTREAM_WARM_HISTORY; default 16)', positiveInt('--warm-history')),
+      .option('--warm-history <n>', 'with --swap-policy warm: events per key kept to warm a new model on (RNNSTREAM_WARM_HISTORY; default 16)', positiveInt('--warm-history'))
+      .option('--shadow-topic <topic>', "where a shadow model's predictions go (a models-topic record with role shadow) (RNNSTREAM_SHADOW_TOPIC; default <output topic>.shadow)"),
   )
     .action(async (opts) => {
       const flags: Record<string, unknown> = {
@@ -58,6 +59,7 @@ export function registerRun(program: Command): void {
         modelsTopic: opts.modelsTopic,
         swapPolicy: opts.swapPolicy,
         warmHistory: opts.warmHistory,
+        shadowTopic: opts.shadowTopic,
         http: opts.httpHost !== undefined || opts.httpPort !== undefined ? { host: opts.httpHost, port: opts.httpPort } : undefined,
         ...securityFlags(opts),
       };

@@ -52,6 +52,8 @@ export interface TopicPlan {
   readonly group?: string;
   /** The hot swap's control topic, if any (see the module doc). */
   readonly modelsTopic?: string | undefined;
+  /** Where shadow models' predictions go (hot swap), if anywhere: made like the output topic. */
+  readonly shadowTopic?: string | undefined;
 }
 
 export interface TopicLayout {
@@ -152,7 +154,7 @@ async function refuseLostChangelog(admin: Admin, plan: TopicPlan, counts: Readon
 
 /** Creates what is missing and checks the changelog; throws TopicSetupError with what to change. */
 export async function ensureTopics(admin: Admin, plan: TopicPlan, logger: Logger): Promise<TopicLayout> {
-  const all = [plan.inputTopic, plan.outputTopic, plan.dlqTopic, plan.changelogTopic];
+  const all = [plan.inputTopic, plan.outputTopic, plan.dlqTopic, plan.changelogTopic, ...(plan.shadowTopic !== undefined ? [plan.shadowTopic] : [])];
   const counts = await partitionCounts(admin, all);
   await refuseLostChangelog(admin, plan, counts);
   const missing = all.filter((t) => !counts.has(t));

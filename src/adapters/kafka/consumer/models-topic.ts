@@ -12,6 +12,10 @@
  * restarted instance serves before it consumes anything. Records after that are handed on as they
  * come. A record that is not that shape is reported with the reason and its position, and
  * skipped.
+ *
+ * Shadow runs (service/shadow-run.ts) have records of their own, key `<pipeline>/shadow`, value
+ * as above with `"role": "shadow"` and `"share"` (of keys, 0 to 1); share 0 or a tombstone under
+ * that key stops the shadow. The latest of each role is handed on at start, the served one first.
  */
 import { randomUUID } from 'node:crypto';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
@@ -24,6 +28,10 @@ export const modelRecordSchema = z
     pipeline: z.string().min(1),
     path: z.string().min(1),
     sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected 64 hex digits'),
+    /** `serve` (default): the model to serve; `shadow`: a candidate run beside it (key `<pipeline>/shadow`). */
+    role: z.enum(['serve', 'shadow']).default('serve'),
+    /** For a shadow: the share of keys it runs on (each key's place is a hash of it); 0 stops the shadow. */
+    share: z.number().min(0).max(1).default(1),
   })
   .strict();
 export type ModelRecord = z.infer<typeof modelRecordSchema>;
@@ -53,7 +61,8 @@ export class ModelsTopicReader {
     const { kafka, admin, topic, group, logger } = this.parts;
     // Where the topic ends now: records before these are the past, of which only the latest counts.
     const ends = new Map((await admin.fetchTopicOffsets(topic)).filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
-    let latest: { record: ModelRecord; at: { partition: number; offset: string } } | undefined;
+    // The latest record of each role: the model served, and the shadow run beside it.
+    const latest = new Map<ModelRecord['role'], { record: ModelRecord; at: { partition: number; offset: string } }>();
     let caughtUp!: (handled: void | Promise<unknown>) => void;
     // Settles once the caught-up record is handled (a failure there is the handler's to report).
     const done = new Promise<void>((resolve) => (caughtUp = (handled) => void Promise.resolve(handled).then(() => resolve(), () => resolve())));
@@ -62,8 +71,10 @@ export class ModelsTopicReader {
       if (end === undefined || BigInt(offset) + 1n < end) return;
       ends.delete(partition);
       if (ends.size > 0) return;
-      const handled = latest ? this.parts.onRecord(latest.record, latest.at) : undefined;
-      latest = undefined;
+      const records = [latest.get('serve'), latest.get('shadow')];
+      latest.clear();
+      // The served model first: a shadow is checked against it.
+      const handled = records.reduce<Promise<unknown>>((prev, r) => (r ? prev.then(() => this.parts.onRecord(r.record, r.at)) : prev), Promise.resolve());
       caughtUp(handled);
     };
     if (ends.size === 0) caughtUp(undefined);
@@ -77,10 +88,10 @@ export class ModelsTopicReader {
       autoCommit: false,
       eachMessage: async ({ partition, message }) => {
         const at = { partition, offset: message.offset };
-        const record = this.recordOf(message.value, at);
+        const record = this.recordOf(message.value, at) ?? this.shadowTombstone(message.key, message.value);
         if (record) {
           logger.info({ topic, ...at, path: record.path, sha256: record.sha256 }, 'model record read');
-          if (ends.has(partition)) latest = { record, at };
+          if (ends.has(partition)) latest.set(record.role, { record, at });
           else this.parts.onRecord(record, at);
         }
         passed(partition, message.offset);
@@ -105,6 +116,15 @@ export class ModelsTopicReader {
       return undefined;
     }
     return parsed.data.pipeline === this.parts.pipeline ? parsed.data : undefined;
+  }
+
+  /**
+   * A tombstone under `<pipeline>/shadow` (what `rnnstream promote` leaves) as the record it
+   * means: the shadow stops (share 0).
+   */
+  private shadowTombstone(key: Buffer | null, value: Buffer | null): ModelRecord | undefined {
+    if (value !== null || key?.toString('utf8') !== `${this.parts.pipeline}/shadow`) return undefined;
+    return { pipeline: this.parts.pipeline, path: '(none: the shadow record was deleted)', sha256: '0'.repeat(64), role: 'shadow', share: 0 };
   }
 
   async stop(): Promise<void> {
