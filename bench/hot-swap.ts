@@ -19,7 +19,14 @@
  *
  *   node dist/bench/hot-swap.js [--cut 30] [--history 16] [--runs 1] [--json]
  *
- * Policies alternate (warm, reset, warm, reset ...) so that the machine's noise falls on both.
+ * Then shadow runs (issue 25 item 5): the same service with the retrained model as a shadow on
+ * every key, against none, over the whole fixture: the live prequential accuracy /metrics gives
+ * for both models on the same events, and what the shadow costs in events/s.
+ *
+ *   node dist/bench/hot-swap.js [--cut 30] [--history 16] [--runs 1] [--only swap|shadow] [--json]
+ *
+ * Policies alternate (warm, reset, warm, reset ...), and so do with and without a shadow, so that
+ * the machine's noise falls on both.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
@@ -222,6 +229,58 @@ function ceiling(dir: string): { byPosition: number[]; overall: number } {
   return scoreAfterSwap(predictions, (p) => p.seq > cut);
 }
 
+interface ShadowResult {
+  readonly shadow: boolean;
+  readonly perSecond: number;
+  readonly accuracy: { readonly shadow: number; readonly serving: number; readonly servingAll: number };
+  readonly scored: number;
+  readonly shadowPredictions: number;
+  readonly dropped: number;
+}
+
+/** The whole fixture through the service, with the retrained model as a shadow on every key or without one. */
+async function shadowOnce(withShadow: boolean, brokers: string, lines: number, dir: string): Promise<ShadowResult> {
+  const kafka = new Kafka({ clientId: 'bench-shadow', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const id = randomUUID().slice(0, 8);
+  const t = { inputTopic: `shadow-${id}.in`, outputTopic: `shadow-${id}.out`, dlqTopic: `shadow-${id}.dlq`, changelogTopic: `shadow-${id}.changelog`, group: `shadow-${id}` };
+  const modelsTopic = `shadow-${id}.models`;
+  const config = join(dir, `${id}.json`);
+  writeFileSync(config, JSON.stringify({ ...t, pipeline: 'ball-direction', brokers: brokers.split(','), http: { port: 0 }, logLevel: 'info', backend: 'onnx', model: served, modelsTopic }));
+  const service = startService(config);
+  try {
+    await until('the start', () => logged(service.log(), 'service started').length > 0, 60_000, service.log);
+    if (withShadow) {
+      const producer = kafka.producer();
+      await producer.connect();
+      const sha256 = createHash('sha256').update(readFileSync(retrained)).digest('hex');
+      await producer.send({ topic: modelsTopic, messages: [{ key: 'ball-direction/shadow', value: JSON.stringify({ pipeline: 'ball-direction', path: retrained, sha256, role: 'shadow', share: 1 }) }] });
+      await producer.disconnect();
+      await until('the shadow', () => logged(service.log(), 'shadow model started').length > 0, 60_000, service.log);
+    }
+    const fixture = join(dir, 'all.jsonl');
+    writeFileSync(fixture, gunzipSync(readFileSync(projectPath('fixtures', 'ball-validation.jsonl.gz'))));
+    const started = performance.now();
+    execFileSync(process.execPath, [CLI, 'produce', '--pipeline', 'ball-direction', '--brokers', brokers, '--input', fixture, '--topic', t.inputTopic], { stdio: 'ignore' });
+    await until('every event answered', async () => (await topicSize(kafka, t.outputTopic)) >= lines, 300_000, service.log);
+    const perSecond = lines / ((performance.now() - started) / 1000);
+    // The shadow steps after the served outputs: let it finish what it was given.
+    if (withShadow) await sleep(2000);
+    const http = logged(service.log(), 'service started')[0]!['http'] as string;
+    const text = await (await fetch(`${http}/metrics`)).text();
+    const labelled = (name: string, model: string): number => Number(new RegExp(`^${name}\\{model="${model}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return {
+      shadow: withShadow,
+      perSecond,
+      accuracy: { shadow: labelled('rnnstream_shadow_prequential_accuracy', 'shadow'), serving: labelled('rnnstream_shadow_prequential_accuracy', 'serving'), servingAll: metric(text, 'rnnstream_prequential_accuracy') },
+      scored: labelled('rnnstream_shadow_prequential_scored', 'shadow'),
+      shadowPredictions: metric(text, 'rnnstream_shadow_predictions_total'),
+      dropped: metric(text, 'rnnstream_shadow_dropped_total'),
+    };
+  } finally {
+    service.kill('SIGKILL');
+  }
+}
+
 const pct = (x: number): string => `${(100 * x).toFixed(1)} %`;
 
 async function main(): Promise<void> {
@@ -229,6 +288,11 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-swap-'));
   try {
     const parts = splitFixture(dir);
+    const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+    const shadows: ShadowResult[] = [];
+    if (only !== 'swap') for (let r = 0; r < runs; r++) for (const withShadow of [false, true]) shadows.push(await shadowOnce(withShadow, broker.list, parts.lines, dir));
+    if (shadows.length > 0) reportShadows(shadows, parts.lines);
+    if (only === 'shadow') return;
     const results: RunResult[] = [];
     for (let r = 0; r < runs; r++) for (const policy of ['warm', 'reset'] as const) results.push(await runOnce(policy, broker.list, parts, dir));
     const top = ceiling(dir);
@@ -254,6 +318,20 @@ async function main(): Promise<void> {
   } finally {
     broker.stop();
   }
+}
+
+function reportShadows(shadows: readonly ShadowResult[], lines: number): void {
+  if (args.includes('--json')) {
+    process.stdout.write(JSON.stringify({ shadows }) + '\n');
+    return;
+  }
+  const med = (withShadow: boolean, f: (x: ShadowResult) => number): number => median(shadows.filter((x) => x.shadow === withShadow).map(f));
+  process.stdout.write(
+    `shadow run of the retrained model on every key, ${lines} events, medians of ${shadows.length / 2} run(s) each, alternating:\n` +
+      `  without a shadow ${Math.round(med(false, (x) => x.perSecond))} events/s, with one ${Math.round(med(true, (x) => x.perSecond))} (${(med(true, (x) => x.perSecond) / med(false, (x) => x.perSecond)).toFixed(2)}x)\n` +
+      `  live prequential accuracy on the same ${med(true, (x) => x.scored)} scored events: shadow ${pct(med(true, (x) => x.accuracy.shadow))}, serving ${pct(med(true, (x) => x.accuracy.serving))} ` +
+      `(serving on all: ${pct(med(true, (x) => x.accuracy.servingAll))}); ${med(true, (x) => x.shadowPredictions)} shadow predictions, ${med(true, (x) => x.dropped)} skipped\n\n`,
+  );
 }
 
 main().catch((err: unknown) => {

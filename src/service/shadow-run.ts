@@ -10,8 +10,9 @@
  * names it: `rnnstream promote` writes one) or a shadow record has share 0.
  *
  * It never holds up serving: it steps on its own backend after the served outputs are made, a
- * few micro-batches at most wait for it (past that its events are skipped and counted), and its
- * predictions are written at most once, outside the service's transactions. Its keys' state is
+ * few micro-batches' worth of events at most wait for it (past that its events are skipped and
+ * counted, and their keys start again in the shadow), and its predictions are written at most
+ * once, outside the service's transactions, one write at a time. Its keys' state is
  * its own, in memory, not in the changelog: after a restart or a rebalance its keys start from
  * zero state (what a promotion then serves is built by the swap's policy).
  */
@@ -32,8 +33,12 @@ import type { KeyStateStore } from '../state/key-state-store.js';
 import { KeyedStepper } from '../state/keyed-stepper.js';
 import type { ServiceMetrics } from './metrics.js';
 
-/** Micro-batches that may wait for the shadow before it skips events: it never holds up serving. */
+/** Micro-batches' worth of events that may wait for the shadow before it skips events: it never holds up serving. */
 const MAX_PENDING_BATCHES = 16;
+/** Shadow predictions that may wait for the write under way (then go in one write); past it they are not written (counted). */
+const MAX_UNWRITTEN = 100_000;
+/** Bytes of predictions per write at most: a record batch must stay under the topic's max.message.bytes (1 MiB by default). */
+const MAX_WRITE_BYTES = 256 * 1024;
 
 /** A shadow prediction for the shadow topic, in the input partition of the event it answers. */
 export interface ShadowMessage {
@@ -78,6 +83,7 @@ interface Running {
   readonly serving: PrequentialTracker;
   /** Input partitions of the events it stepped (to drop their keys when they go elsewhere). */
   readonly partitions: Set<number>;
+  /** Events waiting to be stepped. */
   pending: number;
 }
 
@@ -97,6 +103,9 @@ export class ShadowRunner {
   /** Offers, one at a time, in order. */
   private offers: Promise<unknown> = Promise.resolve();
   private sendFailureLogged = false;
+  /** Predictions waiting for the write under way, and that write. */
+  private unwritten: ShadowMessage[] = [];
+  private writing: Promise<void> | undefined;
 
   constructor(private readonly parts: ShadowParts) {}
 
@@ -188,18 +197,21 @@ export class ShadowRunner {
     const events = this.buffer;
     this.buffer = [];
     if (!r || events.length === 0) return;
-    if (r.pending >= MAX_PENDING_BATCHES) {
+    if (r.pending + events.length > MAX_PENDING_BATCHES * this.parts.maxBatchSize) {
+      // Fallen behind: these events are skipped, and their keys start again in the shadow (a key
+      // stepped on with a gap in its events would be scored on a sequence it never saw).
+      for (const e of events) r.store.delete(this.parts.pipeline.key(e.event));
       this.parts.metrics.shadowDropped.inc(events.length);
       return;
     }
-    r.pending++;
+    r.pending += events.length;
     this.steps = this.steps
       .then(() => this.step(r, events))
       .catch((err: unknown) => {
         this.parts.metrics.shadowDropped.inc(events.length);
         this.parts.logger.warn({ err: (err as Error).message, events: events.length }, 'shadow micro-batch failed; its events skipped');
       })
-      .finally(() => r.pending--);
+      .finally(() => (r.pending -= events.length));
   }
 
   private async step(r: Running, events: EventRecord<unknown>[]): Promise<void> {
@@ -219,14 +231,38 @@ export class ShadowRunner {
         metrics.shadowPrequentialAccuracy.set({ model }, tracker.accuracy);
         metrics.shadowPrequentialScored.set({ model }, tracker.scored);
       }
-      await this.parts.send(messages).then(
-        () => metrics.shadowPredictions.inc(messages.length),
-        (err: unknown) => {
-          metrics.shadowDropped.inc(messages.length);
-          if (!this.sendFailureLogged) this.parts.logger.warn({ err: (err as Error).message }, 'shadow predictions could not be written (counted in rnnstream_shadow_dropped_total from now on)');
-          this.sendFailureLogged = true;
-        },
-      );
+      this.write(messages);
+    }
+  }
+
+  /**
+   * Writes shadow predictions without waiting: one write at a time, and what comes meanwhile goes
+   * in the next one (a write per micro-batch could not keep up with the stream).
+   */
+  private write(messages: ShadowMessage[]): void {
+    if (this.unwritten.length + messages.length > MAX_UNWRITTEN) {
+      this.parts.metrics.shadowDropped.inc(messages.length);
+      return;
+    }
+    for (const m of messages) this.unwritten.push(m);
+    this.writing ??= this.writeUnwritten().finally(() => (this.writing = undefined));
+  }
+
+  private async writeUnwritten(): Promise<void> {
+    const { metrics } = this.parts;
+    while (this.unwritten.length > 0) {
+      let bytes = 0;
+      let n = 0;
+      while (n < this.unwritten.length && (n === 0 || bytes + this.unwritten[n]!.value.length <= MAX_WRITE_BYTES)) bytes += this.unwritten[n++]!.value.length;
+      const batch = this.unwritten.splice(0, n);
+      try {
+        await this.parts.send(batch);
+        metrics.shadowPredictions.inc(batch.length);
+      } catch (err) {
+        metrics.shadowDropped.inc(batch.length);
+        if (!this.sendFailureLogged) this.parts.logger.warn({ err: (err as Error).message }, 'shadow predictions could not be written (counted in rnnstream_shadow_dropped_total from now on)');
+        this.sendFailureLogged = true;
+      }
     }
   }
 
