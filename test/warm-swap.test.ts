@@ -143,6 +143,17 @@ describe('warm-up after a hot swap', () => {
     });
     expect(restored.isCold('k0')).toBe(false);
 
+    // A store kept for policy warm takes any model's records cold, with no swap in between (a
+    // restart with the new model as --model): the same warm-up follows.
+    const restarted = new KeyStateStore(b, { carrySize: 1 + history.size, warmForeign: true });
+    expect(restarted.restore(changelog).sort()).toEqual(['k0', 'k1']);
+    expect(restarted.isCold('k0') && restarted.isCold('k1')).toBe(true);
+    const { stepper: again } = await stepperFor(referenceProvider, b, { history, store: restarted });
+    const same = (await run(again, interleave(perKey, 5, 7))).filter((s) => s.key === 'k0');
+    same.forEach((s, j) => {
+      for (let o = 0; o < 3; o++) expect(Math.abs(s.output[o]! - got[j]!.output[o]!)).toBeLessThan(1e-9);
+    });
+
     // Under reset no earlier model's record is read at all.
     const strict = new KeyStateStore(a, { carrySize: 1 + history.size });
     strict.serve(b, 'reset');

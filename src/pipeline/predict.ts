@@ -144,7 +144,7 @@ export function statePositionOf(source: SourcePosition): StatePosition {
 export function stateStoreFor(pipeline: PipelineDefinition, model: RnnModel, options: { capacity?: number; idleTtlMs?: number | undefined; history?: WarmHistory | undefined } = {}): KeyStateStore {
   const { history, ...bounds } = options;
   const carrySize = pipeline.frames ? pipeline.frames(model).stateSize : carryNames(pipeline).length + (history?.size ?? 0);
-  return new KeyStateStore(model, { ...bounds, carrySize });
+  return new KeyStateStore(model, { ...bounds, carrySize, warmForeign: history !== undefined });
 }
 
 /**

@@ -48,6 +48,12 @@ export const keyStateStoreOptionsSchema = z
     idleTtlMs: z.number().positive().optional(),
     /** Values remembered of each key's last event (the pipeline's carry fields). */
     carrySize: z.int().nonnegative().default(0),
+    /**
+     * Hot swap policy `warm`: a restored record of another model (same state and carry sizes) is
+     * taken cold, its state to be rebuilt from the history in its carry before the key's next
+     * step, rather than refused; so a restart with a new --model warms its keys too.
+     */
+    warmForeign: z.boolean().default(false),
   })
   .strict();
 export type KeyStateStoreOptions = z.input<typeof keyStateStoreOptionsSchema>;
@@ -122,8 +128,8 @@ export class KeyStateStore {
   private shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
   private device: DeviceStateReader | undefined;
-  /** Restored state of a model the store accepts besides its own is cold (policy `warm`), not served as is (`keep`). */
-  private warmForeign = false;
+  /** Restored state of another model is cold (policy `warm`), not served as is (`keep`) nor refused (`reset`). */
+  private warmForeign: boolean;
 
   /** The model whose state the store holds (a hot swap replaces it: `serve`). */
   model: RnnModel;
@@ -135,7 +141,8 @@ export class KeyStateStore {
     this.carrySize = parsed.carrySize;
     this.stateSize = model.stateSize;
     this.idleTtlMs = parsed.idleTtlMs ?? Number.POSITIVE_INFINITY;
-    this.shape = { hash: model.hash, name: model.name, stateSize: model.stateSize, carrySize: parsed.carrySize };
+    this.warmForeign = parsed.warmForeign;
+    this.shape = { hash: model.hash, name: model.name, stateSize: model.stateSize, carrySize: parsed.carrySize, acceptsAnyModel: this.warmForeign };
   }
 
   get size(): number {
@@ -369,8 +376,8 @@ export class KeyStateStore {
    * layout. `reset`: every key is removed (keys start from zero under the new model). `keep`:
    * keys keep their state, and records written by the earlier models this store took state from
    * are still read (a restore), as the new model's. `warm`: every key is marked cold, and so is
-   * every key restored later from an earlier model's record: its state is rebuilt from its
-   * history before its next step (keyed-stepper.ts). Returns the keys removed (reset) or marked
+   * every key restored later from another model's record: its state is rebuilt from its history
+   * before its next step (keyed-stepper.ts). Returns the keys removed (reset) or marked
    * cold (warm).
    */
   serve(model: RnnModel, policy: 'reset' | 'keep' | 'warm'): number {
@@ -378,8 +385,8 @@ export class KeyStateStore {
     if (!same) throw new SnapshotError(`model ${model.hash.slice(0, 12)} lays out its state differently from ${this.model.hash.slice(0, 12)}: a store cannot serve it`);
     const touched = policy === 'reset' ? this.removeWhere(() => true) : policy === 'warm' ? this.markCold() : 0;
     const accepts = policy !== 'reset' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
-    this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts };
     this.warmForeign = policy === 'warm';
+    this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts, acceptsAnyModel: this.warmForeign };
     this.model = model;
     return touched;
   }

@@ -50,6 +50,11 @@ export interface SnapshotShape {
    * for models declared compatible): their records are read, and written again under `hash`.
    */
   readonly accepts?: readonly string[];
+  /**
+   * Records of any model with these column sizes are read (hot swap policy `warm`: a key's state
+   * is rebuilt from the history in its carry, whichever model wrote the state); `foreign` says so.
+   */
+  readonly acceptsAnyModel?: boolean;
 }
 
 const MAGIC = 'RNS2';
@@ -163,7 +168,7 @@ export function readSnapshots(shape: SnapshotShape, bytes: Uint8Array, visit: (r
   let hash = hashBytesOf.get(shape.hash);
   if (!hash) hashBytesOf.set(shape.hash, (hash = Uint8Array.from(Buffer.from(shape.hash, 'hex'))));
   const foreign = !sameBytes(bytes, 4, hash);
-  if (foreign && !acceptedHash(shape, bytes)) {
+  if (foreign && shape.acceptsAnyModel !== true && !acceptedHash(shape, bytes)) {
     const theirs = Buffer.from(bytes.subarray(4, 36)).toString('hex');
     throw new SnapshotError(`snapshot was taken with model ${theirs.slice(0, 12)}, but this model is ${shape.hash.slice(0, 12)} (${shape.name}); refusing foreign state`);
   }
