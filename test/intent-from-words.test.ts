@@ -355,3 +355,16 @@ describe("the model's out-of-scope threshold, served (issue 25, item 7)", () => 
     expect(cli(['replay', '--pipeline', 'intent-from-words', '--oos-threshold', '2']).stderr).toMatch(/--oos-threshold must be a probability from 0 to 1, got "2"/);
   });
 });
+
+describe('fnv1a', () => {
+  it('hashes the UTF-8 bytes TextEncoder gives, lone surrogates included, without encoding first', () => {
+    const reference = (text: string): number => {
+      let hash = 0x811c9dc5;
+      for (const byte of new TextEncoder().encode(text)) hash = Math.imul(hash ^ byte, 0x01000193);
+      return hash >>> 0;
+    };
+    const texts = ['', 'a', '<book>', 'ünïcödé', '日本語の単語', 'emoji 🎈 and 👩‍👩‍👧', 'lone \ud800 high', 'lone \udc00 low', 'end \ud83d', '\u07ff\u0800\uffff'];
+    for (let i = 0; i < 200; i++) texts.push(String.fromCharCode(...Array.from({ length: 1 + (i % 9) }, (_, j) => (i * 7919 + j * 104729) % 0x10000)));
+    for (const t of texts) expect(fnv1a(t), JSON.stringify(t)).toBe(reference(t));
+  });
+});

@@ -96,9 +96,11 @@ describe('warm-up after a hot swap', () => {
 
     backend.replace(await provider.create(b, {})).dispose();
     expect(store.serve(b, 'warm')).toBe(4);
+    expect(store.coldCount).toBe(4);
     const second = await run(stepper, interleave(after, 0, 3));
 
     // Every key cold at its first event after the swap was warmed: histories of 4, 4, 4 and 2 events.
+    expect(store.coldCount).toBe(0);
     expect(warmed.reduce((n, w) => n + w.keys, 0)).toBe(4);
     expect(warmed.reduce((n, w) => n + w.events, 0)).toBe(4 + 4 + 4 + 2);
     for (const [k, evs] of after.entries()) {
@@ -142,6 +144,10 @@ describe('warm-up after a hot swap', () => {
       for (let o = 0; o < 3; o++) expect(Math.abs(s.output[o]! - expected[j]!.output[o]!)).toBeLessThan(1e-6);
     });
     expect(restored.isCold('k0')).toBe(false);
+    // k1 had no event since: still cold, and counted; removing it uncounts it.
+    expect(restored.coldCount).toBe(1);
+    restored.delete('k1');
+    expect(restored.coldCount).toBe(0);
 
     // A store kept for policy warm takes any model's records cold, with no swap in between (a
     // restart with the new model as --model): the same warm-up follows.

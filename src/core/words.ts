@@ -39,15 +39,37 @@ export function characterNgrams(word: string, minN: number, maxN: number): strin
   return grams;
 }
 
-/** 32-bit FNV-1a over the UTF-8 bytes of `text` (fastText's subword hash). */
+/**
+ * 32-bit FNV-1a over the UTF-8 bytes of `text` (fastText's subword hash), encoded as it goes:
+ * it runs per n-gram of every word and per event of a shadow run, where a TextEncoder buffer per
+ * call was an allocation each. The bytes are TextEncoder's (a lone surrogate is U+FFFD).
+ */
 export function fnv1a(text: string): number {
   let hash = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(text)) {
-    hash ^= byte;
-    hash = Math.imul(hash, 0x01000193);
+  for (let i = 0; i < text.length; i++) {
+    let c = text.charCodeAt(i);
+    if (c < 0x80) {
+      hash = mix(hash, c);
+      continue;
+    }
+    if (c < 0x800) {
+      hash = mix(mix(hash, 0xc0 | (c >> 6)), 0x80 | (c & 0x3f));
+      continue;
+    }
+    const next = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+    if (c >= 0xd800 && c < 0xdc00 && next >= 0xdc00 && next < 0xe000) {
+      const cp = 0x10000 + ((c - 0xd800) << 10) + (next - 0xdc00);
+      hash = mix(mix(mix(mix(hash, 0xf0 | (cp >> 18)), 0x80 | ((cp >> 12) & 0x3f)), 0x80 | ((cp >> 6) & 0x3f)), 0x80 | (cp & 0x3f));
+      i++;
+      continue;
+    }
+    if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+    hash = mix(mix(mix(hash, 0xe0 | (c >> 12)), 0x80 | ((c >> 6) & 0x3f)), 0x80 | (c & 0x3f));
   }
   return hash >>> 0;
 }
+
+const mix = (hash: number, byte: number): number => Math.imul(hash ^ byte, 0x01000193);
 
 /** What one word looks up: its vocabulary row (or -1) and its n-grams' bucket rows. */
 export interface WordRows {

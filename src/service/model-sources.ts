@@ -68,6 +68,7 @@ async function readModelsTopic(parts: ModelSourcesParts, topic: string): Promise
     logger,
     onRecord: (record, at) => {
       const from = `${topic} partition ${at.partition} offset ${at.offset}`;
+      if ('withdrawn' in record) return parts.shadow?.withdraw(`the shadow record was deleted (${from})`);
       if (record.role === 'serve') return swapper.offer({ path: record.path, sha256: record.sha256, from });
       if (parts.shadow) return parts.shadow.offer({ path: record.path, sha256: record.sha256, share: record.share, from });
       metrics.modelRefusals.inc();

@@ -8,7 +8,7 @@
  *                            └▶ TransactionalSink (per partition and interval, one transaction)
  */
 import type { Server } from 'node:http';
-import type { Admin, Consumer, Kafka, Producer } from 'kafkajs';
+import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { resolveBackend } from '../backends/registry.js';
 import type { KeptRows, MicroBatch, SlotMicroBatch, StepBackend } from '../backends/types.js';
 import { RnnStreamError, UsageError } from '../core/errors.js';
@@ -32,12 +32,12 @@ import { KafkajsTransactions } from '../adapters/kafka/producer/transactions.js'
 import type { Logger } from '../observability/logger.js';
 import { BoundedQueue } from '../operators/bounded-queue.js';
 import { stateResidence } from '../state/keyed-stepper.js';
-import type { SourcePosition } from '../operators/records.js';
-import { stateStoreFor, warmHistoryFor } from '../pipeline/predict.js';
+import type { EventRecord, SourcePosition } from '../operators/records.js';
+import { stateStoreFor, warmHistoryFor, type PredictionRecord } from '../pipeline/predict.js';
 import { ServingModel } from '../pipeline/serving-model.js';
 import { SwappableBackend } from '../backends/swappable.js';
 import { ModelSwapper } from './model-swap.js';
-import { ShadowRunner, type ShadowMessage } from './shadow-run.js';
+import { ShadowRunner } from './shadow-run.js';
 import { startModelSources } from './model-sources.js';
 import { prequentialFor, type PrequentialTracker } from '../pipeline/prequential.js';
 import { loadPipeline } from '../pipeline/registry.js';
@@ -169,18 +169,21 @@ async function connect(config: Config, connection: KafkaConnection, parts: { log
   }
 }
 
+/** One merged produce request's size: the service's produceBatchSize and produceBatchBytes, below the topics' max.message.bytes. */
+function requestLimits(config: Config, layout: TopicLayout): { maxRecords: number; maxBytes: number } {
+  return { maxRecords: config.produceBatchSize, maxBytes: Math.min(config.produceBatchBytes, layout.maxMessageBytes - RECORD_BATCH_MARGIN_BYTES) };
+}
+
 /**
  * The at-least-once producer. Either way it is built with PRODUCER_CONFIG (partitioner, one
  * request in flight) and sends through an OrderedSender (in order, merged up to
  * produceBatchSize records and produceBatchBytes, below the topics' max.message.bytes).
  */
 function createProducer(config: Config, connection: KafkaConnection, kafka: Kafka, layout: TopicLayout, logger: Logger, hooks: ProducerHooks): RecordProducer {
-  const { maxMessageBytes } = layout;
   // A record the broker refuses by itself (a topic's limit lowered since it was read) becomes a minimal dead letter.
   const refusals = { outputTopic: config.outputTopic, dlqTopic: config.dlqTopic, dlqPartitions: layout.dlqPartitions };
-  const maxBytes = Math.min(config.produceBatchBytes, maxMessageBytes - RECORD_BATCH_MARGIN_BYTES);
-  if (maxBytes < config.produceBatchBytes) logger.info({ produceBatchBytes: maxBytes, maxMessageBytes }, "produce requests capped below the topics' max.message.bytes");
-  const limits = { maxRecords: config.produceBatchSize, maxBytes };
+  const limits = requestLimits(config, layout);
+  if (limits.maxBytes < config.produceBatchBytes) logger.info({ produceBatchBytes: limits.maxBytes, maxMessageBytes: layout.maxMessageBytes }, "produce requests capped below the topics' max.message.bytes");
   return config.producerThread ? new ProducerThread({ connection, limits, refusals }, logger, hooks) : new InProcessProducer(kafka.producer(PRODUCER_CONFIG), limits, logger, hooks, refusals);
 }
 
@@ -582,14 +585,17 @@ async function start(parts: StartParts): Promise<RunningService> {
   // Before the consumer joins: a restarted instance serves the model the models topic names.
   // Shadow runs come from the models topic; their predictions go to the shadow topic.
   const shadowTopic = config.shadowTopic;
-  const shadowOut = swappable && config.modelsTopic !== undefined && shadowTopic !== undefined ? shadowWriter(clients.kafka, shadowTopic) : undefined;
-  if (shadowOut) startUp.add(() => shadowOut.disconnect());
+  const shadowOut = swappable && config.modelsTopic !== undefined && shadowTopic !== undefined ? new InProcessProducer(clients.kafka.producer(PRODUCER_CONFIG), requestLimits(config, clients.layout), logger) : undefined;
+  if (shadowOut) {
+    await shadowOut.connect();
+    startUp.add(() => shadowOut.disconnect());
+  }
   shadow = shadowOut
     ? new ShadowRunner({
         pipeline,
         serving,
         createBackend: async (m) => (await resolveBackend(swappable!.name, m, { logger })).backend,
-        send: shadowOut.send,
+        send: (messages) => shadowOut.sendPacked([packMessages(shadowTopic!, messages)]),
         keyCapacity: config.keyCapacity,
         maxBatchSize: config.maxBatchSize,
         ...(config.outOfScopeThreshold !== undefined ? { oosThreshold: config.outOfScopeThreshold } : {}),
@@ -624,7 +630,8 @@ async function start(parts: StartParts): Promise<RunningService> {
       },
       alreadyApplied,
       history,
-      onPrediction: (event, prediction) => shadow?.observe(event, prediction),
+      // Only where a shadow can run: a call per prediction otherwise for nothing.
+      ...(shadow ? { onPrediction: (event: EventRecord<unknown>, prediction: PredictionRecord) => shadow?.observe(event, prediction) } : {}),
       onWarmUp: (keys, events, ms) => {
         metrics.warmUpKeys.inc(keys);
         metrics.warmUpEvents.inc(events);
@@ -729,24 +736,6 @@ async function startHotSwap(
     logger,
     metrics,
   });
-}
-
-/** The shadow topic's writer: a plain producer of its own, connected at the first shadow prediction (at most once: a shadow is a diagnosis). */
-function shadowWriter(kafka: Kafka, topic: string): { send: (messages: readonly ShadowMessage[]) => Promise<void>; disconnect: () => Promise<void> } {
-  let producer: Producer | undefined;
-  let connected: Promise<void> | undefined;
-  return {
-    send: async (messages) => {
-      if (messages.length === 0) return;
-      producer ??= kafka.producer({ allowAutoTopicCreation: false });
-      connected ??= producer.connect();
-      await connected;
-      await producer.send({ topic, messages: messages.map((m) => ({ key: m.key, value: m.value, partition: m.partition })) });
-    },
-    disconnect: async () => {
-      await producer?.disconnect();
-    },
-  };
 }
 
 /** Closes the HTTP server and its open connections. */

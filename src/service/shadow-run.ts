@@ -11,14 +11,15 @@
  *
  * It never holds up serving: it steps on its own backend after the served outputs are made, a
  * few micro-batches' worth of events at most wait for it (past that its events are skipped and
- * counted, and their keys start again in the shadow), and its predictions are written at most
- * once, outside the service's transactions, one write at a time. Its keys' state is
+ * counted, and their keys start again in the shadow), and its predictions are written outside
+ * the service's transactions, by a producer of its own. Its keys' state is
  * its own, in memory, not in the changelog: after a restart or a rebalance its keys start from
  * zero state (what a promotion then serves is built by the swap's policy).
  */
 import { loadModelFile } from '../adapters/model-file.js';
 import type { StepBackend } from '../backends/types.js';
 import type { RnnModel } from '../core/model.js';
+import { fnv1a } from '../core/words.js';
 import type { Logger } from '../observability/logger.js';
 import type { Decoded, EventRecord } from '../operators/records.js';
 import type { PipelineDefinition } from '../pipeline/define.js';
@@ -35,10 +36,8 @@ import type { ServiceMetrics } from './metrics.js';
 
 /** Micro-batches' worth of events that may wait for the shadow before it skips events: it never holds up serving. */
 const MAX_PENDING_BATCHES = 16;
-/** Shadow predictions that may wait for the write under way (then go in one write); past it they are not written (counted). */
+/** Shadow predictions that may wait to be acknowledged; past it they are not written (counted). */
 const MAX_UNWRITTEN = 100_000;
-/** Bytes of predictions per write at most: a record batch must stay under the topic's max.message.bytes (1 MiB by default). */
-const MAX_WRITE_BYTES = 256 * 1024;
 
 /** A shadow prediction for the shadow topic, in the input partition of the event it answers. */
 export interface ShadowMessage {
@@ -52,7 +51,11 @@ export interface ShadowParts {
   readonly serving: ServingModel;
   /** Builds the candidate's backend, of the kind in use. */
   readonly createBackend: (model: RnnModel) => Promise<StepBackend>;
-  /** Writes shadow predictions (at most once). */
+  /**
+   * Writes shadow predictions; resolves when they are acknowledged. The service's producer
+   * (InProcessProducer) queues writes and merges those that wait into requests below the topic's
+   * max.message.bytes.
+   */
   readonly send: (messages: readonly ShadowMessage[]) => Promise<void>;
   readonly keyCapacity: number;
   readonly maxBatchSize: number;
@@ -87,11 +90,9 @@ interface Running {
   pending: number;
 }
 
-/** Where a key falls in [0, 1): FNV-1a of its UTF-16 code units. A shadow with share s runs on the keys below s. */
+/** Where a key falls in [0, 1): its FNV-1a hash (core/words.ts) scaled. A shadow with share s runs on the keys below s. */
 export function keyShare(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
-  return h / 2 ** 32;
+  return fnv1a(key) / 2 ** 32;
 }
 
 export class ShadowRunner {
@@ -103,9 +104,8 @@ export class ShadowRunner {
   /** Offers, one at a time, in order. */
   private offers: Promise<unknown> = Promise.resolve();
   private sendFailureLogged = false;
-  /** Predictions waiting for the write under way, and that write. */
-  private unwritten: ShadowMessage[] = [];
-  private writing: Promise<void> | undefined;
+  /** Predictions sent and not yet acknowledged. */
+  private unwritten = 0;
 
   constructor(private readonly parts: ShadowParts) {}
 
@@ -116,20 +116,33 @@ export class ShadowRunner {
 
   /** Checks the offered model and runs it as the shadow; resolves with what happened, never rejects. */
   offer(offer: ShadowOffer): Promise<ShadowOutcome> {
-    const next = this.offers.then(() => this.handle(offer)).catch((err: unknown): ShadowOutcome => {
-      this.parts.logger.error({ model: offer.path, from: offer.from, err: (err as Error).message }, 'shadow model could not start');
+    if (offer.share === 0) return this.withdraw(`a shadow record with share 0 (${offer.from})`);
+    return this.inTurn(() => this.handle(offer), (err) => {
+      this.parts.logger.error({ model: offer.path, from: offer.from, err: err.message }, 'shadow model could not start');
       return 'refused';
     });
+  }
+
+  /** Stops the shadow, in turn with the offers before it. */
+  withdraw(reason: string): Promise<ShadowOutcome> {
+    return this.inTurn(
+      () => {
+        this.stop(reason);
+        return 'stopped';
+      },
+      () => 'stopped',
+    );
+  }
+
+  /** Runs `work` after the offers before it; never rejects. */
+  private inTurn(work: () => ShadowOutcome | Promise<ShadowOutcome>, failed: (err: Error) => ShadowOutcome): Promise<ShadowOutcome> {
+    const next = this.offers.then(work).catch((err: unknown) => failed(err as Error));
     this.offers = next;
     return next;
   }
 
   private async handle(offer: ShadowOffer): Promise<ShadowOutcome> {
     const { serving, logger, metrics, pipeline } = this.parts;
-    if (offer.share === 0) {
-      this.stop(`a shadow record with share 0 (${offer.from})`);
-      return 'stopped';
-    }
     const refuse = (reason: string): ShadowOutcome => {
       metrics.modelRefusals.inc();
       logger.warn({ model: offer.path, from: offer.from, reason }, 'shadow model refused; the served model goes on alone');
@@ -181,7 +194,8 @@ export class ShadowRunner {
   /** Told of each served prediction with its event: a shadowed key's event is stepped by the shadow too. */
   observe(event: EventRecord<unknown>, served: PredictionRecord): void {
     const r = this.running;
-    if (!r || keyShare(served.key) >= r.share) return;
+    // Every key at share 1: no hash per event.
+    if (!r || (r.share < 1 && keyShare(served.key) >= r.share)) return;
     if (served.prequential) r.serving.add(served.prequential);
     this.buffer.push(event);
     if (!this.flushScheduled) {
@@ -235,35 +249,26 @@ export class ShadowRunner {
     }
   }
 
-  /**
-   * Writes shadow predictions without waiting: one write at a time, and what comes meanwhile goes
-   * in the next one (a write per micro-batch could not keep up with the stream).
-   */
+  /** Writes shadow predictions without waiting for them: the next micro-batch steps meanwhile. */
   private write(messages: ShadowMessage[]): void {
-    if (this.unwritten.length + messages.length > MAX_UNWRITTEN) {
-      this.parts.metrics.shadowDropped.inc(messages.length);
+    const { metrics } = this.parts;
+    if (messages.length === 0) return;
+    if (this.unwritten + messages.length > MAX_UNWRITTEN) {
+      metrics.shadowDropped.inc(messages.length);
       return;
     }
-    for (const m of messages) this.unwritten.push(m);
-    this.writing ??= this.writeUnwritten().finally(() => (this.writing = undefined));
-  }
-
-  private async writeUnwritten(): Promise<void> {
-    const { metrics } = this.parts;
-    while (this.unwritten.length > 0) {
-      let bytes = 0;
-      let n = 0;
-      while (n < this.unwritten.length && (n === 0 || bytes + this.unwritten[n]!.value.length <= MAX_WRITE_BYTES)) bytes += this.unwritten[n++]!.value.length;
-      const batch = this.unwritten.splice(0, n);
-      try {
-        await this.parts.send(batch);
-        metrics.shadowPredictions.inc(batch.length);
-      } catch (err) {
-        metrics.shadowDropped.inc(batch.length);
-        if (!this.sendFailureLogged) this.parts.logger.warn({ err: (err as Error).message }, 'shadow predictions could not be written (counted in rnnstream_shadow_dropped_total from now on)');
-        this.sendFailureLogged = true;
-      }
-    }
+    this.unwritten += messages.length;
+    void this.parts
+      .send(messages)
+      .then(
+        () => metrics.shadowPredictions.inc(messages.length),
+        (err: unknown) => {
+          metrics.shadowDropped.inc(messages.length);
+          if (!this.sendFailureLogged) this.parts.logger.warn({ err: (err as Error).message }, 'shadow predictions could not be written (counted in rnnstream_shadow_dropped_total from now on)');
+          this.sendFailureLogged = true;
+        },
+      )
+      .finally(() => (this.unwritten -= messages.length));
   }
 
   /** The served model changed: a shadow of that model was promoted, and stops. */

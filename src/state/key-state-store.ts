@@ -128,8 +128,8 @@ export class KeyStateStore {
   private shape: SnapshotShape;
   private counters = { created: 0, evictedByCapacity: 0, evictedByTtl: 0 };
   private device: DeviceStateReader | undefined;
-  /** Restored state of another model is cold (policy `warm`), not served as is (`keep`) nor refused (`reset`). */
-  private warmForeign: boolean;
+  /** Resident keys marked cold: the stepper looks for them only while there are any. */
+  private coldKeys = 0;
 
   /** The model whose state the store holds (a hot swap replaces it: `serve`). */
   model: RnnModel;
@@ -141,8 +141,8 @@ export class KeyStateStore {
     this.carrySize = parsed.carrySize;
     this.stateSize = model.stateSize;
     this.idleTtlMs = parsed.idleTtlMs ?? Number.POSITIVE_INFINITY;
-    this.warmForeign = parsed.warmForeign;
-    this.shape = { hash: model.hash, name: model.name, stateSize: model.stateSize, carrySize: parsed.carrySize, acceptsAnyModel: this.warmForeign };
+    // Restored state of another model is cold (policy warm), not refused.
+    this.shape = { hash: model.hash, name: model.name, stateSize: model.stateSize, carrySize: parsed.carrySize, acceptsAnyModel: parsed.warmForeign };
   }
 
   get size(): number {
@@ -384,16 +384,16 @@ export class KeyStateStore {
     const same = model.stateSize === this.stateSize && model.stateSegments.length === this.model.stateSegments.length && model.stateSegments.every((s, i) => s.offset === this.model.stateSegments[i]!.offset && s.size === this.model.stateSegments[i]!.size);
     if (!same) throw new SnapshotError(`model ${model.hash.slice(0, 12)} lays out its state differently from ${this.model.hash.slice(0, 12)}: a store cannot serve it`);
     const touched = policy === 'reset' ? this.removeWhere(() => true) : policy === 'warm' ? this.markCold() : 0;
-    const accepts = policy !== 'reset' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
-    this.warmForeign = policy === 'warm';
-    this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts, acceptsAnyModel: this.warmForeign };
+    // keep: the earlier models' records are read as this one's; warm: any model's, cold.
+    const accepts = policy === 'keep' ? [...(this.shape.accepts ?? []), this.shape.hash].filter((h) => h !== model.hash) : [];
+    this.shape = { hash: model.hash, name: model.name, stateSize: this.stateSize, carrySize: this.carrySize, accepts, acceptsAnyModel: policy === 'warm' };
     this.model = model;
     return touched;
   }
 
   /** Marks every resident key cold; returns how many. */
   private markCold(): number {
-    for (let slot = this.oldest; slot !== NONE; slot = this.chunkOf(slot).newer[slot & SLOT_MASK]!) this.chunkOf(slot).cold[slot & SLOT_MASK] = 1;
+    for (let slot = this.oldest; slot !== NONE; slot = this.chunkOf(slot).newer[slot & SLOT_MASK]!) this.setCold(this.chunkOf(slot), slot & SLOT_MASK, 1);
     return this.slots.size;
   }
 
@@ -460,6 +460,8 @@ export class KeyStateStore {
     } else this.oldest = oldest;
     this.newest = from.newest + base;
     this.used = base + from.used;
+    this.coldKeys += from.coldKeys;
+    from.coldKeys = 0;
     from.chunks.length = 0;
     from.slots.clear();
     from.free.length = 0;
@@ -485,7 +487,7 @@ export class KeyStateStore {
       dst.state.set(src.state.subarray(i * S, (i + 1) * S), j * S);
       dst.carry.set(src.carry.subarray(i * C, (i + 1) * C), j * C);
       this.writeScalars(dst, j, { steps: src.steps[i]!, lastSeen: src.lastSeen[i]!, partition: src.partition[i]!, offset: src.offset[i]!, sequence: src.sequence[i]!, lastClass: src.lastClass[i]! });
-      dst.cold[j] = src.cold[i]!;
+      this.setCold(dst, j, src.cold[i]!);
       this.link(to);
       from.remove(slot);
       n++;
@@ -562,7 +564,7 @@ export class KeyStateStore {
       copyRecordState(r, S, c.state, i * S);
       for (let j = 0; j < C; j++) c.carry[i * C + j] = r.view.getFloat64(r.carryAt + 8 * j, true);
       this.writeScalars(c, i, r);
-      c.cold[i] = r.foreign && this.warmForeign ? 1 : 0;
+      this.setCold(c, i, r.foreign && this.shape.acceptsAnyModel === true ? 1 : 0);
       this.link(slot);
       restored.push(r.key);
     });
@@ -585,7 +587,23 @@ export class KeyStateStore {
     c.sequence[i] = from.sequence;
     c.lastClass[i] = from.lastClass;
     c.residence[i] = Residence.HOST;
-    c.cold[i] = 0;
+    this.setCold(c, i, 0);
+  }
+
+  /** Marks a key cold or not, keeping the count of cold keys. */
+  private setCold(c: SlotChunk, i: number, cold: number): void {
+    this.coldKeys += cold - c.cold[i]!;
+    c.cold[i] = cold;
+  }
+
+  /** Keys whose state waits for its warm-up (policy warm): the stepper checks a micro-batch's keys only while there are any. */
+  get coldCount(): number {
+    return this.coldKeys;
+  }
+
+  /** The key in `slot` holds state of the model served now (its warm-up is done). */
+  warmed(slot: number): void {
+    this.setCold(this.chunkOf(slot), slot & SLOT_MASK, 0);
   }
 
   /**
@@ -616,7 +634,7 @@ export class KeyStateStore {
     c.sequence[i] = Number.NaN;
     c.lastClass[i] = NONE;
     c.residence[i] = Residence.HOST;
-    c.cold[i] = 0;
+    this.setCold(c, i, 0);
     this.slots.set(key, slot);
     return slot;
   }
@@ -624,6 +642,7 @@ export class KeyStateStore {
   private remove(slot: number): void {
     const c = this.chunkOf(slot);
     const i = slot & SLOT_MASK;
+    this.setCold(c, i, 0);
     this.unlink(slot);
     this.slots.delete(c.keys[i]!);
     c.keys[i] = undefined;

@@ -241,7 +241,7 @@ export class KeyedStepper<In, E> {
     this.config.onBatch?.(items.length, waves.length);
     const now = this.now();
     this.config.store.evictIdle(now);
-    const cold = this.config.history ? this.coldSlots(occurrences.keys()) : [];
+    const cold = this.config.history && this.config.store.coldCount > 0 ? this.coldSlots(occurrences.keys()) : [];
     if (cold.length > 0) return this.warmUp(cold).then(() => this.stepBatch(items, keys, results, waves, occurrences, now));
     return this.stepBatch(items, keys, results, waves, occurrences, now);
   }
@@ -330,7 +330,7 @@ export class KeyedStepper<In, E> {
     else for (const seg of model.stateSegments) c.state.set(this.next.subarray(B * seg.offset + b * seg.size, B * seg.offset + (b + 1) * seg.size), x * S + seg.offset);
     if (classify) c.lastClass[x] = b < 0 ? -1 : argmax(this.output.subarray(b * model.outputSize, (b + 1) * model.outputSize));
     c.residence[x] = Residence.HOST;
-    c.cold[x] = 0;
+    store.warmed(slot);
   }
 
   /** The first `keep` keys' states of `next` (a batch of B) into `state` as a batch of `keep`: the next wave's input state. */

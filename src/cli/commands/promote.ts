@@ -40,7 +40,7 @@ export function registerPromote(program: Command): void {
         pipeline: config.pipeline,
         logger,
         onRecord: (record) => {
-          if (record.role === 'shadow') shadow = record;
+          if (record.role === 'shadow') shadow = 'withdrawn' in record ? undefined : record;
         },
         onBadRecord: () => undefined,
       });

@@ -15,7 +15,7 @@
  *
  * Shadow runs (service/shadow-run.ts) have records of their own, key `<pipeline>/shadow`, value
  * as above with `"role": "shadow"` and `"share"` (of keys, 0 to 1); share 0 or a tombstone under
- * that key stops the shadow. The latest of each role is handed on at start, the served one first.
+ * that key (ShadowWithdrawn) stops the shadow. The latest of each role is handed on at start, the served one first.
  */
 import { randomUUID } from 'node:crypto';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
@@ -36,6 +36,16 @@ export const modelRecordSchema = z
   .strict();
 export type ModelRecord = z.infer<typeof modelRecordSchema>;
 
+/** The shadow record deleted (a tombstone under `<pipeline>/shadow`, what `rnnstream promote` leaves): no shadow runs. */
+export interface ShadowWithdrawn {
+  readonly pipeline: string;
+  readonly role: 'shadow';
+  readonly withdrawn: true;
+}
+
+/** What the topic says for a role: a model, or (shadow) none any more. */
+export type ModelsTopicEntry = ModelRecord | ShadowWithdrawn;
+
 export interface ModelsTopicParts {
   readonly kafka: Kafka;
   /** Reads where the topic ends at start. */
@@ -46,7 +56,7 @@ export interface ModelsTopicParts {
   readonly pipeline: string;
   readonly logger: Logger;
   /** A record for this pipeline, in topic order, with its position (`start` waits for the caught-up one's handling). */
-  readonly onRecord: (record: ModelRecord, at: { partition: number; offset: string }) => void | Promise<unknown>;
+  readonly onRecord: (record: ModelsTopicEntry, at: { partition: number; offset: string }) => void | Promise<unknown>;
   /** A record that is not a model record (its reason and position). */
   readonly onBadRecord: (reason: string, at: { partition: number; offset: string }) => void;
 }
@@ -62,7 +72,7 @@ export class ModelsTopicReader {
     // Where the topic ends now: records before these are the past, of which only the latest counts.
     const ends = new Map((await admin.fetchTopicOffsets(topic)).filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
     // The latest record of each role: the model served, and the shadow run beside it.
-    const latest = new Map<ModelRecord['role'], { record: ModelRecord; at: { partition: number; offset: string } }>();
+    const latest = new Map<ModelRecord['role'], { record: ModelsTopicEntry; at: { partition: number; offset: string } }>();
     let caughtUp!: (handled: void | Promise<unknown>) => void;
     // Settles once the caught-up record is handled (a failure there is the handler's to report).
     const done = new Promise<void>((resolve) => (caughtUp = (handled) => void Promise.resolve(handled).then(() => resolve(), () => resolve())));
@@ -88,9 +98,9 @@ export class ModelsTopicReader {
       autoCommit: false,
       eachMessage: async ({ partition, message }) => {
         const at = { partition, offset: message.offset };
-        const record = this.recordOf(message.value, at) ?? this.shadowTombstone(message.key, message.value);
+        const record = this.recordOf(message.value, at) ?? this.shadowWithdrawn(message.key, message.value);
         if (record) {
-          logger.info({ topic, ...at, path: record.path, sha256: record.sha256 }, 'model record read');
+          logger.info({ topic, ...at, role: record.role, ...('withdrawn' in record ? { withdrawn: true } : { path: record.path, sha256: record.sha256 }) }, 'model record read');
           if (ends.has(partition)) latest.set(record.role, { record, at });
           else this.parts.onRecord(record, at);
         }
@@ -118,13 +128,10 @@ export class ModelsTopicReader {
     return parsed.data.pipeline === this.parts.pipeline ? parsed.data : undefined;
   }
 
-  /**
-   * A tombstone under `<pipeline>/shadow` (what `rnnstream promote` leaves) as the record it
-   * means: the shadow stops (share 0).
-   */
-  private shadowTombstone(key: Buffer | null, value: Buffer | null): ModelRecord | undefined {
+  /** A tombstone under `<pipeline>/shadow`: the shadow record was deleted. */
+  private shadowWithdrawn(key: Buffer | null, value: Buffer | null): ShadowWithdrawn | undefined {
     if (value !== null || key?.toString('utf8') !== `${this.parts.pipeline}/shadow`) return undefined;
-    return { pipeline: this.parts.pipeline, path: '(none: the shadow record was deleted)', sha256: '0'.repeat(64), role: 'shadow', share: 0 };
+    return { pipeline: this.parts.pipeline, role: 'shadow', withdrawn: true };
   }
 
   async stop(): Promise<void> {
